@@ -1,0 +1,202 @@
+//! `edgeplane workers` and `edgeplane drain`: the operator's side of the
+//! Admin API, over gRPC, honouring `COORDINATOR_URL` and `EDGEPLANE_ADMIN_TOKEN`.
+
+use crate::json::{status_str, JsonWorker};
+use crate::proto::{admin_client::AdminClient, DrainWorkerRequest, ListWorkersRequest, Worker};
+use crate::registry::{service_state_str, WorkerState};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminTarget {
+    /// The coordinator to ask.
+    #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:8080")]
+    pub coordinator: String,
+    /// Admin token, when the coordinator requires one.
+    #[arg(long, env = "EDGEPLANE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkersArgs {
+    #[command(flatten)]
+    pub target: AdminTarget,
+    /// Print JSON (the same shape as GET /api/admin/workers).
+    #[arg(long)]
+    pub json: bool,
+    /// Only workers in this state: healthy, degraded, disconnected, draining.
+    #[arg(long)]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub target: AdminTarget,
+    /// Worker id, or name when unique.
+    pub worker: String,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach the coordinator at {url}: {source}")]
+    Connect {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Rpc(#[from] tonic::Status),
+    #[error("unknown status `{0}`; use healthy, degraded, disconnected or draining")]
+    BadStatus(String),
+    #[error("invalid admin token: {0}")]
+    BadToken(String),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn code_name(c: tonic::Code) -> String {
+    format!("{c:?}").to_uppercase()
+}
+
+async fn client(
+    t: &AdminTarget,
+) -> Result<
+    (
+        AdminClient<Channel>,
+        Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ),
+    CliError,
+> {
+    let url = crate::worker::normalize_url(&t.coordinator);
+    let ch = Endpoint::from_shared(url.clone())
+        .map_err(|source| CliError::Connect {
+            url: url.clone(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(|source| CliError::Connect { url, source })?;
+    let auth = match t.admin_token.as_deref().filter(|s| !s.is_empty()) {
+        Some(tok) => Some(
+            crate::auth::bearer(tok)
+                .parse()
+                .map_err(|_| CliError::BadToken("not a valid header value".into()))?,
+        ),
+        None => None,
+    };
+    Ok((AdminClient::new(ch), auth))
+}
+
+fn with_auth<T>(msg: T, auth: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(a) = auth {
+        r.metadata_mut().insert("authorization", a.clone());
+    }
+    r
+}
+
+/// Runs `edgeplane workers`; returns what to print.
+pub async fn workers(args: &WorkersArgs) -> Result<String, CliError> {
+    let status = match args.status.as_deref() {
+        None => 0,
+        Some(s) => WorkerState::parse(s)
+            .ok_or_else(|| CliError::BadStatus(s.into()))?
+            .to_proto() as i32,
+    };
+    let (mut c, auth) = client(&args.target).await?;
+    let list = c
+        .list_workers(with_auth(ListWorkersRequest { status }, &auth))
+        .await?
+        .into_inner()
+        .workers;
+    if args.json {
+        let v: Vec<JsonWorker> = list.iter().map(JsonWorker::from).collect();
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+    }
+    Ok(render_table(&list))
+}
+
+/// Runs `edgeplane drain`; returns what to print.
+pub async fn drain(args: &DrainArgs) -> Result<String, CliError> {
+    let (mut c, auth) = client(&args.target).await?;
+    let req = DrainWorkerRequest {
+        worker: args.worker.clone(),
+        reason: args.reason.clone(),
+    };
+    let w = c.drain_worker(with_auth(req, &auth)).await?.into_inner();
+    Ok(format!("{} ({}) is {}\n", w.name, w.worker_id, status_str(w.status)))
+}
+
+/// A table a person can read: NAME, ID, STATUS, AGE, LAST SEEN, SERVICES.
+pub fn render_table(workers: &[Worker]) -> String {
+    let header = ["NAME", "ID", "STATUS", "AGE", "LAST SEEN", "SERVICES"].map(String::from);
+    let mut rows = vec![header.to_vec()];
+    for w in workers {
+        let services = w
+            .services
+            .iter()
+            .map(|s| {
+                let st = crate::proto::ServiceState::try_from(s.state).unwrap_or_default();
+                format!("{}({})", s.name, service_state_str(st))
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        rows.push(vec![
+            w.name.clone(),
+            w.worker_id.clone(),
+            status_str(w.status).to_string(),
+            crate::duration::format_short(Duration::from_secs_f64(w.age_seconds.max(0.0))),
+            format!(
+                "{} ago",
+                crate::duration::format_short(Duration::from_secs_f64(w.silent_seconds.max(0.0)))
+            ),
+            if services.is_empty() { "-".into() } else { services },
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if workers.is_empty() {
+        out.push_str("(no workers)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{ServiceView, WorkerStatus};
+
+    #[test]
+    fn table_lists_each_worker_with_its_services() {
+        let w = Worker {
+            worker_id: "w-1".into(),
+            name: "gpu-box".into(),
+            status: WorkerStatus::Healthy as i32,
+            age_seconds: 65.0,
+            silent_seconds: 1.0,
+            services: vec![ServiceView {
+                name: "notes-coa".into(),
+                state: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let t = render_table(&[w]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NAME"));
+        assert!(lines[1].contains("gpu-box") && lines[1].contains("w-1") && lines[1].contains("healthy"));
+        assert!(lines[1].contains("notes-coa(ready)") && lines[1].contains("1m05s"));
+        assert!(render_table(&[]).contains("(no workers)"));
+    }
+}

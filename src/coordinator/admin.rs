@@ -1,0 +1,139 @@
+//! `edgeplane.v1.Admin`: the operator's gRPC view of the fleet.
+
+use crate::proto::{
+    admin_server::Admin, DrainWorkerRequest, EventKind, GetWorkerRequest, ListWorkersRequest, ListWorkersResponse,
+    WatchWorkersRequest, Worker, WorkerEvent, WorkerStatus,
+};
+use crate::registry::{ChangeKind, LookupError, Registry, WorkerState};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+pub struct AdminService {
+    registry: Arc<Registry>,
+    closing: CancellationToken,
+}
+
+impl AdminService {
+    pub fn new(registry: Arc<Registry>, closing: CancellationToken) -> Self {
+        AdminService { registry, closing }
+    }
+}
+
+fn lookup_status(e: LookupError) -> Status {
+    match e {
+        LookupError::NotFound(_) => Status::not_found(e.to_string()),
+        LookupError::Ambiguous(_) => Status::failed_precondition(e.to_string()),
+    }
+}
+
+fn status_filter(raw: i32) -> Result<Option<WorkerState>, Status> {
+    match WorkerStatus::try_from(raw) {
+        Ok(WorkerStatus::Unspecified) => Ok(None),
+        Ok(p) => WorkerState::from_proto(p)
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument("no worker is listed as REMOVED")),
+        Err(_) => Err(Status::invalid_argument(format!("unknown worker status {raw}"))),
+    }
+}
+
+/// Watch events buffered per client before backpressure.
+const WATCH_BUFFER: usize = 256;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_workers(
+        &self,
+        request: Request<ListWorkersRequest>,
+    ) -> Result<Response<ListWorkersResponse>, Status> {
+        let filter = status_filter(request.get_ref().status)?;
+        let workers = self.registry.snapshot(filter).iter().map(|w| w.to_proto()).collect();
+        Ok(Response::new(ListWorkersResponse { workers }))
+    }
+
+    async fn get_worker(&self, request: Request<GetWorkerRequest>) -> Result<Response<Worker>, Status> {
+        let w = self.registry.get(&request.get_ref().worker).map_err(lookup_status)?;
+        Ok(Response::new(w.to_proto()))
+    }
+
+    type WatchWorkersStream = ReceiverStream<Result<WorkerEvent, Status>>;
+
+    async fn watch_workers(
+        &self,
+        _request: Request<WatchWorkersRequest>,
+    ) -> Result<Response<Self::WatchWorkersStream>, Status> {
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let registry = self.registry.clone();
+        let closing = self.closing.clone();
+        tokio::spawn(async move {
+            let (snapshot, mut events) = registry.subscribe();
+            if !send_snapshot(&tx, snapshot.iter().map(|w| w.to_proto())).await {
+                return;
+            }
+            loop {
+                let ev = tokio::select! {
+                    ev = events.recv() => ev,
+                    _ = tx.closed() => return,
+                    _ = closing.cancelled() => return,
+                };
+                let ok = match ev {
+                    Ok(ev) => {
+                        let kind = match ev.kind {
+                            ChangeKind::Added => EventKind::Added,
+                            ChangeKind::Updated => EventKind::Updated,
+                            ChangeKind::Removed => EventKind::Removed,
+                        };
+                        let mut worker = ev.worker.to_proto();
+                        if ev.kind == ChangeKind::Removed {
+                            worker.status = WorkerStatus::Removed as i32;
+                        }
+                        let e = WorkerEvent {
+                            kind: kind as i32,
+                            worker: Some(worker),
+                            reason: ev.reason,
+                        };
+                        tx.send(Ok(e)).await.is_ok()
+                    }
+                    // Fell behind: start over from a fresh snapshot rather than
+                    // leave the watcher with a silently wrong picture.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let now = registry.snapshot(None);
+                        send_snapshot(&tx, now.iter().map(|w| w.to_proto())).await
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if !ok {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn drain_worker(&self, request: Request<DrainWorkerRequest>) -> Result<Response<Worker>, Status> {
+        let r = request.get_ref();
+        let w = self.registry.drain(&r.worker, &r.reason).map_err(lookup_status)?;
+        Ok(Response::new(w.to_proto()))
+    }
+}
+
+async fn send_snapshot(tx: &mpsc::Sender<Result<WorkerEvent, Status>>, workers: impl Iterator<Item = Worker>) -> bool {
+    for w in workers {
+        let e = WorkerEvent {
+            kind: EventKind::Existing as i32,
+            worker: Some(w),
+            reason: String::new(),
+        };
+        if tx.send(Ok(e)).await.is_err() {
+            return false;
+        }
+    }
+    let synced = WorkerEvent {
+        kind: EventKind::Synced as i32,
+        worker: None,
+        reason: String::new(),
+    };
+    tx.send(Ok(synced)).await.is_ok()
+}

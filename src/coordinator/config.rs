@@ -1,0 +1,160 @@
+//! Everything the coordinator can be told, read in one place. Every
+//! environment variable has a flag twin; durations accept seconds or
+//! `500ms` / `5s` / `10m`.
+
+use crate::duration::parse_duration;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CoordinatorConfig {
+    /// Where to serve gRPC and HTTP: a port alone (all interfaces) or HOST:PORT.
+    #[arg(long = "listen", env = "PORT", default_value = "8080", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// A connected worker silent this long is `degraded` (and gets no traffic).
+    #[arg(long, env = "HEARTBEAT_TIMEOUT_SECONDS", default_value = "300", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+
+    /// A worker silent this long (connected or not) is removed.
+    #[arg(long, env = "WORKER_TIMEOUT_SECONDS", default_value = "600", value_parser = parse_duration)]
+    pub worker_timeout: Duration,
+
+    /// How often workers are told to send a keepalive.
+    #[arg(long, env = "KEEPALIVE_INTERVAL_SECONDS", default_value = "5", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// Shared secret workers must present (`authorization: Bearer ...`) to connect.
+    #[arg(long, env = "EDGEPLANE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+
+    /// Secret for the Admin API and /api/admin/*; unset means open.
+    #[arg(long, env = "EDGEPLANE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Worker records held at most (connected or waiting to resume).
+    #[arg(long, env = "EDGEPLANE_MAX_WORKERS", default_value_t = 20_000)]
+    pub max_workers: usize,
+
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "EDGEPLANE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Connect streams allowed to wait for their Hello at once.
+    #[arg(long, env = "EDGEPLANE_MAX_PENDING_HANDSHAKES", default_value_t = 1024)]
+    pub max_pending_handshakes: usize,
+
+    /// A Connect stream that sends no Hello within this is ended.
+    #[arg(long, env = "EDGEPLANE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// On SIGINT/SIGTERM: how long streams get to close before connections are cut.
+    #[arg(long, env = "EDGEPLANE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// HTTP/2 ping interval, so a dead TCP path is noticed while nothing is sent.
+    #[arg(long, env = "EDGEPLANE_HTTP2_KEEPALIVE", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    #[arg(long, env = "EDGEPLANE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "EDGEPLANE_MAX_STREAMS_PER_CONNECTION", default_value_t = 1024)]
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for CoordinatorConfig {
+    /// The same values as the flags' defaults, for tests and embedding.
+    fn default() -> Self {
+        CoordinatorConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            heartbeat_timeout: Duration::from_secs(300),
+            worker_timeout: Duration::from_secs(600),
+            keepalive_interval: Duration::from_secs(5),
+            join_token: None,
+            admin_token: None,
+            max_workers: 20_000,
+            max_message_bytes: 1024 * 1024,
+            max_pending_handshakes: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+            http2_keepalive_interval: Duration::from_secs(20),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            max_streams_per_connection: 1024,
+        }
+    }
+}
+
+/// A configuration that cannot work, found before anything is served.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("keepalive interval ({0:?}) must be shorter than the heartbeat timeout ({1:?})")]
+    KeepaliveTooSlow(Duration, Duration),
+    #[error("heartbeat timeout ({0:?}) must not exceed the worker timeout ({1:?})")]
+    HeartbeatAfterRemoval(Duration, Duration),
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl CoordinatorConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.keepalive_interval.is_zero() {
+            return Err(ConfigError::Zero("keepalive interval"));
+        }
+        if self.max_workers == 0 {
+            return Err(ConfigError::Zero("max workers"));
+        }
+        if self.max_pending_handshakes == 0 {
+            return Err(ConfigError::Zero("max pending handshakes"));
+        }
+        if self.keepalive_interval >= self.heartbeat_timeout {
+            return Err(ConfigError::KeepaliveTooSlow(
+                self.keepalive_interval,
+                self.heartbeat_timeout,
+            ));
+        }
+        if self.heartbeat_timeout > self.worker_timeout {
+            return Err(ConfigError::HeartbeatAfterRemoval(
+                self.heartbeat_timeout,
+                self.worker_timeout,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `8080` means every interface on port 8080; `127.0.0.1:0` is taken as is.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    s.parse().map_err(|_| format!("`{s}` is neither a port nor HOST:PORT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_accepts_port_or_address() {
+        assert_eq!(parse_listen("9000").unwrap(), "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap(), "127.0.0.1:0".parse().unwrap());
+        assert!(parse_listen("localhost").is_err());
+    }
+
+    #[test]
+    fn inconsistent_timeouts_are_refused() {
+        let mut c = CoordinatorConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        c.keepalive_interval = c.heartbeat_timeout;
+        assert!(matches!(c.validate(), Err(ConfigError::KeepaliveTooSlow(..))));
+        let c = CoordinatorConfig {
+            worker_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::HeartbeatAfterRemoval(..))));
+    }
+}

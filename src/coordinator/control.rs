@@ -1,0 +1,67 @@
+//! `edgeplane.v1.WorkerControl`: admits Connect streams (join token, the
+//! handshake pool, shutdown) and hands each to its own session task.
+
+use super::{session, CoordinatorConfig};
+use crate::auth::Secret;
+use crate::proto::{worker_control_server::WorkerControl, CoordinatorMessage, WorkerMessage};
+use crate::registry::Registry;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::warn;
+
+/// Messages queued towards one worker before backpressure applies.
+const OUTBOX: usize = 64;
+
+pub struct ControlShared {
+    pub registry: Arc<Registry>,
+    pub config: CoordinatorConfig,
+    pub join: Secret,
+    /// Bounds streams that have not yet said Hello.
+    pub handshakes: Arc<Semaphore>,
+    /// Cancelled when the coordinator begins shutting down.
+    pub closing: CancellationToken,
+}
+
+#[derive(Clone)]
+pub struct ControlService {
+    shared: Arc<ControlShared>,
+}
+
+impl ControlService {
+    pub fn new(shared: Arc<ControlShared>) -> Self {
+        ControlService { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerControl for ControlService {
+    type ConnectStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<WorkerMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let shared = &self.shared;
+        if shared.closing.is_cancelled() {
+            return Err(Status::unavailable("coordinator is shutting down; reconnect shortly"));
+        }
+        if let Err(e) = shared.join.verify_headers(request.metadata().as_ref()) {
+            warn!(
+                peer_has_token = !matches!(e, crate::auth::AuthError::Missing),
+                "refused a worker: bad join token"
+            );
+            return Err(Status::unauthenticated(format!("join token required: {e}")));
+        }
+        let permit = shared
+            .handshakes
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Status::resource_exhausted("too many workers are mid-handshake; retry with backoff"))?;
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        tokio::spawn(session::run(shared.clone(), request.into_inner(), tx, permit));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

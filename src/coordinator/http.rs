@@ -1,0 +1,127 @@
+//! The HTTP side of the coordinator's one port: `/health` for load
+//! balancers and people, `/api/admin/*` as JSON for curl and jq.
+
+use crate::auth::Secret;
+use crate::json::JsonWorker;
+use crate::registry::{LookupError, Registry, WorkerState};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub registry: Arc<Registry>,
+    pub admin: Secret,
+    pub closing: CancellationToken,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/admin/workers", get(list_workers))
+        .route("/api/admin/workers/{worker}", get(get_worker))
+        .route("/api/admin/workers/{worker}/drain", post(drain_worker))
+        .with_state(state)
+}
+
+/// A JSON error with a stable `error` code a script can match on.
+pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": code, "message": message.to_string() }))).into_response()
+}
+
+/// `Some(response)` when the request must be refused.
+fn check_admin(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
+    let e = state.admin.verify_headers(headers).err()?;
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        format!("admin token required: {e}"),
+    ))
+}
+
+fn lookup_error(e: LookupError) -> Response {
+    match e {
+        LookupError::NotFound(_) => error(StatusCode::NOT_FOUND, "worker_not_found", e),
+        LookupError::Ambiguous(_) => error(StatusCode::CONFLICT, "ambiguous_worker", e),
+    }
+}
+
+async fn health(State(state): State<HttpState>) -> Response {
+    let counts = state.registry.counts();
+    let mut workers = serde_json::Map::new();
+    let mut total = 0;
+    for st in [
+        WorkerState::Healthy,
+        WorkerState::Degraded,
+        WorkerState::Disconnected,
+        WorkerState::Draining,
+    ] {
+        let n = counts.get(&st).copied().unwrap_or(0);
+        total += n;
+        workers.insert(st.as_str().into(), n.into());
+    }
+    workers.insert("total".into(), total.into());
+    let (code, status) = if state.closing.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    } else {
+        (StatusCode::OK, "serving")
+    };
+    (code, Json(json!({ "status": status, "workers": workers }))).into_response()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+}
+
+async fn list_workers(State(state): State<HttpState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    if let Some(r) = check_admin(&state, &headers) {
+        return r;
+    }
+    let filter = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => match WorkerState::parse(s) {
+            Some(st) => Some(st),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_status",
+                    format!("unknown status `{s}`; use healthy, degraded, disconnected or draining"),
+                )
+            }
+        },
+    };
+    let list: Vec<JsonWorker> = state
+        .registry
+        .snapshot(filter)
+        .iter()
+        .map(|w| JsonWorker::from(&w.to_proto()))
+        .collect();
+    Json(list).into_response()
+}
+
+async fn get_worker(State(state): State<HttpState>, headers: HeaderMap, Path(worker): Path<String>) -> Response {
+    if let Some(r) = check_admin(&state, &headers) {
+        return r;
+    }
+    match state.registry.get(&worker) {
+        Ok(w) => Json(JsonWorker::from(&w.to_proto())).into_response(),
+        Err(e) => lookup_error(e),
+    }
+}
+
+async fn drain_worker(State(state): State<HttpState>, headers: HeaderMap, Path(worker): Path<String>) -> Response {
+    if let Some(r) = check_admin(&state, &headers) {
+        return r;
+    }
+    match state.registry.drain(&worker, "drained over HTTP") {
+        Ok(w) => Json(JsonWorker::from(&w.to_proto())).into_response(),
+        Err(e) => lookup_error(e),
+    }
+}

@@ -1,0 +1,178 @@
+//! The coordinator: one port that speaks gRPC (WorkerControl, Admin,
+//! grpc.health.v1, reflection v1 and v1alpha) and HTTP (`/health`,
+//! `/api/admin/*`).
+//!
+//! [`Coordinator::serve`] takes a bound listener and a shutdown token, so
+//! tests run the real server on `127.0.0.1:0`.
+
+mod admin;
+mod config;
+mod control;
+mod http;
+mod session;
+
+pub use config::{parse_listen, ConfigError, CoordinatorConfig};
+
+use crate::auth::Secret;
+use crate::proto::{self, admin_server::AdminServer, worker_control_server::WorkerControlServer};
+use crate::registry::{Registry, RegistryConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    registry: Arc<Registry>,
+}
+
+impl Coordinator {
+    pub fn new(config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
+        config.validate()?;
+        let registry = Arc::new(Registry::new(RegistryConfig {
+            heartbeat_timeout: config.heartbeat_timeout,
+            worker_timeout: config.worker_timeout,
+            max_workers: config.max_workers,
+        }));
+        Ok(Coordinator { config, registry })
+    }
+
+    /// The registry behind this coordinator (for embedding and tests).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then shuts down gracefully:
+    /// health goes NOT_SERVING, every worker stream is told goodbye, and
+    /// connections still open after the grace period are cut.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), CoordinatorError> {
+        let cfg = self.config;
+        let registry = self.registry;
+        let local = listener.local_addr()?;
+        let closing = CancellationToken::new();
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for svc in ["", proto::WORKER_CONTROL_SERVICE] {
+            health.set_service_status(svc, ServingStatus::Serving).await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let shared = Arc::new(control::ControlShared {
+            registry: registry.clone(),
+            config: cfg.clone(),
+            join: Secret::new(cfg.join_token.as_deref()),
+            handshakes: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
+            closing: closing.clone(),
+        });
+        let control = WorkerControlServer::new(control::ControlService::new(shared))
+            .max_decoding_message_size(cfg.max_message_bytes)
+            .max_encoding_message_size(cfg.max_message_bytes);
+        let admin_secret = Secret::new(cfg.admin_token.as_deref());
+        let admin_check = admin_secret.clone();
+        let admin = AdminServer::with_interceptor(
+            admin::AdminService::new(registry.clone(), closing.clone()),
+            move |req: tonic::Request<()>| {
+                admin_check
+                    .verify_headers(req.metadata().as_ref())
+                    .map_err(|e| tonic::Status::unauthenticated(format!("admin token required: {e}")))?;
+                Ok(req)
+            },
+        );
+        let http = http::router(http::HttpState {
+            registry: registry.clone(),
+            admin: admin_secret,
+            closing: closing.clone(),
+        });
+        let grpc = Routes::new(control)
+            .add_service(admin)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        let routes = Routes::from(grpc.into_axum_router().merge(http));
+
+        let stop_server = CancellationToken::new();
+        let server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(cfg.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(cfg.http2_keepalive_timeout))
+            .max_concurrent_streams(Some(cfg.max_streams_per_connection))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_server.clone().cancelled_owned());
+        let mut server = tokio::spawn(server);
+        let clock = tokio::spawn(health_clock(registry.clone(), closing.clone()));
+        info!(listen = %local, "coordinator serving gRPC and HTTP");
+
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            res = &mut server => {
+                closing.cancel();
+                clock.abort();
+                return match res {
+                    Ok(r) => r.map_err(Into::into),
+                    Err(join) => Err(std::io::Error::other(join).into()),
+                };
+            }
+        }
+        info!("shutting down: health NOT_SERVING, telling workers");
+        for svc in ["", proto::WORKER_CONTROL_SERVICE] {
+            health.set_service_status(svc, ServingStatus::NotServing).await;
+        }
+        closing.cancel();
+        registry.close_all("coordinator shutting down");
+        stop_server.cancel();
+        let res = match tokio::time::timeout(cfg.shutdown_grace, &mut server).await {
+            Ok(Ok(r)) => r.map_err(Into::into),
+            Ok(Err(join)) => Err(std::io::Error::other(join).into()),
+            Err(_) => {
+                warn!(grace = ?cfg.shutdown_grace, "connections still open after the grace period; closing them");
+                server.abort();
+                Ok(())
+            }
+        };
+        clock.abort();
+        info!("coordinator stopped");
+        res
+    }
+}
+
+/// How often the health clock looks: fine enough to honour the heartbeat
+/// timeout closely, coarse enough to cost nothing at fleet scale.
+pub fn sweep_interval(heartbeat_timeout: Duration) -> Duration {
+    (heartbeat_timeout / 20).clamp(Duration::from_millis(5), Duration::from_millis(500))
+}
+
+async fn health_clock(registry: Arc<Registry>, closing: CancellationToken) {
+    let mut tick = tokio::time::interval(sweep_interval(registry.config().heartbeat_timeout));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => registry.sweep(),
+            _ = closing.cancelled() => return,
+        }
+    }
+}

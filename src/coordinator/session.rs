@@ -1,0 +1,159 @@
+//! One worker's Connect stream, from Hello to close.
+//!
+//! The handshake is bounded (a permit from a fixed pool, a deadline for the
+//! Hello); after it, every inbound message stamps the session's heartbeat
+//! with one atomic store, and the registry learns of the close at once.
+
+use super::control::ControlShared;
+use crate::proto::{
+    coordinator_message::Msg as Out, worker_message::Msg as In, CoordinatorMessage, Drain, Goodbye, Hello,
+    KeepaliveAck, Welcome, WorkerMessage,
+};
+use crate::registry::{limits, Notice, RegisterError, SessionLink};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+pub type Outbox = mpsc::Sender<Result<CoordinatorMessage, Status>>;
+
+/// How long a control message (Welcome, Drain, Goodbye) may wait for room
+/// in a worker's outbox before the session is considered stuck.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn msg(m: Out) -> Result<CoordinatorMessage, Status> {
+    Ok(CoordinatorMessage { msg: Some(m) })
+}
+
+async fn send(tx: &Outbox, m: Result<CoordinatorMessage, Status>) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(m)).await, Ok(Ok(())))
+}
+
+/// Waits for the Hello. Errors are already sent to the worker.
+async fn handshake(
+    shared: &ControlShared,
+    inbound: &mut Streaming<WorkerMessage>,
+    tx: &Outbox,
+    _permit: OwnedSemaphorePermit,
+) -> Option<Hello> {
+    let deadline = shared.config.handshake_timeout;
+    let refusal = match tokio::time::timeout(deadline, inbound.message()).await {
+        Ok(Ok(Some(WorkerMessage {
+            msg: Some(In::Hello(h)),
+        }))) => match limits::validate_hello(&h) {
+            Ok(()) => return Some(h),
+            Err(e) => Status::invalid_argument(format!("invalid Hello: {e}")),
+        },
+        Ok(Ok(Some(_))) => Status::failed_precondition("the first message on Connect must be Hello"),
+        Ok(Ok(None)) => return None,
+        // Decoding errors (an oversized message) go back to the peer as they are.
+        Ok(Err(status)) => status,
+        Err(_) => Status::deadline_exceeded(format!("no Hello within {}", crate::duration::format_short(deadline))),
+    };
+    debug!(code = ?refusal.code(), message = refusal.message(), "handshake refused");
+    send(tx, Err(refusal)).await;
+    None
+}
+
+pub async fn run(
+    shared: Arc<ControlShared>,
+    mut inbound: Streaming<WorkerMessage>,
+    tx: Outbox,
+    permit: OwnedSemaphorePermit,
+) {
+    let Some(hello) = handshake(&shared, &mut inbound, &tx, permit).await else {
+        return;
+    };
+    let registry = &shared.registry;
+    let (link, mut notices) = SessionLink::new(registry.clock().now_ms());
+    let link = Arc::new(link);
+    let reg = match registry.register(&hello, link.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            let status = match e {
+                RegisterError::Full(_) => Status::resource_exhausted(e.to_string()),
+                RegisterError::InstanceLive(_) => Status::already_exists(e.to_string()),
+            };
+            send(&tx, Err(status)).await;
+            return;
+        }
+    };
+    let (id, name, generation) = (reg.worker_id.clone(), reg.name.clone(), reg.generation);
+    let cfg = &shared.config;
+    let welcome = Welcome {
+        worker_id: reg.worker_id,
+        resume_token: reg.resume_token,
+        keepalive_interval_ms: cfg.keepalive_interval.as_millis() as u64,
+        heartbeat_timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
+        worker_timeout_ms: cfg.worker_timeout.as_millis() as u64,
+        resumed: reg.resumed,
+    };
+    info!(worker = %name, worker_id = %id, resumed = reg.resumed, "session open");
+    let reason = if !send(&tx, msg(Out::Welcome(welcome))).await {
+        "could not send Welcome".to_string()
+    } else {
+        serve(&shared, &id, generation, &mut inbound, &tx, &link, &mut notices).await
+    };
+    info!(worker = %name, worker_id = %id, %reason, "session closed");
+    registry.disconnect(&id, generation, &reason);
+}
+
+/// The steady state. Returns why the session ended.
+async fn serve(
+    shared: &ControlShared,
+    id: &str,
+    generation: u64,
+    inbound: &mut Streaming<WorkerMessage>,
+    tx: &Outbox,
+    link: &SessionLink,
+    notices: &mut mpsc::UnboundedReceiver<Notice>,
+) -> String {
+    let registry = &shared.registry;
+    loop {
+        tokio::select! {
+            biased;
+            notice = notices.recv() => match notice {
+                Some(Notice::Drain(reason)) => {
+                    if !send(tx, msg(Out::Drain(Drain { reason }))).await {
+                        return "worker not reading its stream".into();
+                    }
+                }
+                Some(Notice::Close(reason)) => {
+                    send(tx, msg(Out::Goodbye(Goodbye { reason: reason.clone() }))).await;
+                    return reason;
+                }
+                None => return "registry dropped the session".into(),
+            },
+            m = inbound.message() => match m {
+                Ok(Some(m)) => {
+                    if link.heard(registry.clock().now_ms()) {
+                        registry.refresh(id);
+                    }
+                    match m.msg {
+                        Some(In::Keepalive(k)) => {
+                            // Acks are informational; a worker that does not
+                            // read them loses acks, never the session.
+                            let _ = tx.try_send(msg(Out::KeepaliveAck(KeepaliveAck { seq: k.seq })));
+                        }
+                        Some(In::ServiceStatus(s)) => registry.service_status(id, generation, s),
+                        Some(In::Hello(_)) => {
+                            let st = Status::failed_precondition("Hello may be sent only once per stream");
+                            send(tx, Err(st)).await;
+                            return "second Hello on one stream".into();
+                        }
+                        None => {}
+                    }
+                }
+                Ok(None) => return "stream closed by worker".into(),
+                Err(status) => {
+                    if status.code() == tonic::Code::OutOfRange || status.code() == tonic::Code::ResourceExhausted {
+                        warn!(worker_id = %id, message = status.message(), "refused an oversized message");
+                        send(tx, Err(status.clone())).await;
+                    }
+                    return format!("stream broken: {}", status.message());
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The `edgeplane` binary: one executable, a subcommand per role.
+
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edgeplane::{admin_cli, coordinator, worker};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "edgeplane", version, about = "Control plane for a fleet of edge machines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator (gRPC and HTTP on one port).
+    Coordinator(coordinator::CoordinatorConfig),
+    /// Run a worker agent that dials the coordinator.
+    Worker(worker::WorkerConfig),
+    /// List the fleet's workers.
+    Workers(admin_cli::WorkersArgs),
+    /// Drain a worker: it keeps its stream but takes no new work.
+    Drain(admin_cli::DrainArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Cancels the token on SIGINT or SIGTERM.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("signal received; shutting down");
+        t.cancel();
+    });
+    token
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Coordinator(cfg) => {
+            init_tracing();
+            let listen = cfg.listen;
+            let c = coordinator::Coordinator::new(cfg)?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            c.serve(listener, shutdown_on_signals()).await?;
+        }
+        Command::Worker(cfg) => {
+            init_tracing();
+            let shutdown = shutdown_on_signals();
+            let agent = worker::spawn(cfg, shutdown)?;
+            agent.join().await;
+        }
+        Command::Workers(args) => print!("{}", admin_cli::workers(&args).await?),
+        Command::Drain(args) => print!("{}", admin_cli::drain(&args).await?),
+    }
+    Ok(())
+}

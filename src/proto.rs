@@ -1,0 +1,15 @@
+//! Generated protocol types (`proto/edgeplane/v1/*.proto`) and the encoded
+//! descriptor set that server reflection serves.
+
+#![allow(clippy::all, missing_docs)]
+
+tonic::include_proto!("edgeplane.v1");
+
+/// Every edgeplane file descriptor, encoded; handed to tonic-reflection so
+/// that `grpcurl list` works without local proto files.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/edgeplane_descriptor.bin"));
+
+/// Fully qualified gRPC service names, as health and reflection name them.
+pub const WORKER_CONTROL_SERVICE: &str = "edgeplane.v1.WorkerControl";
+/// See [`WORKER_CONTROL_SERVICE`].
+pub const ADMIN_SERVICE: &str = "edgeplane.v1.Admin";

@@ -1,0 +1,74 @@
+//! Read-only snapshots of worker records, as the admin API, the HTTP JSON
+//! views and `WatchWorkers` show them. Cloned out of the registry so that
+//! readers never hold its lock.
+
+use super::state::{service_state_str, WorkerState};
+use crate::proto;
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceView {
+    pub name: String,
+    pub state: proto::ServiceState,
+    pub message: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerView {
+    pub worker_id: String,
+    pub name: String,
+    pub status: WorkerState,
+    pub capabilities: proto::Capabilities,
+    pub services: Vec<ServiceView>,
+    pub advertise_address: String,
+    pub version: String,
+    pub last_heartbeat: SystemTime,
+    pub registered_at: SystemTime,
+    /// Time since the worker first registered (like `kubectl get` AGE).
+    pub age: Duration,
+    /// Time since anything was heard from the worker.
+    pub silent_for: Duration,
+    /// Streams this worker id has had (1 + resumptions).
+    pub sessions: u64,
+}
+
+impl WorkerView {
+    pub fn to_proto(&self) -> proto::Worker {
+        proto::Worker {
+            worker_id: self.worker_id.clone(),
+            name: self.name.clone(),
+            status: self.status.to_proto() as i32,
+            capabilities: Some(self.capabilities.clone()),
+            services: self
+                .services
+                .iter()
+                .map(|s| proto::ServiceView {
+                    name: s.name.clone(),
+                    state: s.state as i32,
+                    message: s.message.clone(),
+                    url: s.url.clone(),
+                })
+                .collect(),
+            advertise_address: self.advertise_address.clone(),
+            last_heartbeat: Some(self.last_heartbeat.into()),
+            registered_at: Some(self.registered_at.into()),
+            age_seconds: self.age.as_secs_f64(),
+            silent_seconds: self.silent_for.as_secs_f64(),
+            sessions: self.sessions,
+            version: self.version.clone(),
+        }
+    }
+
+    pub fn service_names(&self) -> Vec<String> {
+        self.services.iter().map(|s| s.name.clone()).collect()
+    }
+
+    pub fn services_summary(&self) -> String {
+        self.services
+            .iter()
+            .map(|s| format!("{}:{}", s.name, service_state_str(s.state)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

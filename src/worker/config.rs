@@ -1,0 +1,169 @@
+//! Everything a worker agent can be told. Every environment variable has a
+//! flag twin.
+
+use crate::duration::parse_duration;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    /// The coordinator to dial (`http://host:8080`; `host:8080` works too).
+    #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:8080")]
+    pub coordinator: String,
+
+    /// The name shown in logs and APIs; defaults to the hostname.
+    #[arg(long, env = "WORKER_NAME")]
+    pub name: Option<String>,
+
+    /// A service this worker already runs, routed without placement: NAME=URL. Repeatable.
+    #[arg(long = "service", value_parser = parse_service)]
+    pub services: Vec<(String, String)>,
+
+    /// A label for placement and operators: KEY=VALUE. Repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+
+    /// A GPU this machine has: MODEL=MEMORY (e.g. `A100=80GiB`). Repeatable.
+    #[arg(long = "gpu", value_parser = parse_gpu)]
+    pub gpus: Vec<(String, u64)>,
+
+    /// Where the worker keeps its persistent instance id. Default:
+    /// `$XDG_STATE_HOME/edgeplane/<name>` or `~/.local/state/edgeplane/<name>`.
+    #[arg(long, env = "EDGEPLANE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Address the coordinator may dial for the direct data path.
+    #[arg(long, env = "EDGEPLANE_ADVERTISE_ADDRESS")]
+    pub advertise: Option<String>,
+
+    /// Shared secret the coordinator requires to join.
+    #[arg(long, env = "EDGEPLANE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+
+    /// First reconnect delay; doubles per failed attempt, with jitter.
+    #[arg(long, env = "EDGEPLANE_RECONNECT_MIN", default_value = "500ms", value_parser = parse_duration)]
+    pub reconnect_min: Duration,
+
+    /// Cap on the reconnect delay.
+    #[arg(long, env = "EDGEPLANE_RECONNECT_MAX", default_value = "30s", value_parser = parse_duration)]
+    pub reconnect_max: Duration,
+
+    /// Limit on dialing the coordinator and on waiting for its Welcome.
+    #[arg(long, env = "EDGEPLANE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// HTTP/2 ping interval, so a dead path to the coordinator is noticed.
+    #[arg(long, env = "EDGEPLANE_HTTP2_KEEPALIVE", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long an HTTP/2 ping may go unanswered.
+    #[arg(long, env = "EDGEPLANE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults for embedding and tests: everything as the flags default,
+    /// pointed at `coordinator`.
+    pub fn new(coordinator: impl Into<String>) -> Self {
+        WorkerConfig {
+            coordinator: coordinator.into(),
+            name: None,
+            services: Vec::new(),
+            labels: Vec::new(),
+            gpus: Vec::new(),
+            state_dir: None,
+            advertise: None,
+            join_token: None,
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            http2_keepalive_interval: Duration::from_secs(20),
+            http2_keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The coordinator URL with a scheme.
+    pub fn coordinator_url(&self) -> String {
+        normalize_url(&self.coordinator)
+    }
+}
+
+/// Adds `http://` when the operator typed only `host:port`.
+pub fn normalize_url(s: &str) -> String {
+    let s = s.trim().trim_end_matches('/');
+    if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    }
+}
+
+fn split_pair(s: &str, what: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected {what}, got `{s}`")),
+    }
+}
+
+pub fn parse_service(s: &str) -> Result<(String, String), String> {
+    let (name, url) = split_pair(s, "NAME=URL")?;
+    if url.is_empty() {
+        return Err(format!("service `{name}` needs a URL (NAME=URL)"));
+    }
+    Ok((name, normalize_url(&url)))
+}
+
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    split_pair(s, "KEY=VALUE")
+}
+
+pub fn parse_gpu(s: &str) -> Result<(String, u64), String> {
+    let (model, mem) = split_pair(s, "MODEL=MEMORY (e.g. A100=80GiB)")?;
+    Ok((model, parse_bytes(&mem)?))
+}
+
+/// `80GiB`, `24GB`, `512MiB`, or plain bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size like 24GiB"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0_f64.powi(4),
+        u => return Err(format!("unknown size unit `{u}` in `{s}`")),
+    };
+    Ok((n * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_labels_gpus() {
+        assert_eq!(
+            parse_service("notes-coa=127.0.0.1:8100").unwrap(),
+            ("notes-coa".into(), "http://127.0.0.1:8100".into())
+        );
+        assert!(parse_service("notes-coa").is_err());
+        assert!(parse_service("=http://x").is_err());
+        assert_eq!(parse_label("zone=a").unwrap(), ("zone".into(), "a".into()));
+        assert_eq!(parse_gpu("A100=80GiB").unwrap().1, 80 * 1024 * 1024 * 1024);
+        assert_eq!(parse_gpu("T4=16GB").unwrap().1, 16_000_000_000);
+        assert!(parse_gpu("T4=lots").is_err());
+    }
+
+    #[test]
+    fn urls_get_a_scheme() {
+        assert_eq!(normalize_url("coord:8080"), "http://coord:8080");
+        assert_eq!(normalize_url("https://c/"), "https://c");
+    }
+}

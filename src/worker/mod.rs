@@ -1,0 +1,187 @@
+//! The worker agent: dials the coordinator, adopts the id it is given,
+//! keeps alive, and reconnects with jittered exponential backoff, resuming
+//! its id with the secret resume token (kept in memory only). After a
+//! coordinator restart the token is unknown there, and the persistent
+//! instance id keeps the fleet free of duplicates.
+
+mod backoff;
+mod capabilities;
+mod config;
+mod identity;
+mod session;
+
+pub use backoff::Backoff;
+pub use config::{normalize_url, parse_bytes, WorkerConfig};
+pub use identity::{default_state_dir, load_or_create_instance_id, IdentityError};
+
+use crate::proto::{Capabilities, ServiceState};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// What the agent knows about its own session, for embedding and tests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentStatus {
+    /// The id the coordinator assigned (kept across reconnects).
+    pub worker_id: Option<String>,
+    pub connected: bool,
+    /// Sessions that reached Welcome.
+    pub sessions: u64,
+    /// Whether the latest session resumed an existing record.
+    pub resumed: bool,
+    pub draining: bool,
+    /// Round trip of the latest keepalive.
+    pub last_rtt: Option<Duration>,
+    pub keepalives_acked: u64,
+    pub last_error: Option<String>,
+}
+
+/// One service's readiness as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceReport {
+    pub state: ServiceState,
+    pub message: String,
+}
+
+/// Shared by every session of one agent.
+struct AgentCtx {
+    config: WorkerConfig,
+    name: String,
+    instance_id: String,
+    capabilities: Capabilities,
+    status: watch::Sender<AgentStatus>,
+    services: watch::Receiver<BTreeMap<String, ServiceReport>>,
+    epoch: tokio::time::Instant,
+    max_message_bytes: usize,
+}
+
+/// A running agent.
+pub struct AgentHandle {
+    status: watch::Receiver<AgentStatus>,
+    services: watch::Sender<BTreeMap<String, ServiceReport>>,
+    name: String,
+    task: JoinHandle<()>,
+}
+
+impl AgentHandle {
+    pub fn status(&self) -> watch::Receiver<AgentStatus> {
+        self.status.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reports a service's readiness (sent now if connected, and at every
+    /// new session).
+    pub fn set_service(&self, name: &str, state: ServiceState, message: &str) {
+        let report = ServiceReport {
+            state,
+            message: message.to_string(),
+        };
+        self.services.send_modify(|m| {
+            m.insert(name.to_string(), report);
+        });
+    }
+
+    /// Waits until the status satisfies `f`.
+    pub async fn wait_for(&self, f: impl FnMut(&AgentStatus) -> bool) -> AgentStatus {
+        let mut rx = self.status.clone();
+        let s = rx
+            .wait_for(f)
+            .await
+            .expect("agent status sender lives as long as the handle");
+        s.clone()
+    }
+
+    /// Waits for the agent task to end (after its shutdown token fires).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+
+    /// Stops the agent at once, as a crash would: no goodbye.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+/// Starts an agent; it runs until `shutdown` is cancelled.
+pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentHandle, AgentError> {
+    let name = config
+        .name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let state_dir = config.state_dir.clone().unwrap_or_else(|| default_state_dir(&name));
+    let instance_id = load_or_create_instance_id(&state_dir)?;
+    let initial: BTreeMap<String, ServiceReport> = config
+        .services
+        .iter()
+        .map(|(n, _)| {
+            // Declared services are taken as running; readiness probes refine this.
+            (
+                n.clone(),
+                ServiceReport {
+                    state: ServiceState::Ready,
+                    message: "declared by the worker".into(),
+                },
+            )
+        })
+        .collect();
+    let (services_tx, services_rx) = watch::channel(initial);
+    let (status_tx, status_rx) = watch::channel(AgentStatus::default());
+    let ctx = AgentCtx {
+        capabilities: capabilities::detect(&config),
+        config,
+        name: name.clone(),
+        instance_id,
+        status: status_tx,
+        services: services_rx,
+        epoch: tokio::time::Instant::now(),
+        max_message_bytes: 1024 * 1024,
+    };
+    let task = tokio::spawn(run(ctx, shutdown));
+    Ok(AgentHandle {
+        status: status_rx,
+        services: services_tx,
+        name,
+        task,
+    })
+}
+
+async fn run(ctx: AgentCtx, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(ctx.config.reconnect_min, ctx.config.reconnect_max);
+    let mut token: Option<String> = None;
+    info!(worker = %ctx.name, coordinator = %ctx.config.coordinator_url(), "worker agent starting");
+    loop {
+        match session::run(&ctx, &mut token, &shutdown).await {
+            session::Ended::Shutdown => break,
+            session::Ended::Lost { reason, welcomed } => {
+                if welcomed {
+                    backoff.reset();
+                }
+                ctx.status.send_modify(|s| {
+                    s.connected = false;
+                    s.last_error = Some(reason.clone());
+                });
+                let delay = backoff.next_delay();
+                warn!(worker = %ctx.name, %reason, retry_in = ?delay, "not connected to the coordinator");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    ctx.status.send_modify(|s| s.connected = false);
+    info!(worker = %ctx.name, "worker agent stopped");
+}

@@ -1,0 +1,219 @@
+//! One session of the worker agent: dial, Hello, Welcome, then keepalives
+//! and status reports until the stream ends.
+//!
+//! Keepalives run on their own task with their own timer: a slow probe, a
+//! model load or a stalled status report cannot delay them, because nothing
+//! else runs on that task.
+
+use super::{AgentCtx, ServiceReport};
+use crate::auth::bearer;
+use crate::proto::{
+    coordinator_message::Msg as In, worker_control_client::WorkerControlClient, worker_message::Msg as Out,
+    DeclaredService, Hello, Keepalive, ServiceStatus, WorkerMessage,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::{info, warn};
+
+pub enum Ended {
+    /// The agent was told to stop.
+    Shutdown,
+    /// The session ended or never started; `welcomed` says whether it got as far as a Welcome.
+    Lost { reason: String, welcomed: bool },
+}
+
+fn lost(reason: impl Into<String>) -> Ended {
+    Ended::Lost {
+        reason: reason.into(),
+        welcomed: false,
+    }
+}
+
+fn wrap(m: Out) -> WorkerMessage {
+    WorkerMessage { msg: Some(m) }
+}
+
+pub async fn run(ctx: &AgentCtx, token: &mut Option<String>, shutdown: &CancellationToken) -> Ended {
+    tokio::select! {
+        ended = session(ctx, token) => ended,
+        _ = shutdown.cancelled() => Ended::Shutdown,
+    }
+}
+
+async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
+    let cfg = &ctx.config;
+    let url = cfg.coordinator_url();
+    let endpoint = match Endpoint::from_shared(url.clone()) {
+        Ok(e) => e
+            .connect_timeout(cfg.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(cfg.http2_keepalive_interval)
+            .keep_alive_timeout(cfg.http2_keepalive_timeout)
+            .keep_alive_while_idle(true),
+        Err(e) => return lost(format!("bad coordinator URL `{url}`: {e}")),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return lost(format!("cannot reach {url}: {}", error_chain(&e))),
+    };
+    let mut client = WorkerControlClient::new(channel).max_decoding_message_size(ctx.max_message_bytes);
+
+    let (out_tx, out_rx) = mpsc::channel::<WorkerMessage>(64);
+    let hello = Hello {
+        name: ctx.name.clone(),
+        instance_id: ctx.instance_id.clone(),
+        capabilities: Some(ctx.capabilities.clone()),
+        services: cfg
+            .services
+            .iter()
+            .map(|(n, u)| DeclaredService {
+                name: n.clone(),
+                url: u.clone(),
+            })
+            .collect(),
+        advertise_address: cfg.advertise.clone().unwrap_or_default(),
+        resume_token: token.clone().unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        previous_worker_id: ctx.status.borrow().worker_id.clone().unwrap_or_default(),
+    };
+    out_tx
+        .send(wrap(Out::Hello(hello)))
+        .await
+        .expect("receiver is held below");
+    let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
+    if let Some(t) = cfg.join_token.as_deref().filter(|t| !t.is_empty()) {
+        match bearer(t).parse() {
+            Ok(v) => {
+                request.metadata_mut().insert("authorization", v);
+            }
+            Err(_) => return lost("join token has characters that cannot go in a header"),
+        }
+    }
+    let mut inbound = match tokio::time::timeout(cfg.connect_timeout, client.connect(request)).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(status)) => {
+            return lost(format!(
+                "coordinator refused: {:?}: {}",
+                status.code(),
+                status.message()
+            ))
+        }
+        Err(_) => return lost("no answer to Connect"),
+    };
+    let welcome = match tokio::time::timeout(cfg.connect_timeout, inbound.message()).await {
+        Ok(Ok(Some(m))) => match m.msg {
+            Some(In::Welcome(w)) => w,
+            _ => return lost("coordinator's first message was not Welcome"),
+        },
+        Ok(Ok(None)) => return lost("stream ended before Welcome"),
+        Ok(Err(status)) => {
+            return lost(format!(
+                "coordinator refused: {:?}: {}",
+                status.code(),
+                status.message()
+            ))
+        }
+        Err(_) => return lost("no Welcome in time"),
+    };
+
+    *token = Some(welcome.resume_token.clone());
+    let id = welcome.worker_id.clone();
+    info!(worker = %ctx.name, worker_id = %id, resumed = welcome.resumed, "registered with the coordinator");
+    ctx.status.send_modify(|s| {
+        s.worker_id = Some(id.clone());
+        s.connected = true;
+        s.sessions += 1;
+        s.resumed = welcome.resumed;
+        s.draining = false;
+        s.last_error = None;
+    });
+
+    let mut tasks = JoinSet::new();
+    let interval = Duration::from_millis(welcome.keepalive_interval_ms.max(10));
+    tasks.spawn(keepalives(out_tx.clone(), interval, ctx.epoch));
+    tasks.spawn(report_services(out_tx, ctx.services.clone()));
+
+    let reason = loop {
+        match inbound.message().await {
+            Ok(Some(m)) => match m.msg {
+                Some(In::KeepaliveAck(a)) => {
+                    let now = ctx.epoch.elapsed().as_micros() as u64;
+                    let rtt = Duration::from_micros(now.saturating_sub(a.seq));
+                    ctx.status.send_modify(|s| {
+                        s.last_rtt = Some(rtt);
+                        s.keepalives_acked += 1;
+                    });
+                }
+                Some(In::Drain(d)) => {
+                    warn!(worker = %ctx.name, worker_id = %id, reason = %d.reason, "coordinator drained this worker");
+                    ctx.status.send_modify(|s| s.draining = true);
+                }
+                Some(In::Goodbye(g)) => break format!("coordinator said goodbye: {}", g.reason),
+                Some(In::Welcome(_)) | None => {}
+            },
+            Ok(None) => break "stream ended by coordinator".to_string(),
+            Err(status) => break format!("stream broken: {:?}: {}", status.code(), status.message()),
+        }
+    };
+    tasks.abort_all();
+    Ended::Lost { reason, welcomed: true }
+}
+
+/// Sends a keepalive every `interval`. The sequence number is the send time
+/// (microseconds since the agent started), so the ack gives the round trip
+/// without any bookkeeping.
+async fn keepalives(out: mpsc::Sender<WorkerMessage>, interval: Duration, epoch: tokio::time::Instant) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let seq = epoch.elapsed().as_micros() as u64;
+        if out.send(wrap(Out::Keepalive(Keepalive { seq }))).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends every service's state at session start, then each change.
+async fn report_services(
+    out: mpsc::Sender<WorkerMessage>,
+    mut services: tokio::sync::watch::Receiver<BTreeMap<String, ServiceReport>>,
+) {
+    let mut sent: BTreeMap<String, ServiceReport> = BTreeMap::new();
+    loop {
+        let now = services.borrow_and_update().clone();
+        for (name, report) in &now {
+            if sent.get(name) != Some(report) {
+                let s = ServiceStatus {
+                    service: name.clone(),
+                    state: report.state as i32,
+                    message: report.message.clone(),
+                };
+                if out.send(wrap(Out::ServiceStatus(s))).await.is_err() {
+                    return;
+                }
+            }
+        }
+        sent = now;
+        if services.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,280 @@
+//! Shared test harness: the real coordinator and real worker agents,
+//! in-process on 127.0.0.1:0, and a raw Connect client for speaking the
+//! protocol by hand (to misbehave on purpose).
+
+#![allow(dead_code)]
+
+use edgeplane::coordinator::{Coordinator, CoordinatorConfig};
+use edgeplane::proto::{
+    admin_client::AdminClient, coordinator_message::Msg as In, worker_control_client::WorkerControlClient,
+    worker_message::Msg as Out, CoordinatorMessage, EventKind, Hello, WatchWorkersRequest, Welcome, WorkerEvent,
+    WorkerMessage, WorkerStatus,
+};
+use edgeplane::registry::Registry;
+use edgeplane::worker::{self, AgentHandle, WorkerConfig};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Streaming;
+
+/// Generous bound on any wait in a test: reaching it means the behaviour is broken.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Timeouts scaled down from minutes to fractions of a second.
+pub fn fast_config() -> CoordinatorConfig {
+    CoordinatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        keepalive_interval: Duration::from_millis(50),
+        heartbeat_timeout: Duration::from_millis(400),
+        worker_timeout: Duration::from_millis(1200),
+        handshake_timeout: Duration::from_millis(500),
+        shutdown_grace: Duration::from_millis(500),
+        ..CoordinatorConfig::default()
+    }
+}
+
+pub struct TestCoordinator {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub registry: Arc<Registry>,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), edgeplane::coordinator::CoordinatorError>>,
+}
+
+impl TestCoordinator {
+    pub async fn start(config: CoordinatorConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind");
+        Self::start_on(listener, config)
+    }
+
+    pub fn start_on(listener: tokio::net::TcpListener, config: CoordinatorConfig) -> Self {
+        init_logs();
+        let addr = listener.local_addr().unwrap();
+        let c = Coordinator::new(config).expect("valid config");
+        let registry = c.registry();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(c.serve(listener, shutdown.clone()));
+        TestCoordinator {
+            addr,
+            url: format!("http://{addr}"),
+            registry,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Graceful shutdown; returns once the port is free again.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("coordinator stops");
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel().await)
+    }
+
+    pub async fn watch(&self) -> Watcher {
+        let mut admin = self.admin().await;
+        let stream = admin
+            .watch_workers(WatchWorkersRequest {})
+            .await
+            .expect("watch")
+            .into_inner();
+        // Read the snapshot now, so the watch is live when this returns,
+        // and replay it to the test before any later change.
+        let mut w = Watcher {
+            stream,
+            pending: Default::default(),
+        };
+        loop {
+            let e = within(w.stream.message())
+                .await
+                .expect("watch stream ok")
+                .expect("watch stream open");
+            let synced = e.kind == EventKind::Synced as i32;
+            w.pending.push_back(e);
+            if synced {
+                return w;
+            }
+        }
+    }
+
+    pub fn worker_config(&self, name: &str, state_dir: &std::path::Path) -> WorkerConfig {
+        let mut c = WorkerConfig::new(self.url.clone());
+        c.name = Some(name.to_string());
+        c.state_dir = Some(state_dir.join(name));
+        c.reconnect_min = Duration::from_millis(20);
+        c.reconnect_max = Duration::from_millis(200);
+        c.connect_timeout = Duration::from_secs(2);
+        c
+    }
+
+    /// Starts an agent and waits for its Welcome.
+    pub async fn worker(&self, name: &str, state_dir: &std::path::Path) -> (AgentHandle, CancellationToken) {
+        start_agent(self.worker_config(name, state_dir)).await
+    }
+
+    pub async fn raw(&self) -> RawWorker {
+        RawWorker::open(self.channel().await, None).await
+    }
+}
+
+pub async fn start_agent(config: WorkerConfig) -> (AgentHandle, CancellationToken) {
+    let stop = CancellationToken::new();
+    let h = worker::spawn(config, stop.clone()).expect("agent starts");
+    within(h.wait_for(|s| s.connected)).await;
+    (h, stop)
+}
+
+/// Logs to the test's output when `RUST_LOG` is set (shown for failing tests).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Fails the test if `f` takes longer than [`PATIENCE`].
+pub async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, f)
+        .await
+        .expect("timed out waiting for an event")
+}
+
+/// A WatchWorkers stream.
+pub struct Watcher {
+    pub stream: Streaming<WorkerEvent>,
+    pending: std::collections::VecDeque<WorkerEvent>,
+}
+
+impl Watcher {
+    pub async fn next(&mut self) -> WorkerEvent {
+        if let Some(e) = self.pending.pop_front() {
+            return e;
+        }
+        within(self.stream.message())
+            .await
+            .expect("watch stream ok")
+            .expect("watch stream open")
+    }
+
+    /// Skips events until one matches.
+    pub async fn until(&mut self, mut f: impl FnMut(&WorkerEvent) -> bool) -> WorkerEvent {
+        loop {
+            let e = self.next().await;
+            if f(&e) {
+                return e;
+            }
+        }
+    }
+
+    /// Follows the stream until exactly `n` workers are known and all are in
+    /// `status`; returns their ids. Panics on more than `n` (a duplicate).
+    pub async fn until_fleet(&mut self, n: usize, status: WorkerStatus) -> std::collections::BTreeSet<String> {
+        let mut fleet = std::collections::BTreeMap::new();
+        loop {
+            let e = self.next().await;
+            if let Some(w) = e.worker {
+                if e.kind == EventKind::Removed as i32 {
+                    fleet.remove(&w.worker_id);
+                } else {
+                    fleet.insert(w.worker_id, w.status);
+                }
+            }
+            assert!(fleet.len() <= n, "more workers than expected: {fleet:?}");
+            if fleet.len() == n && fleet.values().all(|s| *s == status as i32) {
+                return fleet.into_keys().collect();
+            }
+        }
+    }
+
+    /// Waits for worker `id` to be reported in `status`.
+    pub async fn until_status(&mut self, id: &str, status: WorkerStatus) -> WorkerEvent {
+        self.until(|e| {
+            e.worker
+                .as_ref()
+                .is_some_and(|w| w.worker_id == id && w.status == status as i32)
+        })
+        .await
+    }
+}
+
+/// A hand-driven Connect stream.
+pub struct RawWorker {
+    pub tx: mpsc::Sender<WorkerMessage>,
+    pub rx: Streaming<CoordinatorMessage>,
+}
+
+pub fn hello(name: &str, instance_id: &str, resume_token: &str) -> Hello {
+    Hello {
+        name: name.into(),
+        instance_id: instance_id.into(),
+        resume_token: resume_token.into(),
+        ..Default::default()
+    }
+}
+
+impl RawWorker {
+    /// Opens the stream (sending nothing yet); `token` is the join token.
+    pub async fn open(channel: Channel, token: Option<&str>) -> RawWorker {
+        Self::try_open(channel, token).await.expect("Connect accepted")
+    }
+
+    pub async fn try_open(channel: Channel, token: Option<&str>) -> Result<RawWorker, tonic::Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(t) = token {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        let mut client = WorkerControlClient::new(channel).max_encoding_message_size(64 * 1024 * 1024);
+        let rx = client.connect(req).await?.into_inner();
+        Ok(RawWorker { tx, rx })
+    }
+
+    pub async fn send(&self, m: Out) {
+        self.tx.send(WorkerMessage { msg: Some(m) }).await.expect("stream open");
+    }
+
+    /// The next message, or the status the stream ended with.
+    pub async fn recv(&mut self) -> Result<Option<In>, tonic::Status> {
+        within(self.rx.message()).await.map(|m| m.and_then(|m| m.msg))
+    }
+
+    /// Sends Hello and expects Welcome.
+    pub async fn hello(&mut self, h: Hello) -> Welcome {
+        self.send(Out::Hello(h)).await;
+        match self.recv().await {
+            Ok(Some(In::Welcome(w))) => w,
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    /// Reads until the stream ends; returns the final status (Ok for a clean end).
+    pub async fn end(&mut self) -> Result<(), tonic::Status> {
+        loop {
+            match self.recv().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(s) => return Err(s),
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! What the coordinator refuses, and that refusing never stops it serving:
+//! join and admin tokens, the handshake deadline and pool, message size,
+//! Hello validation and the worker cap.
+
+mod common;
+
+use common::*;
+use edgeplane::coordinator::CoordinatorConfig;
+use edgeplane::proto::{worker_message::Msg as Out, Capabilities, Keepalive, ListWorkersRequest, WorkerStatus};
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// Opens a Connect stream, sends `first` (if the stream was accepted), and
+/// returns the status the coordinator refused it with, wherever it came
+/// from: the Connect call itself or the end of the response stream.
+async fn refusal(channel: Channel, token: Option<&str>, first: Option<Out>) -> tonic::Status {
+    match within(RawWorker::try_open(channel, token)).await {
+        Err(status) => status,
+        Ok(mut raw) => {
+            if let Some(m) = first {
+                // The coordinator may already have closed the stream; the
+                // status below says why.
+                let _ = raw.tx.send(edgeplane::proto::WorkerMessage { msg: Some(m) }).await;
+            }
+            match raw.end().await {
+                Err(status) => status,
+                Ok(()) => panic!("the stream ended cleanly; expected a refusal"),
+            }
+        }
+    }
+}
+
+fn assert_code(status: &tonic::Status, code: Code) {
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+}
+
+/// Id, name and status of each worker the Admin API lists.
+async fn listed(c: &TestCoordinator) -> Vec<(String, String, i32)> {
+    let mut admin = c.admin().await;
+    let list = admin
+        .list_workers(ListWorkersRequest::default())
+        .await
+        .expect("ListWorkers")
+        .into_inner();
+    list.workers
+        .into_iter()
+        .map(|w| (w.worker_id, w.name, w.status))
+        .collect()
+}
+
+#[tokio::test]
+async fn join_token_is_required_to_connect() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        join_token: Some("s3cret-join".into()),
+        ..fast_config()
+    })
+    .await;
+
+    let missing = refusal(c.channel().await, None, Some(Out::Hello(hello("intruder", "i-1", "")))).await;
+    assert_code(&missing, Code::Unauthenticated);
+    assert!(
+        missing.message().contains("join token"),
+        "message should say what is missing: {missing:?}"
+    );
+
+    let wrong = refusal(
+        c.channel().await,
+        Some("not-the-token"),
+        Some(Out::Hello(hello("intruder", "i-2", ""))),
+    )
+    .await;
+    assert_code(&wrong, Code::Unauthenticated);
+    assert!(
+        !wrong.message().contains("s3cret-join"),
+        "the real token must not be echoed: {wrong:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = c.worker_config("member", dir.path());
+    config.join_token = Some("s3cret-join".into());
+    let (agent, stop) = start_agent(config).await;
+    let id = agent.status().borrow().worker_id.clone().expect("welcomed with an id");
+    let workers = listed(&c).await;
+    assert_eq!(
+        workers.len(),
+        1,
+        "only the worker with the token is registered: {workers:?}"
+    );
+    assert_eq!((workers[0].0.as_str(), workers[0].1.as_str()), (id.as_str(), "member"));
+
+    stop.cancel();
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn admin_token_guards_grpc_and_http_but_not_health() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        admin_token: Some("adm1n-t0ken".into()),
+        ..fast_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, stop) = c.worker("guarded", dir.path()).await;
+    let id = agent.status().borrow().worker_id.clone().unwrap();
+
+    // gRPC Admin.
+    let mut admin = c.admin().await;
+    let denied = admin
+        .list_workers(ListWorkersRequest::default())
+        .await
+        .expect_err("no token, no list");
+    assert_code(&denied, Code::Unauthenticated);
+    let mut req = tonic::Request::new(ListWorkersRequest::default());
+    req.metadata_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    assert_code(
+        &admin.list_workers(req).await.expect_err("wrong token"),
+        Code::Unauthenticated,
+    );
+    let mut req = tonic::Request::new(ListWorkersRequest::default());
+    req.metadata_mut()
+        .insert("authorization", "Bearer adm1n-t0ken".parse().unwrap());
+    let list = admin
+        .list_workers(req)
+        .await
+        .expect("the right token lists")
+        .into_inner();
+    assert_eq!(
+        list.workers.iter().map(|w| w.worker_id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+
+    // HTTP admin views.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/admin/workers", c.url);
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = r.json().await.expect("a JSON error body");
+    assert_eq!(body["error"], "unauthenticated", "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    let r = http.get(&url).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let r = http.get(&url).bearer_auth("adm1n-t0ken").send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body[0]["worker_id"], id.as_str(), "{body}");
+
+    // The load balancer's health check needs no token.
+    let r = http.get(format!("{}/health", c.url)).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+
+    stop.cancel();
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_says_hello_is_dropped() {
+    let c = TestCoordinator::start(fast_config()).await;
+    let mut silent = c.raw().await;
+    let status = silent.end().await.expect_err("the coordinator ends a silent stream");
+    assert_code(&status, Code::DeadlineExceeded);
+    assert!(status.message().contains("Hello"), "{status:?}");
+    assert!(listed(&c).await.is_empty());
+
+    // Still serving.
+    let mut raw = c.raw().await;
+    let welcome = raw.hello(hello("after-silence", "i-after", "")).await;
+    assert!(!welcome.worker_id.is_empty());
+
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn first_message_must_be_hello() {
+    let c = TestCoordinator::start(fast_config()).await;
+    let status = refusal(c.channel().await, None, Some(Out::Keepalive(Keepalive { seq: 1 }))).await;
+    assert_code(&status, Code::FailedPrecondition);
+    assert!(status.message().contains("Hello"), "{status:?}");
+    assert!(listed(&c).await.is_empty());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn pending_handshakes_are_bounded() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        max_pending_handshakes: 2,
+        handshake_timeout: Duration::from_secs(30),
+        ..fast_config()
+    })
+    .await;
+    let silent_a = c.raw().await;
+    let silent_b = c.raw().await;
+
+    let third = refusal(c.channel().await, None, Some(Out::Hello(hello("third", "i-3", "")))).await;
+    assert_code(&third, Code::ResourceExhausted);
+
+    // Once the silent streams go away, their permits come back.
+    drop(silent_a);
+    drop(silent_b);
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, stop) = c.worker("after-the-crowd", dir.path()).await;
+    let id = agent.status().borrow().worker_id.clone().unwrap();
+    assert_eq!(listed(&c).await.into_iter().map(|w| w.0).collect::<Vec<_>>(), [id]);
+
+    stop.cancel();
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_messages_are_refused() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        max_message_bytes: 4096,
+        ..fast_config()
+    })
+    .await;
+    let big = "x".repeat(10 * 1024);
+    let status = refusal(c.channel().await, None, Some(Out::Hello(hello(&big, "i-big", "")))).await;
+    // tonic reports a length prefix over the limit as OUT_OF_RANGE.
+    assert_code(&status, Code::OutOfRange);
+    assert!(
+        status.message().contains("4096"),
+        "the limit should be named: {status:?}"
+    );
+    assert!(listed(&c).await.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, stop) = c.worker("normal-size", dir.path()).await;
+    let id = agent.status().borrow().worker_id.clone().unwrap();
+    assert_eq!(listed(&c).await.into_iter().map(|w| w.0).collect::<Vec<_>>(), [id]);
+
+    stop.cancel();
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_hello_is_refused_with_the_reason() {
+    let c = TestCoordinator::start(fast_config()).await;
+
+    let status = refusal(c.channel().await, None, Some(Out::Hello(hello("", "i-empty", "")))).await;
+    assert_code(&status, Code::InvalidArgument);
+    assert!(status.message().contains("name"), "{status:?}");
+
+    let mut h = hello("labelled", "i-labels", "");
+    let mut caps = Capabilities::default();
+    for i in 0..65 {
+        caps.labels.insert(format!("k{i}"), "v".into());
+    }
+    h.capabilities = Some(caps);
+    let status = refusal(c.channel().await, None, Some(Out::Hello(h))).await;
+    assert_code(&status, Code::InvalidArgument);
+    assert!(status.message().contains("labels"), "{status:?}");
+
+    assert!(listed(&c).await.is_empty());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn worker_cap_refuses_the_next_worker_and_keeps_the_others() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        max_workers: 2,
+        ..fast_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, stop_a) = c.worker("first", dir.path()).await;
+    let (b, stop_b) = c.worker("second", dir.path()).await;
+
+    let status = refusal(c.channel().await, None, Some(Out::Hello(hello("third", "i-third", "")))).await;
+    assert_code(&status, Code::ResourceExhausted);
+    assert!(status.message().contains('2'), "the cap should be named: {status:?}");
+
+    // The first two still hold their sessions: keepalives keep being acked.
+    for agent in [&a, &b] {
+        let acked = agent.status().borrow().keepalives_acked;
+        let s = within(agent.wait_for(|s| s.keepalives_acked > acked + 2)).await;
+        assert!(s.connected && s.sessions == 1, "{s:?}");
+    }
+    let mut workers = listed(&c).await;
+    workers.sort_by(|x, y| x.1.cmp(&y.1));
+    let healthy = WorkerStatus::Healthy as i32;
+    assert_eq!(
+        workers,
+        [
+            (
+                a.status().borrow().worker_id.clone().unwrap(),
+                "first".to_string(),
+                healthy
+            ),
+            (
+                b.status().borrow().worker_id.clone().unwrap(),
+                "second".to_string(),
+                healthy
+            ),
+        ]
+    );
+    stop_a.cancel();
+    stop_b.cancel();
+    c.stop().await;
+}

@@ -298,3 +298,58 @@ async fn worker_cap_refuses_the_next_worker_and_keeps_the_others() {
     stop_b.cancel();
     c.stop().await;
 }
+
+#[tokio::test]
+async fn connection_limit_closes_the_extra_connection_and_keeps_serving() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        max_connections: 2,
+        ..fast_config()
+    })
+    .await;
+    let mut a = c.raw().await;
+    a.hello(hello("conn-a", "inst-a", "")).await;
+    let mut b = c.raw().await;
+    b.hello(hello("conn-b", "inst-b", "")).await;
+
+    // A third connection is closed at once: the call fails fast, not hangs.
+    let third = async {
+        let ch = tonic::transport::Endpoint::from_shared(c.url.clone())
+            .unwrap()
+            .connect()
+            .await?;
+        let mut admin = edgeplane::proto::admin_client::AdminClient::new(ch);
+        admin
+            .list_workers(ListWorkersRequest::default())
+            .await
+            .map_err(|s| s.into())
+    };
+    let res: Result<_, Box<dyn std::error::Error>> = within(third).await;
+    assert!(res.is_err(), "a third connection was served past the limit");
+
+    // The two within the limit are unaffected.
+    a.send(Out::Keepalive(Keepalive { seq: 1 })).await;
+    assert!(matches!(
+        a.recv().await,
+        Ok(Some(edgeplane::proto::coordinator_message::Msg::KeepaliveAck(_)))
+    ));
+
+    // Closing one frees its slot (retry until the coordinator has seen it close).
+    drop(b);
+    let names = within(async {
+        loop {
+            let Ok(ch) = tonic::transport::Endpoint::from_shared(c.url.clone())
+                .unwrap()
+                .connect()
+                .await
+            else {
+                continue;
+            };
+            let mut admin = edgeplane::proto::admin_client::AdminClient::new(ch);
+            if let Ok(r) = admin.list_workers(ListWorkersRequest::default()).await {
+                return r.into_inner().workers.into_iter().map(|w| w.name).collect::<Vec<_>>();
+            }
+        }
+    })
+    .await;
+    assert!(names.contains(&"conn-a".to_string()), "{names:?}");
+}

@@ -36,6 +36,11 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "EDGEPLANE_MAX_WORKERS", default_value_t = 20_000)]
     pub max_workers: usize,
 
+    /// Open TCP connections at most (workers, operators and proxied clients
+    /// together); past it new connections are closed at once.
+    #[arg(long, env = "EDGEPLANE_MAX_CONNECTIONS", default_value_t = 25_000)]
+    pub max_connections: usize,
+
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "EDGEPLANE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -76,6 +81,7 @@ impl Default for CoordinatorConfig {
             join_token: None,
             admin_token: None,
             max_workers: 20_000,
+            max_connections: 25_000,
             max_message_bytes: 1024 * 1024,
             max_pending_handshakes: 1024,
             handshake_timeout: Duration::from_secs(5),
@@ -105,6 +111,9 @@ impl CoordinatorConfig {
         }
         if self.max_workers == 0 {
             return Err(ConfigError::Zero("max workers"));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Zero("max connections"));
         }
         if self.max_pending_handshakes == 0 {
             return Err(ConfigError::Zero("max pending handshakes"));

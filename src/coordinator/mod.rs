@@ -9,6 +9,7 @@ mod admin;
 mod config;
 mod control;
 mod http;
+mod listener;
 mod session;
 
 pub use config::{parse_listen, ConfigError, CoordinatorConfig};
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -122,7 +122,10 @@ impl Coordinator {
             .http2_keepalive_timeout(Some(cfg.http2_keepalive_timeout))
             .max_concurrent_streams(Some(cfg.max_streams_per_connection))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_server.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(
+                listener::accept_limited(listener, cfg.max_connections),
+                stop_server.clone().cancelled_owned(),
+            );
         let mut server = tokio::spawn(server);
         let clock = tokio::spawn(health_clock(registry.clone(), closing.clone()));
         info!(listen = %local, "coordinator serving gRPC and HTTP");

@@ -6,7 +6,11 @@ use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/edgeplane/v1/worker.proto", "proto/edgeplane/v1/admin.proto"];
+    let files = [
+        "proto/edgeplane/v1/worker.proto",
+        "proto/edgeplane/v1/admin.proto",
+        "proto/notes/v1/notes.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

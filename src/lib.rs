@@ -19,9 +19,13 @@
 
 pub mod admin_cli;
 pub mod auth;
+pub mod bench;
+pub mod catalog;
 pub mod coordinator;
 pub mod duration;
 pub mod json;
 pub mod proto;
+pub mod proxy;
 pub mod registry;
+pub mod routes;
 pub mod worker;

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use edgeplane::{admin_cli, coordinator, worker};
+use edgeplane::{admin_cli, bench, coordinator, worker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -24,6 +24,8 @@ enum Command {
     Workers(admin_cli::WorkersArgs),
     /// Drain a worker: it keeps its stream but takes no new work.
     Drain(admin_cli::DrainArgs),
+    /// Measure the coordinator under a simulated fleet (and etcd beside it).
+    Bench(bench::BenchArgs),
 }
 
 fn init_tracing() {
@@ -76,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Workers(args) => print!("{}", admin_cli::workers(&args).await?),
         Command::Drain(args) => print!("{}", admin_cli::drain(&args).await?),
+        Command::Bench(args) => bench::run(&args).await?,
     }
     Ok(())
 }

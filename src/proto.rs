@@ -5,6 +5,12 @@
 
 tonic::include_proto!("edgeplane.v1");
 
+/// The sample notes service's gRPC API (`notes.v1`).
+pub mod notes {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("notes.v1");
+}
+
 /// Every edgeplane file descriptor, encoded; handed to tonic-reflection so
 /// that `grpcurl list` works without local proto files.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/edgeplane_descriptor.bin"));

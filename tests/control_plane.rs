@@ -63,9 +63,7 @@ async fn keepalives_keep_a_loading_worker_healthy() {
     let c = TestCoordinator::start(fast_config()).await;
     let mut watch = c.watch().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = c.worker_config("gpu-loader", dir.path());
-    cfg.services = vec![("llm-inference".into(), "http://127.0.0.1:9".into())];
-    let (agent, _stop) = start_agent(cfg).await;
+    let (agent, _stop) = c.worker("gpu-loader", dir.path()).await;
     agent.set_service("llm-inference", ServiceState::Loading, "loading a 70B model");
     let id = agent.status().borrow().worker_id.clone().unwrap();
 

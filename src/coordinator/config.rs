@@ -4,6 +4,7 @@
 
 use crate::duration::parse_duration;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -65,6 +66,22 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "EDGEPLANE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http2_keepalive_timeout: Duration,
 
+    /// Service catalog (TOML) replacing the embedded default.
+    #[arg(long, env = "EDGEPLANE_CATALOG")]
+    pub catalog: Option<PathBuf>,
+
+    /// Proxy: time to the upstream's response head, unless the catalog sets one.
+    #[arg(long, env = "EDGEPLANE_PROXY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub proxy_timeout: Duration,
+
+    /// Proxy: time to connect to a replica before trying another.
+    #[arg(long, env = "EDGEPLANE_PROXY_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub proxy_connect_timeout: Duration,
+
+    /// Proxy: extra attempts on other replicas after a connect failure or reset.
+    #[arg(long, env = "EDGEPLANE_PROXY_RETRIES", default_value_t = 2)]
+    pub proxy_retries: u32,
+
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "EDGEPLANE_MAX_STREAMS_PER_CONNECTION", default_value_t = 1024)]
     pub max_streams_per_connection: u32,
@@ -89,6 +106,10 @@ impl Default for CoordinatorConfig {
             http2_keepalive_interval: Duration::from_secs(20),
             http2_keepalive_timeout: Duration::from_secs(10),
             max_streams_per_connection: 1024,
+            catalog: None,
+            proxy_timeout: Duration::from_secs(30),
+            proxy_connect_timeout: Duration::from_secs(2),
+            proxy_retries: 2,
         }
     }
 }

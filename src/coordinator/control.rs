@@ -17,6 +17,7 @@ const OUTBOX: usize = 64;
 
 pub struct ControlShared {
     pub registry: Arc<Registry>,
+    pub catalog: Arc<crate::catalog::Catalog>,
     pub config: CoordinatorConfig,
     pub join: Secret,
     /// Bounds streams that have not yet said Hello.

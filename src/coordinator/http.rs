@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct HttpState {
     pub registry: Arc<Registry>,
+    pub catalog: Arc<crate::catalog::Catalog>,
     pub admin: Secret,
     pub closing: CancellationToken,
 }
@@ -27,6 +28,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/admin/workers", get(list_workers))
         .route("/api/admin/workers/{worker}", get(get_worker))
         .route("/api/admin/workers/{worker}/drain", post(drain_worker))
+        .route("/api/admin/services", get(services))
+        .route("/api/admin/gaps", get(gaps))
         .with_state(state)
 }
 
@@ -124,4 +127,22 @@ async fn drain_worker(State(state): State<HttpState>, headers: HeaderMap, Path(w
         Ok(w) => Json(JsonWorker::from(&w.to_proto())).into_response(),
         Err(e) => lookup_error(e),
     }
+}
+
+async fn services(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(r) = check_admin(&state, &headers) {
+        return r;
+    }
+    let table = state.registry.routes().borrow().clone();
+    let workers = state.registry.snapshot(None);
+    Json(super::catalog_views::services(&state.catalog, &table, &workers)).into_response()
+}
+
+async fn gaps(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(r) = check_admin(&state, &headers) {
+        return r;
+    }
+    let table = state.registry.routes().borrow().clone();
+    let workers = state.registry.snapshot(None);
+    Json(super::catalog_views::gaps(&state.catalog, &table, &workers)).into_response()
 }

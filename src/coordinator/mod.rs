@@ -6,16 +6,21 @@
 //! tests run the real server on `127.0.0.1:0`.
 
 mod admin;
+mod assignment;
+mod catalog_views;
 mod config;
 mod control;
 mod http;
 mod listener;
+mod service_health;
 mod session;
 
 pub use config::{parse_listen, ConfigError, CoordinatorConfig};
 
 use crate::auth::Secret;
+use crate::catalog::Catalog;
 use crate::proto::{self, admin_server::AdminServer, worker_control_server::WorkerControlServer};
+use crate::proxy::{GrpcProxyService, HttpProxyService, Proxy, ProxyConfig};
 use crate::registry::{Registry, RegistryConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +39,8 @@ pub enum CoordinatorError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("catalog: {0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -41,6 +48,7 @@ pub enum CoordinatorError {
 pub struct Coordinator {
     config: CoordinatorConfig,
     registry: Arc<Registry>,
+    catalog: Arc<Catalog>,
 }
 
 impl Coordinator {
@@ -51,7 +59,15 @@ impl Coordinator {
             worker_timeout: config.worker_timeout,
             max_workers: config.max_workers,
         }));
-        Ok(Coordinator { config, registry })
+        let catalog = Arc::new(match &config.catalog {
+            Some(path) => Catalog::load(path)?,
+            None => Catalog::embedded(),
+        });
+        Ok(Coordinator {
+            config,
+            registry,
+            catalog,
+        })
     }
 
     /// The registry behind this coordinator (for embedding and tests).
@@ -65,6 +81,7 @@ impl Coordinator {
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), CoordinatorError> {
         let cfg = self.config;
         let registry = self.registry;
+        let catalog = self.catalog;
         let local = listener.local_addr()?;
         let closing = CancellationToken::new();
 
@@ -83,6 +100,7 @@ impl Coordinator {
 
         let shared = Arc::new(control::ControlShared {
             registry: registry.clone(),
+            catalog: catalog.clone(),
             config: cfg.clone(),
             join: Secret::new(cfg.join_token.as_deref()),
             handshakes: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
@@ -102,17 +120,34 @@ impl Coordinator {
                 Ok(req)
             },
         );
+        let proxy = Proxy::new(
+            registry.routes(),
+            catalog.clone(),
+            ProxyConfig {
+                timeout: cfg.proxy_timeout,
+                connect_timeout: cfg.proxy_connect_timeout,
+                retries: cfg.proxy_retries,
+                ..ProxyConfig::default()
+            },
+        );
         let http = http::router(http::HttpState {
             registry: registry.clone(),
+            catalog: catalog.clone(),
             admin: admin_secret,
             closing: closing.clone(),
-        });
+        })
+        .nest_service("/service", HttpProxyService(proxy.clone()));
         let grpc = Routes::new(control)
             .add_service(admin)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
-        let routes = Routes::from(grpc.into_axum_router().merge(http));
+        // Whatever no route claims: gRPC calls for catalog services, proxied.
+        let router = grpc
+            .into_axum_router()
+            .merge(http)
+            .fallback_service(GrpcProxyService(proxy));
+        let routes = Routes::from(router);
 
         let stop_server = CancellationToken::new();
         let server = tonic::transport::Server::builder()
@@ -128,6 +163,12 @@ impl Coordinator {
             );
         let mut server = tokio::spawn(server);
         let clock = tokio::spawn(health_clock(registry.clone(), closing.clone()));
+        tokio::spawn(service_health::run(
+            registry.routes(),
+            catalog.clone(),
+            health.clone(),
+            closing.clone(),
+        ));
         info!(listen = %local, "coordinator serving gRPC and HTTP");
 
         tokio::select! {

@@ -62,9 +62,15 @@ pub async fn run(
     tx: Outbox,
     permit: OwnedSemaphorePermit,
 ) {
-    let Some(hello) = handshake(&shared, &mut inbound, &tx, permit).await else {
+    let Some(mut hello) = handshake(&shared, &mut inbound, &tx, permit).await else {
         return;
     };
+    // Declared services go by their catalog names (`notes` is `notes-coa`).
+    for d in &mut hello.services {
+        if let Some(e) = shared.catalog.resolve(&d.name) {
+            d.name = e.name.clone();
+        }
+    }
     let registry = &shared.registry;
     let (link, mut notices) = SessionLink::new(registry.clock().now_ms());
     let link = Arc::new(link);
@@ -90,7 +96,8 @@ pub async fn run(
         resumed: reg.resumed,
     };
     info!(worker = %name, worker_id = %id, resumed = reg.resumed, "session open");
-    let reason = if !send(&tx, msg(Out::Welcome(welcome))).await {
+    let assignment = super::assignment::declared(&shared.catalog, &hello);
+    let reason = if !send(&tx, msg(Out::Welcome(welcome))).await || !send(&tx, msg(Out::Assignment(assignment))).await {
         "could not send Welcome".to_string()
     } else {
         serve(&shared, &id, generation, &mut inbound, &tx, &link, &mut notices).await

@@ -20,11 +20,12 @@ pub use state::{service_state_str, WorkerState};
 pub use view::{ServiceView, WorkerView};
 
 use crate::proto::{self, Hello, ServiceState, ServiceStatus};
+use crate::routes::{Endpoint, EndpointLoad, RouteTable, ServiceRoutes};
 use identity::{new_resume_token, new_worker_id, token_digest};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
 /// Timeouts and bounds the registry enforces.
@@ -92,6 +93,19 @@ struct ServiceEntry {
     state: ServiceState,
     message: String,
     url: String,
+    /// Parsed `url`: where the proxy sends this service's traffic.
+    target: Option<Target>,
+}
+
+/// A service's origin and path prefix, parsed from its URL.
+type Target = (http::Uri, String);
+
+/// One replica in the routing index.
+struct RouteEntry {
+    endpoint: Option<Arc<Endpoint>>,
+    state: ServiceState,
+    /// The worker is healthy (not degraded, draining or disconnected).
+    worker_ok: bool,
 }
 
 struct Record {
@@ -112,6 +126,8 @@ struct Record {
     sessions: u64,
     /// Last published status, to log and emit each transition once.
     status: WorkerState,
+    /// Services this record has entries for in the routing index.
+    routed: Vec<String>,
 }
 
 impl Record {
@@ -135,6 +151,9 @@ struct State {
     by_instance: HashMap<String, String>,
     by_token: HashMap<[u8; 32], String>,
     next_generation: u64,
+    /// service -> worker id -> replica: the index the route table is built from.
+    routes: BTreeMap<String, BTreeMap<String, RouteEntry>>,
+    table: Arc<RouteTable>,
 }
 
 pub struct Registry {
@@ -142,6 +161,7 @@ pub struct Registry {
     clock: Clock,
     state: Mutex<State>,
     events: broadcast::Sender<RegistryEvent>,
+    routes: watch::Sender<Arc<RouteTable>>,
 }
 
 /// Buffered events per subscriber; a slower one is told it lagged and resyncs.
@@ -150,11 +170,13 @@ const EVENT_BUFFER: usize = 8192;
 impl Registry {
     pub fn new(config: RegistryConfig) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (routes, _) = watch::channel(Arc::new(RouteTable::default()));
         Registry {
             config,
             clock: Clock::new(),
             state: Mutex::new(State::default()),
             events,
+            routes,
         }
     }
 
@@ -164,6 +186,11 @@ impl Registry {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Route table snapshots: the current one, then each change.
+    pub fn routes(&self) -> watch::Receiver<Arc<RouteTable>> {
+        self.routes.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -266,6 +293,7 @@ impl Registry {
             draining: false,
             sessions: 1,
             status: WorkerState::Healthy,
+            routed: Vec::new(),
         };
         apply_hello(&mut rec, hello);
         let name = rec.name.clone();
@@ -306,6 +334,7 @@ impl Registry {
             state: ServiceState::Unspecified,
             message: String::new(),
             url: String::new(),
+            target: None,
         });
         if entry.state == state && entry.message == status.message {
             return;
@@ -409,6 +438,7 @@ impl Registry {
                 st.by_instance.remove(&rec.instance_id);
             }
             st.by_token.remove(&rec.token_digest);
+            self.unroute(st, &id, &rec.routed);
             warn!(worker = %rec.name, worker_id = %id, %reason, "worker removed");
             let view = self.view(&rec, now);
             let _ = self.events.send(RegistryEvent {
@@ -445,7 +475,8 @@ impl Registry {
         self.emit(st, id, kind, reason, now);
     }
 
-    fn emit(&self, st: &State, id: &str, kind: ChangeKind, reason: &str, now: u64) {
+    fn emit(&self, st: &mut State, id: &str, kind: ChangeKind, reason: &str, now: u64) {
+        self.reroute(st, id);
         let view = self.view(&st.workers[id], now);
         // No subscribers is fine: nobody is watching.
         let _ = self.events.send(RegistryEvent {
@@ -453,6 +484,81 @@ impl Registry {
             worker: view,
             reason: reason.to_string(),
         });
+    }
+
+    /// Brings worker `id`'s replicas in the routing index up to date and
+    /// publishes a new route table if anything changed.
+    fn reroute(&self, st: &mut State, id: &str) {
+        let Some(rec) = st.workers.get_mut(id) else { return };
+        let worker_ok = rec.status == WorkerState::Healthy;
+        let old = std::mem::replace(&mut rec.routed, rec.services.keys().cloned().collect());
+        let wanted: Vec<(String, ServiceState, Option<Target>)> = rec
+            .services
+            .iter()
+            .map(|(n, s)| (n.clone(), s.state, s.target.clone()))
+            .collect();
+        let name = rec.name.clone();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut loads: HashMap<String, Arc<EndpointLoad>> = HashMap::new();
+        for svc in old {
+            if let Some(entry) = st.routes.get_mut(&svc).and_then(|m| m.remove(id)) {
+                if let Some(ep) = entry.endpoint {
+                    loads.insert(svc.clone(), ep.load.clone());
+                }
+            }
+            touched.insert(svc);
+        }
+        for (svc, state, target) in wanted {
+            let endpoint = target.map(|(origin, prefix)| {
+                Arc::new(Endpoint {
+                    worker_id: id.to_string(),
+                    worker_name: name.clone(),
+                    origin,
+                    prefix,
+                    load: loads.remove(&svc).unwrap_or_default(),
+                })
+            });
+            st.routes.entry(svc.clone()).or_default().insert(
+                id.to_string(),
+                RouteEntry {
+                    endpoint,
+                    state,
+                    worker_ok,
+                },
+            );
+            touched.insert(svc);
+        }
+        self.publish_routes(st, touched);
+    }
+
+    /// Drops a removed worker's replicas from the routing index.
+    fn unroute(&self, st: &mut State, id: &str, routed: &[String]) {
+        for svc in routed {
+            if let Some(m) = st.routes.get_mut(svc) {
+                m.remove(id);
+            }
+        }
+        self.publish_routes(st, routed.iter().cloned().collect());
+    }
+
+    fn publish_routes(&self, st: &mut State, touched: BTreeSet<String>) {
+        if touched.is_empty() {
+            return;
+        }
+        let mut table = (*st.table).clone();
+        for svc in touched {
+            match st.routes.get(&svc).filter(|m| !m.is_empty()) {
+                None => {
+                    st.routes.remove(&svc);
+                    table.services.remove(&svc);
+                }
+                Some(replicas) => {
+                    table.services.insert(svc, Arc::new(build_routes(replicas)));
+                }
+            }
+        }
+        st.table = Arc::new(table);
+        self.routes.send_replace(st.table.clone());
     }
 
     fn view(&self, rec: &Record, now: u64) -> WorkerView {
@@ -536,6 +642,25 @@ impl Registry {
     }
 }
 
+fn build_routes(replicas: &BTreeMap<String, RouteEntry>) -> ServiceRoutes {
+    let mut r = ServiceRoutes::default();
+    for e in replicas.values() {
+        match e.state {
+            ServiceState::Stopped => continue,
+            ServiceState::Ready => match (&e.endpoint, e.worker_ok) {
+                (Some(ep), true) => r.ready.push(ep.clone()),
+                (_, false) => r.unhealthy += 1,
+                // Ready but nowhere to send to: as good as not there.
+                (None, true) => r.failed += 1,
+            },
+            ServiceState::Failed => r.failed += 1,
+            ServiceState::Loading | ServiceState::Unspecified => r.loading += 1,
+        }
+        r.total += 1;
+    }
+    r
+}
+
 fn apply_hello(rec: &mut Record, hello: &Hello) {
     rec.name = hello.name.clone();
     rec.capabilities = hello.capabilities.clone().unwrap_or_default();
@@ -549,6 +674,7 @@ fn apply_hello(rec: &mut Record, hello: &Hello) {
                 state: ServiceState::Unspecified,
                 message: "no status reported yet".into(),
                 url: s.url.clone(),
+                target: Endpoint::parse_url(&s.url),
             };
             (s.name.clone(), entry)
         })

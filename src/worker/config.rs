@@ -52,6 +52,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "EDGEPLANE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
+    /// How often each service's readiness check runs.
+    #[arg(long, env = "EDGEPLANE_PROBE_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+
     /// HTTP/2 ping interval, so a dead path to the coordinator is noticed.
     #[arg(long, env = "EDGEPLANE_HTTP2_KEEPALIVE", default_value = "20s", value_parser = parse_duration)]
     pub http2_keepalive_interval: Duration,
@@ -77,6 +81,7 @@ impl WorkerConfig {
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            probe_interval: Duration::from_secs(2),
             http2_keepalive_interval: Duration::from_secs(20),
             http2_keepalive_timeout: Duration::from_secs(10),
         }

@@ -8,13 +8,14 @@ mod backoff;
 mod capabilities;
 mod config;
 mod identity;
+mod probe;
 mod session;
 
 pub use backoff::Backoff;
 pub use config::{normalize_url, parse_bytes, WorkerConfig};
 pub use identity::{default_state_dir, load_or_create_instance_id, IdentityError};
 
-use crate::proto::{Capabilities, ServiceState};
+use crate::proto::{Assignment, Capabilities, ServiceState};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -54,8 +55,25 @@ struct AgentCtx {
     capabilities: Capabilities,
     status: watch::Sender<AgentStatus>,
     services: watch::Receiver<BTreeMap<String, ServiceReport>>,
+    /// Where probes write readiness (the same board `services` reads).
+    board: watch::Sender<BTreeMap<String, ServiceReport>>,
+    probes: std::sync::Mutex<probe::Probes>,
     epoch: tokio::time::Instant,
     max_message_bytes: usize,
+}
+
+impl AgentCtx {
+    /// Starts, keeps or stops readiness probes to match an assignment.
+    fn apply_assignment(&self, a: &Assignment) {
+        let wanted = a
+            .services
+            .iter()
+            .filter(|s| !s.url.is_empty())
+            .map(|s| (s.name.clone(), probe::ProbeSpec::new(&s.url, s.readiness.as_ref())))
+            .collect();
+        let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+        probes.apply(wanted, &self.board, self.config.probe_interval);
+    }
 }
 
 /// A running agent.
@@ -146,6 +164,8 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
         instance_id,
         status: status_tx,
         services: services_rx,
+        board: services_tx.clone(),
+        probes: Default::default(),
         epoch: tokio::time::Instant::now(),
         max_message_bytes: 1024 * 1024,
     };

@@ -154,6 +154,7 @@ async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
                     ctx.status.send_modify(|s| s.draining = true);
                 }
                 Some(In::Goodbye(g)) => break format!("coordinator said goodbye: {}", g.reason),
+                Some(In::Assignment(a)) => ctx.apply_assignment(&a),
                 Some(In::Welcome(_)) | None => {}
             },
             Ok(None) => break "stream ended by coordinator".to_string(),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod backend;
+
 use edgeplane::coordinator::{Coordinator, CoordinatorConfig};
 use edgeplane::proto::{
     admin_client::AdminClient, coordinator_message::Msg as In, worker_control_client::WorkerControlClient,
@@ -258,12 +260,17 @@ impl RawWorker {
         within(self.rx.message()).await.map(|m| m.and_then(|m| m.msg))
     }
 
-    /// Sends Hello and expects Welcome.
+    /// Sends Hello and expects Welcome (then the Assignment that follows it).
     pub async fn hello(&mut self, h: Hello) -> Welcome {
         self.send(Out::Hello(h)).await;
-        match self.recv().await {
+        let welcome = match self.recv().await {
             Ok(Some(In::Welcome(w))) => w,
             other => panic!("expected Welcome, got {other:?}"),
+        };
+        // The coordinator follows every Welcome with the worker's Assignment.
+        match self.recv().await {
+            Ok(Some(In::Assignment(_))) => welcome,
+            other => panic!("expected an Assignment after Welcome, got {other:?}"),
         }
     }
 

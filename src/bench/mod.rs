@@ -1,0 +1,69 @@
+//! `edgeplane bench`: how many workers one coordinator holds, at what cost,
+//! and how fast it notices a failure, measured against a real coordinator
+//! process over loopback. See `BENCHMARKS.md` for the figures.
+//!
+//! Map of the module:
+//! - [`args`]: the flags of `bench fleet` and `bench etcd`.
+//! - [`fleet`]: the edgeplane run, phase by phase; [`etcd`] the same load
+//!   against etcd leases, for a side-by-side figure.
+//! - [`sim_worker`]: one simulated worker; [`connector`]: its socket (own
+//!   loopback source address, kill switch); [`ramp`]: bringing a fleet up.
+//! - [`watch`]: the fleet as `WatchWorkers` reports it.
+//! - [`procfs`]: CPU and memory from `/proc`; [`histogram`]: latencies;
+//!   [`fdlimit`]: the open-file limit; [`child`]: servers run as children.
+//! - [`report`]: the figures, as a table and as JSON.
+
+pub mod args;
+pub mod child;
+pub mod connector;
+pub mod error;
+pub mod etcd;
+pub mod etcd_proto;
+pub mod fdlimit;
+pub mod fleet;
+pub mod histogram;
+pub mod procfs;
+pub mod ramp;
+pub mod report;
+pub mod sim_worker;
+pub mod watch;
+
+pub use args::{EtcdArgs, FleetArgs, LoadArgs};
+pub use error::BenchError;
+pub use report::{EtcdReport, FleetReport};
+
+/// `edgeplane bench ...`
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Simulated workers against an edgeplane coordinator: fleet size, CPU and
+    /// memory per worker, keepalive round trips, failure detection, restart.
+    Fleet(FleetArgs),
+    /// The same load against etcd: one lease and one LeaseKeepAlive stream per client.
+    Etcd(EtcdArgs),
+}
+
+/// Runs a bench; prints its table to stdout (and JSON where asked).
+pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    let (table, json, path) = match &args.command {
+        BenchCommand::Fleet(a) => {
+            let r = fleet::run(a).await?;
+            (r.table(), serde_json::to_string_pretty(&r), a.load.json.clone())
+        }
+        BenchCommand::Etcd(a) => {
+            let r = etcd::run(a).await?;
+            (r.table(), serde_json::to_string_pretty(&r), a.load.json.clone())
+        }
+    };
+    print!("{table}");
+    if let Some(p) = path {
+        let json = json.map_err(|e| BenchError::Settings(format!("report is not serialisable: {e}")))?;
+        fleet::write_json(&p, &json)?;
+    }
+    Ok(())
+}

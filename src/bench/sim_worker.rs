@@ -1,0 +1,290 @@
+//! One simulated worker: the real protocol (Hello, Welcome, Keepalive,
+//! resume after a lost stream) on its own HTTP/2 connection, and nothing
+//! else, so that ten thousand of them fit in one tokio runtime beside the
+//! coordinator on a 2-core machine.
+//!
+//! Each keepalive carries its send time (microseconds since the bench
+//! started) as its `seq`; the coordinator echoes it in the ack, so the
+//! round trip is measured without any per-worker bookkeeping.
+
+use super::connector::KillableConnector;
+use super::histogram::Histogram;
+use crate::proto::{
+    coordinator_message::Msg as In, worker_control_client::WorkerControlClient, worker_message::Msg as Out,
+    Capabilities, Hello, Keepalive, WorkerMessage,
+};
+use crate::worker::Backoff;
+use rand::Rng;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+/// What the bench wants a worker to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep the stream open and send keepalives.
+    Run,
+    /// Keep the stream open but send nothing (a hung agent).
+    Silent,
+    /// Drop the connection abruptly and stay away until set back to `Run`.
+    Dead,
+}
+
+/// State every simulated worker shares.
+pub struct SimShared {
+    pub target: SocketAddr,
+    pub endpoint: Endpoint,
+    pub keepalive: Duration,
+    /// Reconnect backoff bounds (the agent's defaults unless told otherwise).
+    pub reconnect: (Duration, Duration),
+    /// The instant keepalive `seq`s count from.
+    pub epoch: Instant,
+    /// All keepalives paused (the idle window).
+    pub paused: AtomicBool,
+    /// Round trips are recorded only while this is set.
+    pub recording: AtomicBool,
+    pub rtt: Histogram,
+    /// Dial to Welcome, first session of each worker.
+    pub welcome: Histogram,
+    /// Workers with an open, welcomed session.
+    pub connected: watch::Sender<usize>,
+    /// Sessions that ended while the bench wanted them open.
+    pub unexpected_ends: AtomicU64,
+    /// Dial or handshake attempts that failed (refused, timed out).
+    pub failed_attempts: AtomicU64,
+    /// What the coordinator said in its last Welcome.
+    pub welcome_heartbeat_timeout_ms: AtomicU64,
+    pub welcome_keepalive_ms: AtomicU64,
+    pub stop: CancellationToken,
+    /// Distinguishes this run's instance ids from an earlier run's.
+    pub run_tag: String,
+}
+
+impl SimShared {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+}
+
+/// One simulated worker as the orchestrator sees it.
+pub struct SimWorker {
+    pub index: usize,
+    pub name: String,
+    pub instance_id: String,
+    pub source: IpAddr,
+    pub mode: watch::Sender<Mode>,
+    /// The id of the latest Welcome.
+    pub worker_id: Mutex<Option<String>>,
+    /// When the latest keepalive was sent (µs since the epoch).
+    pub last_sent_us: AtomicU64,
+    /// Welcomed sessions so far.
+    pub sessions: AtomicU64,
+    /// Welcomes that carried a different id than the one before.
+    pub id_changes: AtomicU64,
+}
+
+impl SimWorker {
+    pub fn new(index: usize, run_tag: &str, source: IpAddr) -> Self {
+        SimWorker {
+            index,
+            name: format!("bench-{index}"),
+            instance_id: format!("{run_tag}-{index}"),
+            source,
+            mode: watch::channel(Mode::Run).0,
+            worker_id: Mutex::new(None),
+            last_sent_us: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
+            id_changes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn id(&self) -> Option<String> {
+        self.worker_id.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_mode(&self, m: Mode) {
+        self.mode.send_replace(m);
+    }
+}
+
+enum Ended {
+    /// The bench killed it (Mode::Dead).
+    Killed,
+    /// The run is over.
+    Stop,
+    /// Lost or refused; `welcomed` says whether it got a Welcome.
+    Lost { welcomed: bool },
+}
+
+/// The worker's whole life: sessions, and reconnects with the agent's
+/// jittered backoff, until the run stops. `permit` is the ramp's slot,
+/// released once the first attempt has finished.
+pub async fn run(w: Arc<SimWorker>, shared: Arc<SimShared>, permit: OwnedSemaphorePermit) {
+    let mut permit = Some(permit);
+    let mut mode = w.mode.subscribe();
+    let mut backoff = Backoff::new(shared.reconnect.0, shared.reconnect.1);
+    let mut token = String::new();
+    loop {
+        if *mode.borrow_and_update() == Mode::Dead {
+            tokio::select! {
+                r = mode.wait_for(|m| *m != Mode::Dead) => if r.is_err() { return },
+                _ = shared.stop.cancelled() => return,
+            }
+        }
+        match session(&w, &shared, &mut mode, &mut token, &mut permit).await {
+            Ended::Stop => return,
+            Ended::Killed => {}
+            Ended::Lost { welcomed } => {
+                if welcomed {
+                    backoff.reset();
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = shared.stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+fn wrap(m: Out) -> WorkerMessage {
+    WorkerMessage { msg: Some(m) }
+}
+
+async fn session(
+    w: &SimWorker,
+    shared: &SimShared,
+    mode: &mut watch::Receiver<Mode>,
+    token: &mut String,
+    permit: &mut Option<OwnedSemaphorePermit>,
+) -> Ended {
+    let dial_start = Instant::now();
+    let kill = CancellationToken::new();
+    // Dropped on every return: the connection goes with it.
+    let _kill_on_return = kill.clone().drop_guard();
+    let connector = KillableConnector::new(shared.target, Some(w.source), kill.clone());
+    let lost = |permit: &mut Option<OwnedSemaphorePermit>| {
+        shared.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        permit.take();
+        Ended::Lost { welcomed: false }
+    };
+    let channel = tokio::select! {
+        c = shared.endpoint.connect_with_connector(connector) => match c {
+            Ok(c) => c,
+            Err(_) => return lost(permit),
+        },
+        _ = shared.stop.cancelled() => return Ended::Stop,
+    };
+    let mut client = WorkerControlClient::new(channel);
+    let (tx, rx) = mpsc::channel::<WorkerMessage>(4);
+    let hello = Hello {
+        name: w.name.clone(),
+        instance_id: w.instance_id.clone(),
+        capabilities: Some(Capabilities {
+            cpu_cores: 8,
+            memory_bytes: 32 << 30,
+            ..Default::default()
+        }),
+        resume_token: token.clone(),
+        version: "bench".into(),
+        previous_worker_id: w.id().unwrap_or_default(),
+        ..Default::default()
+    };
+    let _ = tx.try_send(wrap(Out::Hello(hello)));
+    let limit = Duration::from_secs(10);
+    let opened = tokio::select! {
+        r = tokio::time::timeout(limit, client.connect(ReceiverStream::new(rx))) => r,
+        _ = shared.stop.cancelled() => return Ended::Stop,
+    };
+    let mut inbound = match opened {
+        Ok(Ok(r)) => r.into_inner(),
+        _ => return lost(permit),
+    };
+    let first = tokio::select! {
+        r = tokio::time::timeout(limit, inbound.message()) => r,
+        _ = shared.stop.cancelled() => return Ended::Stop,
+    };
+    let welcome = match first {
+        Ok(Ok(Some(m))) => match m.msg {
+            Some(In::Welcome(wl)) => wl,
+            _ => return lost(permit),
+        },
+        _ => return lost(permit),
+    };
+    if w.sessions.fetch_add(1, Ordering::Relaxed) == 0 {
+        shared.welcome.record(dial_start.elapsed());
+    }
+    permit.take();
+    {
+        let mut id = w.worker_id.lock().unwrap_or_else(|e| e.into_inner());
+        if id.as_deref().is_some_and(|old| old != welcome.worker_id) {
+            w.id_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        *id = Some(welcome.worker_id.clone());
+    }
+    *token = welcome.resume_token;
+    shared
+        .welcome_heartbeat_timeout_ms
+        .store(welcome.heartbeat_timeout_ms, Ordering::Relaxed);
+    shared
+        .welcome_keepalive_ms
+        .store(welcome.keepalive_interval_ms, Ordering::Relaxed);
+    shared.connected.send_modify(|c| *c += 1);
+    let ended = steady(w, shared, mode, &tx, &mut inbound).await;
+    shared.connected.send_modify(|c| *c -= 1);
+    if matches!(ended, Ended::Lost { .. }) {
+        shared.unexpected_ends.fetch_add(1, Ordering::Relaxed);
+    }
+    ended
+}
+
+/// Keepalives out, acks in, until the stream ends or the bench says otherwise.
+async fn steady(
+    w: &SimWorker,
+    shared: &SimShared,
+    mode: &mut watch::Receiver<Mode>,
+    tx: &mpsc::Sender<WorkerMessage>,
+    inbound: &mut tonic::Streaming<crate::proto::CoordinatorMessage>,
+) -> Ended {
+    // A random phase spreads the fleet's keepalives evenly over the interval.
+    let phase = rand::rng().random_range(0..shared.keepalive.as_micros().max(1) as u64);
+    let first = tokio::time::Instant::now() + Duration::from_micros(phase);
+    let mut tick = tokio::time::interval_at(first, shared.keepalive);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => return Ended::Stop,
+            changed = mode.changed() => {
+                if changed.is_err() || *mode.borrow_and_update() == Mode::Dead {
+                    return Ended::Killed;
+                }
+            }
+            m = inbound.message() => match m {
+                Ok(Some(m)) => {
+                    if let Some(In::KeepaliveAck(ack)) = m.msg {
+                        if shared.recording.load(Ordering::Relaxed) {
+                            let rtt = shared.now_us().saturating_sub(ack.seq);
+                            shared.rtt.record(Duration::from_micros(rtt));
+                        }
+                    }
+                    // Goodbye is followed by the end of the stream; Drain changes nothing here.
+                }
+                _ => return Ended::Lost { welcomed: true },
+            },
+            _ = tick.tick() => {
+                if !shared.paused.load(Ordering::Relaxed) && *mode.borrow() == Mode::Run {
+                    let now = shared.now_us();
+                    w.last_sent_us.store(now, Ordering::Relaxed);
+                    // A full queue means the connection is stuck; skipping is what a real agent's timer would do.
+                    let _ = tx.try_send(wrap(Out::Keepalive(Keepalive { seq: now })));
+                }
+            }
+        }
+    }
+}

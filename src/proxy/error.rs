@@ -1,0 +1,85 @@
+//! Proxy errors a user can act on: JSON with a stable `error` code.
+
+use crate::routes::Unavailable;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the path names no service; use /service/{{name}}/...")]
+    NoServiceName,
+    #[error("no service named `{0}` (not in the catalog, and no worker declares it)")]
+    UnknownService(String),
+    #[error("{}", .reason.explain(.service))]
+    NoReadyEndpoint { service: String, reason: Unavailable },
+    #[error("upstream `{service}` on worker `{worker}` failed: {detail}")]
+    Upstream {
+        service: String,
+        worker: String,
+        detail: String,
+    },
+    #[error("upstream `{service}` on worker `{worker}` did not answer within {timeout}")]
+    Timeout {
+        service: String,
+        worker: String,
+        timeout: String,
+    },
+    #[error("request body: {0}")]
+    Body(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoServiceName => StatusCode::NOT_FOUND,
+            ProxyError::UnknownService(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoReadyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Body(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoServiceName => "no_service_name",
+            ProxyError::UnknownService(_) => "unknown_service",
+            ProxyError::NoReadyEndpoint { .. } => "no_ready_endpoint",
+            ProxyError::Upstream { .. } => "upstream_failed",
+            ProxyError::Timeout { .. } => "upstream_timeout",
+            ProxyError::Body(_) => "bad_request_body",
+        }
+    }
+
+    /// As a gRPC status code, for calls routed by gRPC service name.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ProxyError::NoServiceName | ProxyError::UnknownService(_) => tonic::Code::Unimplemented,
+            ProxyError::NoReadyEndpoint { .. } | ProxyError::Upstream { .. } => tonic::Code::Unavailable,
+            ProxyError::Timeout { .. } => tonic::Code::DeadlineExceeded,
+            ProxyError::Body(_) => tonic::Code::InvalidArgument,
+        }
+    }
+
+    pub fn into_response(self, request_id: &str) -> Response {
+        let mut body = json!({ "error": self.code(), "message": self.to_string(), "request_id": request_id });
+        match &self {
+            ProxyError::NoReadyEndpoint { service, reason } => {
+                body["service"] = service.clone().into();
+                body["reason"] = reason.code().into();
+            }
+            ProxyError::UnknownService(s) => body["service"] = s.clone().into(),
+            ProxyError::Upstream { service, worker, .. } | ProxyError::Timeout { service, worker, .. } => {
+                body["service"] = service.clone().into();
+                body["worker"] = worker.clone().into();
+            }
+            _ => {}
+        }
+        let mut r = (self.status(), axum::Json(body)).into_response();
+        if let Ok(v) = request_id.parse() {
+            r.headers_mut().insert("x-request-id", v);
+        }
+        r
+    }
+}

@@ -1,0 +1,344 @@
+//! The service proxy: `ANY /service/{name-or-alias}/{rest}` and gRPC calls
+//! whose `/{package.Service}/{Method}` belongs to a catalog service, sent to
+//! a ready replica.
+//!
+//! The request path, as a stack (outermost first), each stage small:
+//! 1. **resolve**: name or alias -> catalog service (404 `unknown_service`);
+//! 2. **routes**: the current route-table snapshot (a `watch` read, never the
+//!    registry lock) -> ready replicas (503 `no_ready_endpoint` with the reason);
+//! 3. **retry**: a connect failure, or a reset before any response byte, is
+//!    retried on another replica while the body can be replayed (empty or
+//!    small) and the retry budget allows;
+//! 4. **balance**: power of two choices on outstanding requests, skipping
+//!    replicas just ejected for refusing connections ([`balance`]);
+//! 5. **forward**: hop-by-hop headers out, `x-forwarded-*` and `x-request-id`
+//!    in, the body streamed both ways, a per-service timeout (504) ([`forward`]).
+
+mod balance;
+mod error;
+mod forward;
+
+pub use error::ProxyError;
+
+use crate::catalog::Catalog;
+use crate::routes::{Endpoint, RouteTable, Unavailable};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Version};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tower::retry::budget::{Budget, TpsBudget};
+use tracing::{debug, warn};
+
+/// Proxy limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Per-request timeout (to the response head) unless the catalog sets one.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Extra attempts per request, on other replicas.
+    pub retries: u32,
+    /// How long a replica that refused a connection gets no traffic.
+    pub eject_for: Duration,
+    /// Bodies up to this size are buffered so the request can be retried;
+    /// larger ones stream through and are not retried.
+    pub max_replay_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            retries: 2,
+            eject_for: Duration::from_secs(5),
+            max_replay_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Which wire protocol the upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Http1,
+    /// HTTP/2 with prior knowledge (gRPC).
+    H2,
+}
+
+pub struct Proxy {
+    routes: watch::Receiver<Arc<RouteTable>>,
+    catalog: Arc<Catalog>,
+    http1: Client<HttpConnector, Body>,
+    h2: Client<HttpConnector, Body>,
+    config: ProxyConfig,
+    budget: TpsBudget,
+    epoch: Instant,
+}
+
+impl Proxy {
+    pub fn new(routes: watch::Receiver<Arc<RouteTable>>, catalog: Arc<Catalog>, config: ProxyConfig) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
+        Arc::new(Proxy {
+            routes,
+            catalog,
+            http1,
+            h2,
+            config,
+            // Retries may add 20% to the load, and at least 10 per second.
+            budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Canonical service name for what the user typed.
+    fn resolve(&self, name: &str, table: &RouteTable) -> Result<String, ProxyError> {
+        if let Some(e) = self.catalog.resolve(name) {
+            return Ok(e.name.clone());
+        }
+        if table.get(name).is_some() {
+            return Ok(name.to_string());
+        }
+        Err(ProxyError::UnknownService(name.to_string()))
+    }
+
+    /// `/service/...` (already stripped to `/{name}/{rest}`).
+    async fn http(self: Arc<Self>, req: Request<Body>) -> Response {
+        let rid = forward::request_id(req.headers());
+        let path = req.uri().path().trim_start_matches('/');
+        let (name, rest) = match path.find('/') {
+            Some(i) => (&path[..i], &path[i..]),
+            None => (path, ""),
+        };
+        if name.is_empty() {
+            return ProxyError::NoServiceName.into_response(&rid);
+        }
+        let table = self.routes.borrow().clone();
+        let service = match self.resolve(name, &table) {
+            Ok(s) => s,
+            Err(e) => return e.into_response(&rid),
+        };
+        let rest = rest.to_string();
+        match self.forward(req, &table, &service, &rest, Wire::Http1, &rid).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(&rid),
+        }
+    }
+
+    /// A gRPC call not served by the coordinator itself.
+    async fn grpc(self: Arc<Self>, req: Request<Body>) -> Response {
+        let rid = forward::request_id(req.headers());
+        let path = req.uri().path().to_string();
+        let grpc_service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        let Some(entry) = self.catalog.by_grpc_service(grpc_service) else {
+            let msg = format!("no service serves `{grpc_service}`");
+            return tonic::Status::unimplemented(msg).into_http();
+        };
+        let table = self.routes.borrow().clone();
+        let service = entry.name.clone();
+        match self.forward(req, &table, &service, &path, Wire::H2, &rid).await {
+            Ok(r) => r,
+            Err(e) => tonic::Status::new(e.grpc_code(), e.to_string()).into_http(),
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Body>,
+        table: &RouteTable,
+        service: &str,
+        rest: &str,
+        wire: Wire,
+        rid: &str,
+    ) -> Result<Response, ProxyError> {
+        let unavailable = |reason| ProxyError::NoReadyEndpoint {
+            service: service.to_string(),
+            reason,
+        };
+        let routes = table
+            .get(service)
+            .ok_or_else(|| unavailable(Unavailable::NonePlaced))?
+            .clone();
+        if let Some(reason) = routes.unavailable() {
+            return Err(unavailable(reason));
+        }
+
+        let (parts, body) = req.into_parts();
+        let client_ip = parts
+            .extensions
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|c| c.remote_addr())
+            .map(|a| a.ip());
+        let mut headers = parts.headers;
+        let original_host = headers.remove(header::HOST);
+        forward::strip_hop_by_hop(&mut headers);
+        forward::add_forwarded(&mut headers, client_ip, original_host);
+        if let Ok(v) = HeaderValue::from_str(rid) {
+            headers.insert("x-request-id", v);
+        }
+        let query = parts.uri.query().map(str::to_string);
+
+        // Small bodies are kept so a failed attempt can be replayed.
+        let (replay, mut streaming): (Option<Bytes>, Option<Body>) = match http_body::Body::size_hint(&body).exact() {
+            Some(0) => (Some(Bytes::new()), None),
+            Some(n) if n as usize <= self.config.max_replay_bytes => {
+                let collected = body.collect().await.map_err(|e| ProxyError::Body(e.to_string()))?;
+                (Some(collected.to_bytes()), None)
+            }
+            _ => (None, Some(body)),
+        };
+        self.budget.deposit();
+        let timeout = self.catalog.timeout(service, self.config.timeout);
+        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+        loop {
+            let Some(ep) = balance::pick(&routes.ready, &tried, self.now_ms()) else {
+                unreachable!("retry stops before running out of replicas")
+            };
+            let body = match (&replay, streaming.take()) {
+                (Some(b), _) => Body::from(b.clone()),
+                (None, Some(b)) => b,
+                (None, None) => unreachable!("streamed bodies are not retried"),
+            };
+            let pq = forward::upstream_path(&ep.prefix, rest, query.as_deref())
+                .ok_or_else(|| ProxyError::Body("the path cannot be forwarded".into()))?;
+            let mut uri = ep.origin.clone().into_parts();
+            uri.path_and_query = Some(pq);
+            let uri = http::Uri::from_parts(uri).map_err(|e| ProxyError::Body(e.to_string()))?;
+            let upstream = build_request(&parts.method, uri, &headers, body, wire);
+            let in_flight = balance::InFlight::start(&ep);
+            let client = match wire {
+                Wire::Http1 => &self.http1,
+                Wire::H2 => &self.h2,
+            };
+            match tokio::time::timeout(timeout, client.request(upstream)).await {
+                Ok(Ok(resp)) => {
+                    let (mut rp, incoming) = resp.into_parts();
+                    forward::strip_hop_by_hop(&mut rp.headers);
+                    if let Ok(v) = HeaderValue::from_str(rid) {
+                        rp.headers.insert("x-request-id", v);
+                    }
+                    // The replica counts as busy until the body has gone through.
+                    let body = incoming.map_frame(move |f| {
+                        let _ = &in_flight;
+                        f
+                    });
+                    return Ok(Response::from_parts(rp, Body::new(body)));
+                }
+                Err(_) => {
+                    warn!(%service, worker = %ep.worker_name, ?timeout, request_id = rid, "upstream timed out");
+                    return Err(ProxyError::Timeout {
+                        service: service.to_string(),
+                        worker: ep.worker_name.clone(),
+                        timeout: crate::duration::format_short(timeout),
+                    });
+                }
+                Ok(Err(e)) => {
+                    drop(in_flight);
+                    if e.is_connect() {
+                        let until = self.now_ms() + self.config.eject_for.as_millis() as u64;
+                        ep.load.ejected_until_ms.store(until, Ordering::Relaxed);
+                    }
+                    tried.push(ep.clone());
+                    let others_left = routes.ready.iter().any(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r)));
+                    let retry = replay.is_some()
+                        && others_left
+                        && tried.len() <= self.config.retries as usize
+                        && self.budget.withdraw();
+                    let detail = error_chain(&e);
+                    warn!(%service, worker = %ep.worker_name, error = %detail, retry, request_id = rid, "upstream request failed");
+                    if !retry {
+                        return Err(ProxyError::Upstream {
+                            service: service.to_string(),
+                            worker: ep.worker_name.clone(),
+                            detail,
+                        });
+                    }
+                    debug!(%service, "retrying on another replica");
+                }
+            }
+        }
+    }
+}
+
+fn build_request(method: &Method, uri: http::Uri, headers: &HeaderMap, body: Body, wire: Wire) -> Request<Body> {
+    let mut r = Request::new(body);
+    *r.method_mut() = method.clone();
+    *r.uri_mut() = uri;
+    *r.headers_mut() = headers.clone();
+    *r.version_mut() = match wire {
+        Wire::Http1 => Version::HTTP_11,
+        Wire::H2 => Version::HTTP_2,
+    };
+    r
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+/// `/service/...` as a tower service (mounted with `nest_service`).
+#[derive(Clone)]
+pub struct HttpProxyService(pub Arc<Proxy>);
+
+impl tower::Service<Request<Body>> for HttpProxyService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> BoxFuture {
+        let p = self.0.clone();
+        Box::pin(async move { Ok(p.http(req).await) })
+    }
+}
+
+/// gRPC calls for catalog services, as a tower service (the router's fallback).
+#[derive(Clone)]
+pub struct GrpcProxyService(pub Arc<Proxy>);
+
+impl tower::Service<Request<Body>> for GrpcProxyService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> BoxFuture {
+        let p = self.0.clone();
+        Box::pin(async move { Ok(p.grpc(req).await) })
+    }
+}

@@ -1,0 +1,168 @@
+//! The route table: for each service, the endpoints that may receive
+//! traffic now, and why the others may not.
+//!
+//! The registry publishes it as an immutable snapshot on every change that
+//! matters to routing; the proxy and the per-service health reporter only
+//! read snapshots, so the request path never takes the registry lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+
+/// Live load figures of one endpoint, kept across snapshots (the registry
+/// reuses the same `Arc` while the endpoint exists) so the balancer's view
+/// survives route changes.
+#[derive(Debug, Default)]
+pub struct EndpointLoad {
+    /// Requests sent and not yet finished.
+    pub outstanding: AtomicUsize,
+    /// Passive outlier detection: no traffic until this time (ms on the proxy's clock).
+    pub ejected_until_ms: AtomicU64,
+}
+
+/// Where one replica of a service can be reached.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub worker_id: String,
+    pub worker_name: String,
+    /// `scheme://authority` of the service on its worker.
+    pub origin: http::Uri,
+    /// Path prefix the service is mounted under ("" for none).
+    pub prefix: String,
+    pub load: Arc<EndpointLoad>,
+}
+
+impl Endpoint {
+    /// Parses a service URL (`http://host:port[/prefix]`).
+    pub fn parse_url(url: &str) -> Option<(http::Uri, String)> {
+        let uri: http::Uri = url.parse().ok()?;
+        let scheme = uri.scheme()?.clone();
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return None;
+        }
+        let authority = uri.authority()?.clone();
+        let origin = http::Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Some((origin, prefix))
+    }
+}
+
+/// Why a service has no endpoint to send to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No worker runs or declares it.
+    NonePlaced,
+    /// Every replica is still loading.
+    AllLoading,
+    /// Every replica failed its readiness check.
+    AllFailed,
+    /// Replicas are ready but their workers are degraded, draining or disconnected.
+    AllWorkersUnhealthy,
+}
+
+impl Unavailable {
+    pub fn code(self) -> &'static str {
+        match self {
+            Unavailable::NonePlaced => "none_placed",
+            Unavailable::AllLoading => "all_loading",
+            Unavailable::AllFailed => "all_failed",
+            Unavailable::AllWorkersUnhealthy => "all_workers_unhealthy",
+        }
+    }
+
+    pub fn explain(self, service: &str) -> String {
+        match self {
+            Unavailable::NonePlaced => format!("no worker runs `{service}`"),
+            Unavailable::AllLoading => format!("every replica of `{service}` is still loading"),
+            Unavailable::AllFailed => format!("every replica of `{service}` failed its readiness check"),
+            Unavailable::AllWorkersUnhealthy => {
+                format!("the workers running `{service}` are degraded, draining or disconnected")
+            }
+        }
+    }
+}
+
+/// One service's routes.
+#[derive(Debug, Default)]
+pub struct ServiceRoutes {
+    /// Ready replicas on healthy, non-draining workers.
+    pub ready: Vec<Arc<Endpoint>>,
+    /// Replicas known in any state.
+    pub total: usize,
+    pub loading: usize,
+    pub failed: usize,
+    /// Ready replicas whose worker may not take traffic.
+    pub unhealthy: usize,
+}
+
+impl ServiceRoutes {
+    /// `None` when there is an endpoint to send to.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        if !self.ready.is_empty() {
+            return None;
+        }
+        Some(if self.total == 0 {
+            Unavailable::NonePlaced
+        } else if self.unhealthy > 0 {
+            Unavailable::AllWorkersUnhealthy
+        } else if self.loading > 0 {
+            Unavailable::AllLoading
+        } else if self.failed > 0 {
+            Unavailable::AllFailed
+        } else {
+            Unavailable::AllLoading
+        })
+    }
+}
+
+/// An immutable snapshot of every service's routes.
+#[derive(Debug, Default, Clone)]
+pub struct RouteTable {
+    pub services: HashMap<String, Arc<ServiceRoutes>>,
+}
+
+impl RouteTable {
+    pub fn get(&self, service: &str) -> Option<&Arc<ServiceRoutes>> {
+        self.services.get(service)
+    }
+
+    /// Whether a service has at least one ready endpoint.
+    pub fn is_serving(&self, service: &str) -> bool {
+        self.get(service).is_some_and(|r| !r.ready.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_origin_and_prefix() {
+        let (o, p) = Endpoint::parse_url("http://127.0.0.1:8100").unwrap();
+        assert_eq!(o.to_string(), "http://127.0.0.1:8100/");
+        assert_eq!(p, "");
+        let (_, p) = Endpoint::parse_url("http://h:1/api/v1/").unwrap();
+        assert_eq!(p, "/api/v1");
+        assert!(Endpoint::parse_url("ftp://h:1").is_none());
+        assert!(Endpoint::parse_url("not a url").is_none());
+    }
+
+    #[test]
+    fn reasons_follow_the_replicas_states() {
+        let mut r = ServiceRoutes::default();
+        assert_eq!(r.unavailable(), Some(Unavailable::NonePlaced));
+        r.total = 2;
+        r.loading = 2;
+        assert_eq!(r.unavailable(), Some(Unavailable::AllLoading));
+        r.loading = 0;
+        r.failed = 2;
+        assert_eq!(r.unavailable(), Some(Unavailable::AllFailed));
+        r.unhealthy = 1;
+        assert_eq!(r.unavailable(), Some(Unavailable::AllWorkersUnhealthy));
+    }
+}

@@ -1,0 +1,177 @@
+//! Readiness probes: the worker checks each of its services the way the
+//! catalog says (HTTP path, gRPC health, or TCP connect) and reports
+//! `loading` until the first pass, `ready` while it passes, and `failed`
+//! once a ready service stops passing. Probes run on their own tasks, apart
+//! from keepalives: a slow service never delays liveness.
+
+use super::ServiceReport;
+use crate::proto::{readiness::Check, Readiness, ServiceState};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// One service to watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSpec {
+    pub url: String,
+    pub check: Check,
+}
+
+impl ProbeSpec {
+    pub fn new(url: &str, readiness: Option<&Readiness>) -> Self {
+        let check = readiness.and_then(|r| r.check.clone()).unwrap_or(Check::Tcp(true));
+        ProbeSpec {
+            url: url.trim_end_matches('/').to_string(),
+            check,
+        }
+    }
+}
+
+/// Runs one probe. `Ok` means ready; `Err` says why not.
+pub async fn check_once(spec: &ProbeSpec, timeout: Duration) -> Result<(), String> {
+    let fut = async {
+        match &spec.check {
+            Check::HttpPath(path) => http_check(&format!("{}{}", spec.url, path)).await,
+            Check::GrpcService(svc) => grpc_check(&spec.url, svc).await,
+            Check::Tcp(_) => tcp_check(&spec.url).await,
+        }
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}", crate::duration::format_short(timeout))))
+}
+
+async fn http_check(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(uri).await.map_err(|e| format!("GET {url}: {}", chain(&e)))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("GET {url}: {}", resp.status()))
+    }
+}
+
+async fn grpc_check(url: &str, service: &str) -> Result<(), String> {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("bad URL {url}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("connect {url}: {}", chain(&e)))?;
+    let resp = HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .map_err(|s| format!("health check: {:?}: {}", s.code(), s.message()))?;
+    match resp.into_inner().status() {
+        ServingStatus::Serving => Ok(()),
+        other => Err(format!("health: {}", other.as_str_name())),
+    }
+}
+
+async fn tcp_check(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let host = uri.host().ok_or("URL without host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    tokio::net::TcpStream::connect((host, port))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("connect {host}:{port}: {e}"))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// The probe tasks of one agent, by service name.
+#[derive(Default)]
+pub struct Probes {
+    running: BTreeMap<String, (ProbeSpec, JoinHandle<()>)>,
+}
+
+impl Probes {
+    /// Makes the running probes match `wanted`: unchanged ones keep going.
+    pub fn apply(
+        &mut self,
+        wanted: BTreeMap<String, ProbeSpec>,
+        board: &watch::Sender<BTreeMap<String, ServiceReport>>,
+        interval: Duration,
+    ) {
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(n, (spec, _))| wanted.get(*n) != Some(spec))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale {
+            if let Some((_, task)) = self.running.remove(&name) {
+                task.abort();
+            }
+        }
+        for (name, spec) in wanted {
+            if self.running.contains_key(&name) {
+                continue;
+            }
+            let task = tokio::spawn(probe_loop(name.clone(), spec.clone(), board.clone(), interval));
+            self.running.insert(name, (spec, task));
+        }
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        for (_, task) in self.running.values() {
+            task.abort();
+        }
+    }
+}
+
+async fn probe_loop(
+    name: String,
+    spec: ProbeSpec,
+    board: watch::Sender<BTreeMap<String, ServiceReport>>,
+    interval: Duration,
+) {
+    let timeout = interval.clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut was_ready = false;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let report = match check_once(&spec, timeout).await {
+            Ok(()) => {
+                was_ready = true;
+                ServiceReport {
+                    state: ServiceState::Ready,
+                    message: String::new(),
+                }
+            }
+            Err(why) if was_ready => ServiceReport {
+                state: ServiceState::Failed,
+                message: format!("readiness check failing: {why}"),
+            },
+            Err(why) => ServiceReport {
+                state: ServiceState::Loading,
+                message: format!("not ready yet: {why}"),
+            },
+        };
+        board.send_if_modified(|m| {
+            if m.get(&name) == Some(&report) {
+                return false;
+            }
+            m.insert(name.clone(), report);
+            true
+        });
+    }
+}

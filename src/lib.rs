@@ -24,6 +24,7 @@ pub mod catalog;
 pub mod coordinator;
 pub mod duration;
 pub mod json;
+pub mod placement;
 pub mod proto;
 pub mod proxy;
 pub mod registry;

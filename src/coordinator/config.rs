@@ -70,6 +70,11 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "EDGEPLANE_CATALOG")]
     pub catalog: Option<PathBuf>,
 
+    /// A disconnected worker keeps its placed services this long before they
+    /// are placed elsewhere (a quick reconnect should not move a loaded model).
+    #[arg(long, env = "EDGEPLANE_PLACEMENT_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub placement_grace: Duration,
+
     /// Proxy: time to the upstream's response head, unless the catalog sets one.
     #[arg(long, env = "EDGEPLANE_PROXY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub proxy_timeout: Duration,
@@ -107,6 +112,7 @@ impl Default for CoordinatorConfig {
             http2_keepalive_timeout: Duration::from_secs(10),
             max_streams_per_connection: 1024,
             catalog: None,
+            placement_grace: Duration::from_secs(30),
             proxy_timeout: Duration::from_secs(30),
             proxy_connect_timeout: Duration::from_secs(2),
             proxy_retries: 2,

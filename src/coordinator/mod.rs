@@ -12,6 +12,7 @@ mod config;
 mod control;
 mod http;
 mod listener;
+mod placement_loop;
 mod service_health;
 mod session;
 
@@ -163,6 +164,12 @@ impl Coordinator {
             );
         let mut server = tokio::spawn(server);
         let clock = tokio::spawn(health_clock(registry.clone(), closing.clone()));
+        tokio::spawn(placement_loop::run(
+            registry.clone(),
+            catalog.clone(),
+            cfg.placement_grace,
+            closing.clone(),
+        ));
         tokio::spawn(service_health::run(
             registry.routes(),
             catalog.clone(),

@@ -96,7 +96,8 @@ pub async fn run(
         resumed: reg.resumed,
     };
     info!(worker = %name, worker_id = %id, resumed = reg.resumed, "session open");
-    let assignment = super::assignment::declared(&shared.catalog, &hello);
+    let declared: Vec<(String, String)> = hello.services.iter().map(|d| (d.name.clone(), d.url.clone())).collect();
+    let assignment = super::assignment::build(&shared.catalog, reg.assignment_version, &reg.placed, &declared);
     let reason = if !send(&tx, msg(Out::Welcome(welcome))).await || !send(&tx, msg(Out::Assignment(assignment))).await {
         "could not send Welcome".to_string()
     } else {
@@ -123,6 +124,11 @@ async fn serve(
             notice = notices.recv() => match notice {
                 Some(Notice::Drain(reason)) => {
                     if !send(tx, msg(Out::Drain(Drain { reason }))).await {
+                        return "worker not reading its stream".into();
+                    }
+                }
+                Some(Notice::Assign(a)) => {
+                    if !send(tx, msg(Out::Assignment(a))).await {
                         return "worker not reading its stream".into();
                     }
                 }

@@ -87,6 +87,9 @@ pub struct Registered {
     pub resumed: bool,
     /// Identifies this session of the worker; stale sessions' calls are ignored.
     pub generation: u64,
+    /// Services placed on this worker (kept across a resumption).
+    pub placed: BTreeSet<String>,
+    pub assignment_version: u64,
 }
 
 struct ServiceEntry {
@@ -95,6 +98,8 @@ struct ServiceEntry {
     url: String,
     /// Parsed `url`: where the proxy sends this service's traffic.
     target: Option<Target>,
+    /// The worker runs it by itself (not placed by the coordinator).
+    declared: bool,
 }
 
 /// A service's origin and path prefix, parsed from its URL.
@@ -128,6 +133,11 @@ struct Record {
     status: WorkerState,
     /// Services this record has entries for in the routing index.
     routed: Vec<String>,
+    /// Catalog services placed on this worker, and the assignment's version.
+    placed: BTreeSet<String>,
+    assignment_version: u64,
+    /// When the stream closed (for the placement grace).
+    disconnected_ms: Option<u64>,
 }
 
 impl Record {
@@ -251,6 +261,9 @@ impl Registry {
             rec.link = Some(link);
             rec.generation = generation;
             rec.sessions += 1;
+            rec.disconnected_ms = None;
+            rec.assignment_version += 1;
+            let (placed, assignment_version) = (rec.placed.clone(), rec.assignment_version);
             let reason = format!("resumed by {how}");
             let name = rec.name.clone();
             self.publish(st, &id, ChangeKind::Updated, &reason, now, true);
@@ -260,6 +273,8 @@ impl Registry {
                 resume_token: token,
                 resumed: true,
                 generation,
+                placed,
+                assignment_version,
             });
         }
 
@@ -294,6 +309,9 @@ impl Registry {
             sessions: 1,
             status: WorkerState::Healthy,
             routed: Vec::new(),
+            placed: BTreeSet::new(),
+            assignment_version: 1,
+            disconnected_ms: None,
         };
         apply_hello(&mut rec, hello);
         let name = rec.name.clone();
@@ -311,6 +329,8 @@ impl Registry {
             resume_token: token,
             resumed: false,
             generation,
+            placed: BTreeSet::new(),
+            assignment_version: 1,
         })
     }
 
@@ -335,6 +355,7 @@ impl Registry {
             message: String::new(),
             url: String::new(),
             target: None,
+            declared: false,
         });
         if entry.state == state && entry.message == status.message {
             return;
@@ -364,6 +385,7 @@ impl Registry {
         }
         if let Some(link) = rec.link.take() {
             rec.last_heard_ms = link.heard_ms();
+            rec.disconnected_ms = Some(now);
             self.publish(st, worker_id, ChangeKind::Updated, reason, now, true);
         }
     }
@@ -631,6 +653,93 @@ impl Registry {
         m
     }
 
+    /// Every worker as placement sees it. `grace`: how long a disconnected
+    /// worker keeps its placements before they go elsewhere.
+    pub fn candidates(&self, grace: Duration) -> Vec<crate::placement::Candidate> {
+        let now = self.clock.now_ms();
+        let grace = grace.as_millis() as u64;
+        let guard = self.lock();
+        let mut out: Vec<crate::placement::Candidate> = guard
+            .workers
+            .values()
+            .map(|r| crate::placement::Candidate {
+                worker_id: r.worker_id.clone(),
+                name: r.name.clone(),
+                eligible: r.status == WorkerState::Healthy && !r.capabilities.runtimes.is_empty(),
+                keep: r.link.is_some() || r.disconnected_ms.is_some_and(|t| now.saturating_sub(t) < grace),
+                declared: r
+                    .services
+                    .iter()
+                    .filter(|(_, s)| s.declared)
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                placed: r.placed.clone(),
+                capabilities: r.capabilities.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        out
+    }
+
+    /// Sets the services placed on a worker and sends it the assignment that
+    /// `build` makes from the new version, the placed set and the declared
+    /// services (name, URL). `urls` says where
+    /// each placed service will listen, as the proxy dials it.
+    pub fn assign(
+        &self,
+        worker_id: &str,
+        placed: BTreeSet<String>,
+        urls: &BTreeMap<String, String>,
+        build: impl FnOnce(u64, &BTreeSet<String>, &[(String, String)]) -> proto::Assignment,
+    ) {
+        let now = self.clock.now_ms();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(rec) = st.workers.get_mut(worker_id) else {
+            return;
+        };
+        if rec.placed == placed {
+            return;
+        }
+        let added: Vec<String> = placed.difference(&rec.placed).cloned().collect();
+        let removed: Vec<String> = rec.placed.difference(&placed).cloned().collect();
+        for name in &removed {
+            if rec.services.get(name).is_some_and(|s| !s.declared) {
+                rec.services.remove(name);
+            }
+        }
+        for name in &added {
+            let url = urls.get(name).cloned().unwrap_or_default();
+            rec.services.entry(name.clone()).or_insert(ServiceEntry {
+                state: ServiceState::Unspecified,
+                message: "placed; waiting for the worker to start it".into(),
+                target: Endpoint::parse_url(&url),
+                url,
+                declared: false,
+            });
+        }
+        rec.placed = placed;
+        rec.assignment_version += 1;
+        let declared: Vec<(String, String)> = rec
+            .services
+            .iter()
+            .filter(|(_, s)| s.declared)
+            .map(|(n, s)| (n.clone(), s.url.clone()))
+            .collect();
+        let assignment = build(rec.assignment_version, &rec.placed, &declared);
+        if let Some(link) = &rec.link {
+            link.notify(Notice::Assign(assignment));
+        }
+        info!(worker = %rec.name, worker_id = %worker_id, ?added, ?removed, "placement changed");
+        let reason = format!("placement: +{added:?} -{removed:?}");
+        self.emit(st, worker_id, ChangeKind::Updated, &reason, now);
+    }
+
+    /// A worker's advertise address, for building placed services' URLs.
+    pub fn advertise_address(&self, worker_id: &str) -> Option<String> {
+        self.lock().workers.get(worker_id).map(|r| r.advertise_address.clone())
+    }
+
     /// Ends every open session with a goodbye (coordinator shutdown).
     pub fn close_all(&self, reason: &str) {
         let guard = self.lock();
@@ -666,6 +775,17 @@ fn apply_hello(rec: &mut Record, hello: &Hello) {
     rec.capabilities = hello.capabilities.clone().unwrap_or_default();
     rec.advertise_address = hello.advertise_address.clone();
     rec.version = hello.version.clone();
+    // Placed services stay placed across a resumption; their state is the
+    // worker's to report again.
+    let placed: Vec<(String, ServiceEntry)> = std::mem::take(&mut rec.services)
+        .into_iter()
+        .filter(|(name, _)| rec.placed.contains(name))
+        .map(|(name, mut e)| {
+            e.state = ServiceState::Unspecified;
+            e.message = "waiting for the worker's report".into();
+            (name, e)
+        })
+        .collect();
     rec.services = hello
         .services
         .iter()
@@ -675,10 +795,14 @@ fn apply_hello(rec: &mut Record, hello: &Hello) {
                 message: "no status reported yet".into(),
                 url: s.url.clone(),
                 target: Endpoint::parse_url(&s.url),
+                declared: true,
             };
             (s.name.clone(), entry)
         })
         .collect();
+    for (name, e) in placed {
+        rec.services.entry(name).or_insert(e);
+    }
 }
 
 fn find(st: &State, worker: &str) -> Result<String, LookupError> {

@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 /// What the registry asks a session to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
     /// Tell the worker to take no new work.
     Drain(String),
     /// End the stream, telling the worker why.
     Close(String),
+    /// Send the worker its new assignment.
+    Assign(crate::proto::Assignment),
 }
 
 #[derive(Debug)]

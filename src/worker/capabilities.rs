@@ -16,6 +16,9 @@ pub fn detect(config: &WorkerConfig) -> Capabilities {
             })
             .collect(),
         labels: config.labels.iter().cloned().collect(),
+        // Runtimes arrive with the worker-runtime work; until then this
+        // worker serves only what it declares.
+        runtimes: Vec::new(),
     }
 }
 

@@ -137,14 +137,20 @@ impl Drop for Probes {
     }
 }
 
+/// Consecutive failed checks before a ready service is reported failed:
+/// one miss may be a blip under load; three in a row is not.
+const FAILURE_THRESHOLD: u32 = 3;
+
 async fn probe_loop(
     name: String,
     spec: ProbeSpec,
     board: watch::Sender<BTreeMap<String, ServiceReport>>,
     interval: Duration,
 ) {
-    let timeout = interval.clamp(Duration::from_millis(100), Duration::from_secs(5));
+    // A busy service answers slowly; that alone should not make it unready.
+    let timeout = interval.clamp(Duration::from_secs(1), Duration::from_secs(5));
     let mut was_ready = false;
+    let mut failures = 0u32;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -152,10 +158,15 @@ async fn probe_loop(
         let report = match check_once(&spec, timeout).await {
             Ok(()) => {
                 was_ready = true;
+                failures = 0;
                 ServiceReport {
                     state: ServiceState::Ready,
                     message: String::new(),
                 }
+            }
+            Err(_) if was_ready && failures + 1 < FAILURE_THRESHOLD => {
+                failures += 1;
+                continue;
             }
             Err(why) if was_ready => ServiceReport {
                 state: ServiceState::Failed,

@@ -169,6 +169,7 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         connected: tokio::sync::watch::channel(0).0,
         unexpected_ends: AtomicU64::new(0),
         failed_attempts: AtomicU64::new(0),
+        failures: Default::default(),
         welcome_heartbeat_timeout_ms: AtomicU64::new(0),
         welcome_keepalive_ms: AtomicU64::new(0),
         stop: stop.clone(),
@@ -281,6 +282,9 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
     let false_positives = watch.with(|s| false_positives(&s.log, &excuses));
     let unexpected = shared.unexpected_ends.load(Ordering::Relaxed) - ends_in_restart;
 
+    for (cause, count) in shared.failure_causes().into_iter().take(5) {
+        notes.push(format!("failed attempts: {count} x {cause}"));
+    }
     stop.cancel();
     let log = child.as_ref().map(|c| c.log().display().to_string());
     if let Some(c) = child {

@@ -15,6 +15,7 @@ use crate::proto::{
 };
 use crate::worker::Backoff;
 use rand::Rng;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,8 @@ pub struct SimShared {
     pub unexpected_ends: AtomicU64,
     /// Dial or handshake attempts that failed (refused, timed out).
     pub failed_attempts: AtomicU64,
+    /// Those failures by cause, for the report's notes.
+    pub failures: Mutex<BTreeMap<String, u64>>,
     /// What the coordinator said in its last Welcome.
     pub welcome_heartbeat_timeout_ms: AtomicU64,
     pub welcome_keepalive_ms: AtomicU64,
@@ -68,6 +71,24 @@ pub struct SimShared {
 impl SimShared {
     fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn failed(&self, cause: String) {
+        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        *self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(cause)
+            .or_insert(0) += 1;
+    }
+
+    /// Failed attempts by cause, most frequent first.
+    pub fn failure_causes(&self) -> Vec<(String, u64)> {
+        let m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(String, u64)> = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
+        v
     }
 }
 
@@ -152,6 +173,15 @@ pub async fn run(w: Arc<SimWorker>, shared: Arc<SimShared>, permit: OwnedSemapho
     }
 }
 
+/// The innermost error: "Connection refused", not "transport error".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 fn wrap(m: Out) -> WorkerMessage {
     WorkerMessage { msg: Some(m) }
 }
@@ -168,15 +198,15 @@ async fn session(
     // Dropped on every return: the connection goes with it.
     let _kill_on_return = kill.clone().drop_guard();
     let connector = KillableConnector::new(shared.target, Some(w.source), kill.clone());
-    let lost = |permit: &mut Option<OwnedSemaphorePermit>| {
-        shared.failed_attempts.fetch_add(1, Ordering::Relaxed);
+    let lost = |permit: &mut Option<OwnedSemaphorePermit>, cause: String| {
+        shared.failed(cause);
         permit.take();
         Ended::Lost { welcomed: false }
     };
     let channel = tokio::select! {
         c = shared.endpoint.connect_with_connector(connector) => match c {
             Ok(c) => c,
-            Err(_) => return lost(permit),
+            Err(e) => return lost(permit, format!("dial: {}", root_cause(&e))),
         },
         _ = shared.stop.cancelled() => return Ended::Stop,
     };
@@ -203,7 +233,8 @@ async fn session(
     };
     let mut inbound = match opened {
         Ok(Ok(r)) => r.into_inner(),
-        _ => return lost(permit),
+        Ok(Err(status)) => return lost(permit, format!("Connect refused: {:?}", status.code())),
+        Err(_) => return lost(permit, "Connect: no answer in 10 s".into()),
     };
     let first = tokio::select! {
         r = tokio::time::timeout(limit, inbound.message()) => r,
@@ -212,9 +243,11 @@ async fn session(
     let welcome = match first {
         Ok(Ok(Some(m))) => match m.msg {
             Some(In::Welcome(wl)) => wl,
-            _ => return lost(permit),
+            _ => return lost(permit, "first message was not Welcome".into()),
         },
-        _ => return lost(permit),
+        Ok(Ok(None)) => return lost(permit, "stream ended before Welcome".into()),
+        Ok(Err(status)) => return lost(permit, format!("refused: {:?}", status.code())),
+        Err(_) => return lost(permit, "no Welcome in 10 s".into()),
     };
     if w.sessions.fetch_add(1, Ordering::Relaxed) == 0 {
         shared.welcome.record(dial_start.elapsed());
@@ -235,7 +268,7 @@ async fn session(
         .welcome_keepalive_ms
         .store(welcome.keepalive_interval_ms, Ordering::Relaxed);
     shared.connected.send_modify(|c| *c += 1);
-    let ended = steady(w, shared, mode, &tx, &mut inbound).await;
+    let ended = steady(w, shared, mode, &tx, &mut inbound, &kill).await;
     shared.connected.send_modify(|c| *c -= 1);
     if matches!(ended, Ended::Lost { .. }) {
         shared.unexpected_ends.fetch_add(1, Ordering::Relaxed);
@@ -250,6 +283,7 @@ async fn steady(
     mode: &mut watch::Receiver<Mode>,
     tx: &mpsc::Sender<WorkerMessage>,
     inbound: &mut tonic::Streaming<crate::proto::CoordinatorMessage>,
+    kill: &CancellationToken,
 ) -> Ended {
     // A random phase spreads the fleet's keepalives evenly over the interval.
     let phase = rand::rng().random_range(0..shared.keepalive.as_micros().max(1) as u64);
@@ -262,6 +296,9 @@ async fn steady(
             _ = shared.stop.cancelled() => return Ended::Stop,
             changed = mode.changed() => {
                 if changed.is_err() || *mode.borrow_and_update() == Mode::Dead {
+                    // Cut the socket before anything is dropped: dropping the
+                    // request stream first would let HTTP/2 end it politely.
+                    kill.cancel();
                     return Ended::Killed;
                 }
             }

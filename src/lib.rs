@@ -29,4 +29,5 @@ pub mod proto;
 pub mod proxy;
 pub mod registry;
 pub mod routes;
+pub mod tunnel;
 pub mod worker;

@@ -20,6 +20,18 @@ pub struct EndpointLoad {
     pub ejected_until_ms: AtomicU64,
 }
 
+/// The HTTP/2 client end of a worker's tunnel.
+pub type TunnelSender = hyper::client::conn::http2::SendRequest<axum::body::Body>;
+
+/// How the proxy reaches a replica.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// Dial `origin` (the service's URL, or the worker's advertise address).
+    Direct,
+    /// Send down the worker's own tunnel; the worker forwards to the service.
+    Tunnel(TunnelSender),
+}
+
 /// Where one replica of a service can be reached.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -29,6 +41,7 @@ pub struct Endpoint {
     pub origin: http::Uri,
     /// Path prefix the service is mounted under ("" for none).
     pub prefix: String,
+    pub via: Via,
     pub load: Arc<EndpointLoad>,
 }
 

@@ -12,14 +12,46 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 
+/// How the coordinator reaches the replicas: every test runs both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Direct,
+    Tunnel,
+}
+
+macro_rules! both_paths {
+    ($($name:ident),* $(,)?) => {
+        mod direct {
+            $( #[tokio::test] async fn $name() { super::$name(super::Path::Direct).await } )*
+        }
+        mod tunnel {
+            $( #[tokio::test] async fn $name() { super::$name(super::Path::Tunnel).await } )*
+        }
+    };
+}
+
+both_paths!(
+    routes_by_name_and_alias_keeping_method_query_and_body,
+    streams_responses_and_large_bodies_without_buffering,
+    replicas_share_load_and_a_dead_one_loses_no_idempotent_request,
+    a_loading_service_gets_no_traffic_and_health_follows_readiness,
+    grpc_calls_are_routed_by_service_name_with_trailers,
+    services_and_gaps_show_providers_and_shortfalls,
+);
+
 /// A worker declaring `notes-coa` at `b`, probing every 20 ms.
 async fn notes_worker(
+    path: Path,
     c: &TestCoordinator,
     name: &str,
     b: &Backend,
     dir: &std::path::Path,
 ) -> (AgentHandle, CancellationToken) {
     let mut cfg = c.worker_config(name, dir);
+    cfg.data_path = match path {
+        Path::Direct => "direct".into(),
+        Path::Tunnel => "tunnel".into(),
+    };
     cfg.services = vec![("notes".into(), b.url.clone())];
     cfg.probe_interval = Duration::from_millis(20);
     start_agent(cfg).await
@@ -50,12 +82,11 @@ fn http() -> reqwest::Client {
     reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap()
 }
 
-#[tokio::test]
-async fn routes_by_name_and_alias_keeping_method_query_and_body() {
+async fn routes_by_name_and_alias_keeping_method_query_and_body(path: Path) {
     let c = TestCoordinator::start(fast_config()).await;
     let b = backend::start("replica-a").await;
     let dir = tempfile::tempdir().unwrap();
-    let (_w, _s) = notes_worker(&c, "cpu-1", &b, dir.path()).await;
+    let (_w, _s) = notes_worker(path, &c, "cpu-1", &b, dir.path()).await;
     health_becomes(&c, "notes-coa", ServingStatus::Serving).await;
 
     // The seed's check, through the alias.
@@ -111,12 +142,11 @@ async fn routes_by_name_and_alias_keeping_method_query_and_body() {
     assert_eq!(v["reason"], "none_placed");
 }
 
-#[tokio::test]
-async fn streams_responses_and_large_bodies_without_buffering() {
+async fn streams_responses_and_large_bodies_without_buffering(path: Path) {
     let c = TestCoordinator::start(fast_config()).await;
     let b = backend::start("replica-a").await;
     let dir = tempfile::tempdir().unwrap();
-    let (_w, _s) = notes_worker(&c, "cpu-1", &b, dir.path()).await;
+    let (_w, _s) = notes_worker(path, &c, "cpu-1", &b, dir.path()).await;
     health_becomes(&c, "notes-coa", ServingStatus::Serving).await;
 
     // The first chunk arrives while the backend is still holding the second.
@@ -147,13 +177,12 @@ async fn streams_responses_and_large_bodies_without_buffering() {
     assert_eq!(v["bytes"], 16 << 20);
 }
 
-#[tokio::test]
-async fn replicas_share_load_and_a_dead_one_loses_no_idempotent_request() {
+async fn replicas_share_load_and_a_dead_one_loses_no_idempotent_request(path: Path) {
     let c = TestCoordinator::start(fast_config()).await;
     let (a, b) = (backend::start("replica-a").await, backend::start("replica-b").await);
     let dir = tempfile::tempdir().unwrap();
-    let (_wa, _sa) = notes_worker(&c, "cpu-a", &a, dir.path()).await;
-    let (wb, _sb) = notes_worker(&c, "cpu-b", &b, dir.path()).await;
+    let (_wa, _sa) = notes_worker(path, &c, "cpu-a", &a, dir.path()).await;
+    let (wb, _sb) = notes_worker(path, &c, "cpu-b", &b, dir.path()).await;
     let mut watch = c.watch().await;
     watch
         .until(|e| {
@@ -219,13 +248,12 @@ async fn replicas_share_load_and_a_dead_one_loses_no_idempotent_request() {
     assert_eq!(b2.hits(), 0, "traffic reached a disconnected worker's replica");
 }
 
-#[tokio::test]
-async fn a_loading_service_gets_no_traffic_and_health_follows_readiness() {
+async fn a_loading_service_gets_no_traffic_and_health_follows_readiness(path: Path) {
     let c = TestCoordinator::start(fast_config()).await;
     let b = backend::start("slow-loader").await;
     b.set_ready(false);
     let dir = tempfile::tempdir().unwrap();
-    let (_w, _s) = notes_worker(&c, "gpu-1", &b, dir.path()).await;
+    let (_w, _s) = notes_worker(path, &c, "gpu-1", &b, dir.path()).await;
 
     let mut h = HealthClient::new(c.channel().await);
     let mut health = h
@@ -286,12 +314,11 @@ async fn a_loading_service_gets_no_traffic_and_health_follows_readiness() {
     assert_eq!(v["reason"], "all_failed");
 }
 
-#[tokio::test]
-async fn grpc_calls_are_routed_by_service_name_with_trailers() {
+async fn grpc_calls_are_routed_by_service_name_with_trailers(path: Path) {
     let c = TestCoordinator::start(fast_config()).await;
     let b = backend::start("grpc-replica").await;
     let dir = tempfile::tempdir().unwrap();
-    let (_w, _s) = notes_worker(&c, "cpu-1", &b, dir.path()).await;
+    let (_w, _s) = notes_worker(path, &c, "cpu-1", &b, dir.path()).await;
     health_becomes(&c, "notes.v1.Notes", ServingStatus::Serving).await;
 
     let mut notes = NotesClient::new(c.channel().await);
@@ -346,12 +373,11 @@ async fn grpc_calls_are_routed_by_service_name_with_trailers() {
     assert!(err.message().contains("failed its readiness check"), "{err:?}");
 }
 
-#[tokio::test]
-async fn services_and_gaps_show_providers_and_shortfalls() {
+async fn services_and_gaps_show_providers_and_shortfalls(path: Path) {
     let c = TestCoordinator::start(fast_config()).await;
     let b = backend::start("replica-a").await;
     let dir = tempfile::tempdir().unwrap();
-    let (_w, _s) = notes_worker(&c, "cpu-1", &b, dir.path()).await;
+    let (_w, _s) = notes_worker(path, &c, "cpu-1", &b, dir.path()).await;
     health_becomes(&c, "notes-coa", ServingStatus::Serving).await;
 
     let services: serde_json::Value = http()
@@ -388,4 +414,41 @@ async fn services_and_gaps_show_providers_and_shortfalls() {
     assert_eq!(of("llm-inference")["status"], "critical");
     assert_eq!(of("llm-inference")["reason"], "none_placed");
     assert_eq!(gaps[0]["status"], "critical", "most urgent first");
+}
+
+#[tokio::test]
+async fn a_stalled_download_blocks_neither_other_requests_nor_keepalives_in_the_tunnel() {
+    let c = TestCoordinator::start(fast_config()).await;
+    let b = backend::start("replica-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (w, _s) = notes_worker(Path::Tunnel, &c, "nat-1", &b, dir.path()).await;
+    health_becomes(&c, "notes-coa", ServingStatus::Serving).await;
+
+    // A client starts a 32 MiB download through the tunnel and stops reading.
+    let mut stalled = http().get(format!("{}/service/notes/big", c.url)).send().await.unwrap();
+    assert_eq!(stalled.status(), 200);
+    within(stalled.chunk()).await.unwrap().unwrap();
+
+    // Meanwhile 100 concurrent requests share the same tunnel and all complete.
+    let client = reqwest::Client::new();
+    let acked_before = w.status().borrow().keepalives_acked;
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let (client, url) = (client.clone(), format!("{}/service/notes/echo?i={i}", c.url));
+            tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(within(t).await.unwrap(), 200);
+    }
+    // And the control stream kept its keepalives going throughout.
+    w.wait_for(|s| s.keepalives_acked >= acked_before + 5 && s.connected)
+        .await;
+
+    // The stalled download still completes when its reader comes back.
+    let mut total = 0usize;
+    while let Some(chunk) = within(stalled.chunk()).await.unwrap() {
+        total += chunk.len();
+    }
+    assert!(total >= (32 << 20) - (64 << 10), "got {total} bytes");
 }

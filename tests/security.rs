@@ -353,3 +353,46 @@ async fn connection_limit_closes_the_extra_connection_and_keeps_serving() {
     .await;
     assert!(names.contains(&"conn-a".to_string()), "{names:?}");
 }
+
+#[tokio::test]
+async fn a_tunnel_needs_the_live_session_secret() {
+    use edgeplane::proto::worker_control_client::WorkerControlClient;
+    let c = TestCoordinator::start(CoordinatorConfig {
+        join_token: Some("join-secret".into()),
+        ..fast_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = c.worker_config("victim", dir.path());
+    cfg.join_token = Some("join-secret".into());
+    let (agent, _stop) = start_agent(cfg).await;
+    let id = agent.status().borrow().worker_id.clone().unwrap();
+
+    let open = |token: Option<&'static str>, resume: &'static str| {
+        let (id, url) = (id.clone(), c.url.clone());
+        async move {
+            let ch = tonic::transport::Endpoint::from_shared(url)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let (_tx, rx) = tokio::sync::mpsc::channel::<edgeplane::proto::TunnelChunk>(1);
+            let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            req.metadata_mut().insert("x-edgeplane-worker-id", id.parse().unwrap());
+            req.metadata_mut()
+                .insert("x-edgeplane-resume-token", resume.parse().unwrap());
+            if let Some(t) = token {
+                req.metadata_mut()
+                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            WorkerControlClient::new(ch).tunnel(req).await.map(|_| ()).unwrap_err()
+        }
+    };
+    // Without the join token: refused before anything else is looked at.
+    assert_code(&within(open(None, "whatever")).await, Code::Unauthenticated);
+    // With it, but a guessed session secret: nobody's traffic is hijacked.
+    assert_code(
+        &within(open(Some("join-secret"), "guessed-token")).await,
+        Code::PermissionDenied,
+    );
+}

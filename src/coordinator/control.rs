@@ -3,7 +3,7 @@
 
 use super::{session, CoordinatorConfig};
 use crate::auth::Secret;
-use crate::proto::{worker_control_server::WorkerControl, CoordinatorMessage, WorkerMessage};
+use crate::proto::{worker_control_server::WorkerControl, CoordinatorMessage, TunnelChunk, WorkerMessage};
 use crate::registry::Registry;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
@@ -64,5 +64,19 @@ impl WorkerControl for ControlService {
         let (tx, rx) = mpsc::channel(OUTBOX);
         tokio::spawn(session::run(shared.clone(), request.into_inner(), tx, permit));
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type TunnelStream = crate::tunnel::coordinator_side::TunnelStream;
+
+    async fn tunnel(&self, request: Request<Streaming<TunnelChunk>>) -> Result<Response<Self::TunnelStream>, Status> {
+        let shared = &self.shared;
+        if shared.closing.is_cancelled() {
+            return Err(Status::unavailable("coordinator is shutting down; reconnect shortly"));
+        }
+        if let Err(e) = shared.join.verify_headers(request.metadata().as_ref()) {
+            return Err(Status::unauthenticated(format!("join token required: {e}")));
+        }
+        let stream = crate::tunnel::coordinator_side::admit(shared.registry.clone(), request)?;
+        Ok(Response::new(stream))
     }
 }

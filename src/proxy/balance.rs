@@ -72,6 +72,7 @@ mod tests {
             worker_name: name.into(),
             origin,
             prefix,
+            via: crate::routes::Via::Direct,
             load: Default::default(),
         })
     }

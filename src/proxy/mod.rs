@@ -21,7 +21,7 @@ mod forward;
 pub use error::ProxyError;
 
 use crate::catalog::Catalog;
-use crate::routes::{Endpoint, RouteTable, Unavailable};
+use crate::routes::{Endpoint, RouteTable, Unavailable, Via};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -226,11 +226,7 @@ impl Proxy {
             let uri = http::Uri::from_parts(uri).map_err(|e| ProxyError::Body(e.to_string()))?;
             let upstream = build_request(&parts.method, uri, &headers, body, wire);
             let in_flight = balance::InFlight::start(&ep);
-            let client = match wire {
-                Wire::Http1 => &self.http1,
-                Wire::H2 => &self.h2,
-            };
-            match tokio::time::timeout(timeout, client.request(upstream)).await {
+            match tokio::time::timeout(timeout, self.send(&ep, service, upstream, wire)).await {
                 Ok(Ok(resp)) => {
                     let (mut rp, incoming) = resp.into_parts();
                     forward::strip_hop_by_hop(&mut rp.headers);
@@ -252,9 +248,9 @@ impl Proxy {
                         timeout: crate::duration::format_short(timeout),
                     });
                 }
-                Ok(Err(e)) => {
+                Ok(Err(failure)) => {
                     drop(in_flight);
-                    if e.is_connect() {
+                    if failure.connect {
                         let until = self.now_ms() + self.config.eject_for.as_millis() as u64;
                         ep.load.ejected_until_ms.store(until, Ordering::Relaxed);
                     }
@@ -264,7 +260,7 @@ impl Proxy {
                         && others_left
                         && tried.len() <= self.config.retries as usize
                         && self.budget.withdraw();
-                    let detail = error_chain(&e);
+                    let detail = failure.detail;
                     warn!(%service, worker = %ep.worker_name, error = %detail, retry, request_id = rid, "upstream request failed");
                     if !retry {
                         return Err(ProxyError::Upstream {
@@ -274,6 +270,63 @@ impl Proxy {
                         });
                     }
                     debug!(%service, "retrying on another replica");
+                }
+            }
+        }
+    }
+}
+
+/// Why an attempt got no response head.
+struct Failure {
+    /// The replica could not be reached at all (it gets ejected for a while).
+    connect: bool,
+    detail: String,
+}
+
+impl Proxy {
+    /// Sends one attempt to one replica, directly or down its worker's tunnel.
+    async fn send(
+        &self,
+        ep: &Endpoint,
+        service: &str,
+        mut req: Request<Body>,
+        wire: Wire,
+    ) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+        match &ep.via {
+            Via::Direct => {
+                let client = match wire {
+                    Wire::Http1 => &self.http1,
+                    Wire::H2 => &self.h2,
+                };
+                client.request(req).await.map_err(|e| Failure {
+                    connect: e.is_connect(),
+                    detail: error_chain(&e),
+                })
+            }
+            Via::Tunnel(sender) => {
+                let mut sender = sender.clone();
+                if let Err(e) = sender.ready().await {
+                    return Err(Failure {
+                        connect: true,
+                        detail: format!("tunnel: {}", error_chain(&e)),
+                    });
+                }
+                *req.version_mut() = Version::HTTP_2;
+                if let Ok(v) = HeaderValue::from_str(service) {
+                    req.headers_mut().insert(crate::tunnel::SERVICE_HEADER, v);
+                }
+                let resp = sender.send_request(req).await.map_err(|e| Failure {
+                    connect: false,
+                    detail: format!("tunnel: {}", error_chain(&e)),
+                })?;
+                // The worker could not reach its local service: as good as a
+                // failed connect, and just as safe to retry elsewhere.
+                match resp.headers().get(crate::tunnel::FORWARD_ERROR_HEADER) {
+                    None => Ok(resp),
+                    Some(kind) => Err(Failure {
+                        connect: kind == "connect",
+                        detail: format!("worker could not reach the service ({})", kind.to_str().unwrap_or("?")),
+                    }),
                 }
             }
         }

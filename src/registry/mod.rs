@@ -20,7 +20,7 @@ pub use state::{service_state_str, WorkerState};
 pub use view::{ServiceView, WorkerView};
 
 use crate::proto::{self, Hello, ServiceState, ServiceStatus};
-use crate::routes::{Endpoint, EndpointLoad, RouteTable, ServiceRoutes};
+use crate::routes::{Endpoint, EndpointLoad, RouteTable, ServiceRoutes, TunnelSender, Via};
 use identity::{new_resume_token, new_worker_id, token_digest};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -105,6 +105,9 @@ struct ServiceEntry {
 /// A service's origin and path prefix, parsed from its URL.
 type Target = (http::Uri, String);
 
+/// Origin, path prefix and path of one replica, as the route table wants it.
+type Route = (http::Uri, String, Via);
+
 /// One replica in the routing index.
 struct RouteEntry {
     endpoint: Option<Arc<Endpoint>>,
@@ -138,6 +141,10 @@ struct Record {
     assignment_version: u64,
     /// When the stream closed (for the placement grace).
     disconnected_ms: Option<u64>,
+    /// The worker routes its traffic through a tunnel it opens...
+    tunnel_wanted: bool,
+    /// ...and this is it, with the session generation it belongs to.
+    tunnel: Option<(u64, TunnelSender)>,
 }
 
 impl Record {
@@ -262,6 +269,8 @@ impl Registry {
             rec.generation = generation;
             rec.sessions += 1;
             rec.disconnected_ms = None;
+            rec.tunnel_wanted = hello.tunnel;
+            rec.tunnel = None;
             rec.assignment_version += 1;
             let (placed, assignment_version) = (rec.placed.clone(), rec.assignment_version);
             let reason = format!("resumed by {how}");
@@ -312,6 +321,8 @@ impl Registry {
             placed: BTreeSet::new(),
             assignment_version: 1,
             disconnected_ms: None,
+            tunnel_wanted: hello.tunnel,
+            tunnel: None,
         };
         apply_hello(&mut rec, hello);
         let name = rec.name.clone();
@@ -386,6 +397,7 @@ impl Registry {
         if let Some(link) = rec.link.take() {
             rec.last_heard_ms = link.heard_ms();
             rec.disconnected_ms = Some(now);
+            rec.tunnel = None;
             self.publish(st, worker_id, ChangeKind::Updated, reason, now, true);
         }
     }
@@ -514,10 +526,20 @@ impl Registry {
         let Some(rec) = st.workers.get_mut(id) else { return };
         let worker_ok = rec.status == WorkerState::Healthy;
         let old = std::mem::replace(&mut rec.routed, rec.services.keys().cloned().collect());
-        let wanted: Vec<(String, ServiceState, Option<Target>)> = rec
+        let tunnel = rec.tunnel.as_ref().map(|(_, t)| t.clone());
+        let wanted: Vec<(String, ServiceState, Option<Route>)> = rec
             .services
             .iter()
-            .map(|(n, s)| (n.clone(), s.state, s.target.clone()))
+            .map(|(n, s)| {
+                let target = if rec.tunnel_wanted {
+                    // Through the tunnel the worker knows the service's URL; the
+                    // origin here only names the service.
+                    tunnel.clone().map(|t| (tunnel_origin(), String::new(), Via::Tunnel(t)))
+                } else {
+                    s.target.clone().map(|(o, p)| (o, p, Via::Direct))
+                };
+                (n.clone(), s.state, target)
+            })
             .collect();
         let name = rec.name.clone();
         let mut touched: BTreeSet<String> = BTreeSet::new();
@@ -531,12 +553,13 @@ impl Registry {
             touched.insert(svc);
         }
         for (svc, state, target) in wanted {
-            let endpoint = target.map(|(origin, prefix)| {
+            let endpoint = target.map(|(origin, prefix, via)| {
                 Arc::new(Endpoint {
                     worker_id: id.to_string(),
                     worker_name: name.clone(),
                     origin,
                     prefix,
+                    via,
                     load: loads.remove(&svc).unwrap_or_default(),
                 })
             });
@@ -735,6 +758,45 @@ impl Registry {
         self.emit(st, worker_id, ChangeKind::Updated, &reason, now);
     }
 
+    /// The session generation whose resume token this is, if the worker is
+    /// connected: a tunnel is admitted only for a live session, by its secret.
+    pub fn verify_tunnel(&self, worker_id: &str, token: &str) -> Option<u64> {
+        use subtle::ConstantTimeEq;
+        let guard = self.lock();
+        let rec = guard.workers.get(worker_id)?;
+        let ok: bool = token_digest(token).ct_eq(&rec.token_digest).into();
+        (ok && rec.link.is_some()).then_some(rec.generation)
+    }
+
+    /// The worker's tunnel is up: its services are routed through it.
+    pub fn attach_tunnel(&self, worker_id: &str, generation: u64, sender: TunnelSender) -> bool {
+        let now = self.clock.now_ms();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(rec) = st.workers.get_mut(worker_id).filter(|r| r.generation == generation) else {
+            return false;
+        };
+        rec.tunnel = Some((generation, sender));
+        info!(worker = %rec.name, worker_id = %worker_id, "tunnel open");
+        self.emit(st, worker_id, ChangeKind::Updated, "tunnel open", now);
+        true
+    }
+
+    /// The tunnel of session `generation` closed.
+    pub fn detach_tunnel(&self, worker_id: &str, generation: u64) {
+        let now = self.clock.now_ms();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(rec) = st.workers.get_mut(worker_id) else {
+            return;
+        };
+        if rec.tunnel.as_ref().is_some_and(|(g, _)| *g == generation) {
+            rec.tunnel = None;
+            info!(worker = %rec.name, worker_id = %worker_id, "tunnel closed");
+            self.emit(st, worker_id, ChangeKind::Updated, "tunnel closed", now);
+        }
+    }
+
     /// A worker's advertise address, for building placed services' URLs.
     pub fn advertise_address(&self, worker_id: &str) -> Option<String> {
         self.lock().workers.get(worker_id).map(|r| r.advertise_address.clone())
@@ -749,6 +811,10 @@ impl Registry {
             }
         }
     }
+}
+
+fn tunnel_origin() -> http::Uri {
+    http::Uri::from_static("http://tunnel/")
 }
 
 fn build_routes(replicas: &BTreeMap<String, RouteEntry>) -> ServiceRoutes {

@@ -36,6 +36,13 @@ pub struct WorkerConfig {
     #[arg(long, env = "EDGEPLANE_ADVERTISE_ADDRESS")]
     pub advertise: Option<String>,
 
+    /// How the coordinator reaches this worker's services: `tunnel` (over a
+    /// stream this worker opens: works behind NAT and Docker bridges),
+    /// `direct` (the coordinator dials the services' URLs), or `auto`
+    /// (direct when --advertise is given, else tunnel).
+    #[arg(long, env = "EDGEPLANE_DATA_PATH", default_value = "auto", value_parser = ["auto", "direct", "tunnel"])]
+    pub data_path: String,
+
     /// Shared secret the coordinator requires to join.
     #[arg(long, env = "EDGEPLANE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
@@ -77,6 +84,7 @@ impl WorkerConfig {
             gpus: Vec::new(),
             state_dir: None,
             advertise: None,
+            data_path: "auto".into(),
             join_token: None,
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
@@ -84,6 +92,15 @@ impl WorkerConfig {
             probe_interval: Duration::from_secs(2),
             http2_keepalive_interval: Duration::from_secs(20),
             http2_keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Whether this worker's traffic goes through a tunnel.
+    pub fn uses_tunnel(&self) -> bool {
+        match self.data_path.as_str() {
+            "tunnel" => true,
+            "direct" => false,
+            _ => self.advertise.as_deref().is_none_or(|a| a.trim().is_empty()),
         }
     }
 

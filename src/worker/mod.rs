@@ -58,6 +58,8 @@ struct AgentCtx {
     /// Where probes write readiness (the same board `services` reads).
     board: watch::Sender<BTreeMap<String, ServiceReport>>,
     probes: std::sync::Mutex<probe::Probes>,
+    /// Service name -> local URL, for requests arriving through the tunnel.
+    local: crate::tunnel::worker_side::LocalServices,
     epoch: tokio::time::Instant,
     max_message_bytes: usize,
 }
@@ -71,6 +73,13 @@ impl AgentCtx {
             .filter(|s| !s.url.is_empty())
             .map(|s| (s.name.clone(), probe::ProbeSpec::new(&s.url, s.readiness.as_ref())))
             .collect();
+        let urls = a
+            .services
+            .iter()
+            .filter(|s| !s.url.is_empty())
+            .map(|s| (s.name.clone(), s.url.clone()))
+            .collect();
+        *self.local.write().unwrap_or_else(|e| e.into_inner()) = urls;
         let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
         probes.apply(wanted, &self.board, self.config.probe_interval);
     }
@@ -166,6 +175,7 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
         services: services_rx,
         board: services_tx.clone(),
         probes: Default::default(),
+        local: Default::default(),
         epoch: tokio::time::Instant::now(),
         max_message_bytes: 1024 * 1024,
     };

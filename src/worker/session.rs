@@ -80,6 +80,7 @@ async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
         resume_token: token.clone().unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         previous_worker_id: ctx.status.borrow().worker_id.clone().unwrap_or_default(),
+        tunnel: cfg.uses_tunnel(),
     };
     out_tx
         .send(wrap(Out::Hello(hello)))
@@ -137,6 +138,26 @@ async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
     let interval = Duration::from_millis(welcome.keepalive_interval_ms.max(10));
     tasks.spawn(keepalives(out_tx.clone(), interval, ctx.epoch));
     tasks.spawn(report_services(out_tx, ctx.services.clone()));
+    if cfg.uses_tunnel() {
+        let forwarder = crate::tunnel::worker_side::Forwarder::new(ctx.local.clone());
+        let join = cfg.join_token.clone();
+        let (name, id, token) = (ctx.name.clone(), id.clone(), welcome.resume_token.clone());
+        // Its own connection, so tunnel traffic never queues ahead of keepalives.
+        tasks.spawn(async move {
+            loop {
+                let res = match endpoint.connect().await {
+                    Ok(ch) => {
+                        crate::tunnel::worker_side::serve(ch, &id, &token, join.as_deref(), forwarder.clone()).await
+                    }
+                    Err(e) => Err(format!("cannot reach the coordinator: {e}")),
+                };
+                if let Err(e) = res {
+                    warn!(worker = %name, worker_id = %id, error = %e, "tunnel down; reopening");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
 
     let reason = loop {
         match inbound.message().await {

@@ -114,6 +114,14 @@ fn async_chunks(release: Arc<Notify>) -> impl futures_core::Stream<Item = Result
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// 32 MiB in 64 KiB chunks, produced only as fast as the client reads.
+async fn big(State(s): State<BackendState>) -> Response {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+    let chunks = futures_util::stream::iter((0..512).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    Body::from_stream(chunks).into_response()
+}
+
 /// Counts the bytes of a (large, streamed) upload.
 async fn upload(State(s): State<BackendState>, body: Body) -> Response {
     s.hits.fetch_add(1, Ordering::SeqCst);
@@ -189,6 +197,7 @@ pub fn start_on(listener: tokio::net::TcpListener, name: &str) -> Backend {
         .route("/convert", post(convert))
         .route("/stream", get(stream))
         .route("/upload", post(upload))
+        .route("/big", get(big))
         .route("/echo", any(echo))
         .route("/echo/{*rest}", any(echo))
         .with_state(state.clone())

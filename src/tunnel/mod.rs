@@ -1,0 +1,29 @@
+//! The tunnel data path: HTTP/2 inside a gRPC byte stream that the worker
+//! opens, so the coordinator can reach services on a worker behind NAT or a
+//! Docker bridge without ever dialing the worker's address.
+//!
+//! - [`pipe`]: the byte pipe over `WorkerControl/Tunnel`.
+//! - [`coordinator_side`]: admits a tunnel and runs the HTTP/2 client on it.
+//! - [`worker_side`]: runs the HTTP/2 server on it and forwards each request
+//!   to the local service named by `x-edgeplane-service`.
+
+pub mod coordinator_side;
+pub mod pipe;
+pub mod worker_side;
+
+/// Names the service a tunnelled request is for (set by the coordinator,
+/// removed by the worker).
+pub const SERVICE_HEADER: &str = "x-edgeplane-service";
+/// Set by the worker on a response it made itself because the local
+/// service could not be reached (`connect`) or failed before answering
+/// (`reset`), so the coordinator can retry on another replica.
+pub const FORWARD_ERROR_HEADER: &str = "x-edgeplane-forward-error";
+/// Tunnel call metadata: which worker, and its session secret.
+pub const WORKER_ID_HEADER: &str = "x-edgeplane-worker-id";
+pub const RESUME_TOKEN_HEADER: &str = "x-edgeplane-resume-token";
+
+/// HTTP/2 flow-control windows inside the tunnel: large enough to keep a
+/// loopback-fast stream busy, bounded so one slow reader cannot make the
+/// other side buffer without limit.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;

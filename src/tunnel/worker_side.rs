@@ -1,0 +1,147 @@
+//! The worker's end of the tunnel: an HTTP/2 server on the pipe that
+//! forwards each request to the local service it names, streaming both ways.
+
+use super::pipe::pipe;
+use super::{RESUME_TOKEN_HEADER, SERVICE_HEADER, WORKER_ID_HEADER};
+use crate::proto::{worker_control_client::WorkerControlClient, TunnelChunk};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Request, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// Service name -> local URL, as the latest assignment says.
+pub type LocalServices = Arc<RwLock<BTreeMap<String, String>>>;
+
+/// Forwards tunnelled requests to local services.
+#[derive(Clone)]
+pub struct Forwarder {
+    services: LocalServices,
+    http1: Client<HttpConnector, Body>,
+    h2: Client<HttpConnector, Body>,
+}
+
+impl Forwarder {
+    pub fn new(services: LocalServices) -> Self {
+        let mut c = HttpConnector::new();
+        c.set_nodelay(true);
+        Forwarder {
+            services,
+            http1: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(256)
+                .build(c.clone()),
+            h2: Client::builder(TokioExecutor::new()).http2_only(true).build(c),
+        }
+    }
+
+    fn fail(status: StatusCode, code: &str, message: String) -> Response {
+        (
+            status,
+            axum::Json(serde_json::json!({ "error": code, "message": message })),
+        )
+            .into_response()
+    }
+
+    /// One request from the coordinator.
+    pub async fn forward(&self, req: Request<Incoming>) -> Response {
+        let (mut parts, body) = req.into_parts();
+        let service = parts
+            .headers
+            .remove(SERVICE_HEADER)
+            .and_then(|v| v.to_str().ok().map(str::to_string));
+        let Some(service) = service else {
+            return Self::fail(
+                StatusCode::BAD_REQUEST,
+                "no_service_name",
+                format!("missing {SERVICE_HEADER}"),
+            );
+        };
+        let url = self
+            .services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&service)
+            .cloned();
+        let Some((origin, prefix)) = url.as_deref().and_then(crate::routes::Endpoint::parse_url) else {
+            return Self::fail(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                format!("this worker has no local address for `{service}`"),
+            );
+        };
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let grpc = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let uri = format!("{}{}{}", origin.to_string().trim_end_matches('/'), prefix, pq);
+        let Ok(uri) = uri.parse() else {
+            return Self::fail(StatusCode::BAD_REQUEST, "bad_path", format!("cannot forward to {uri}"));
+        };
+        parts.uri = uri;
+        parts.version = if grpc { Version::HTTP_2 } else { Version::HTTP_11 };
+        if let Some(a) = origin.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            parts.headers.insert(http::header::HOST, a);
+        }
+        let client = if grpc { &self.h2 } else { &self.http1 };
+        match client.request(Request::from_parts(parts, Body::new(body))).await {
+            Ok(resp) => {
+                let (p, b) = resp.into_parts();
+                Response::from_parts(p, Body::new(b))
+            }
+            Err(e) => {
+                let mut r = Self::fail(StatusCode::BAD_GATEWAY, "upstream_failed", format!("{service}: {e}"));
+                let kind = if e.is_connect() { "connect" } else { "reset" };
+                r.headers_mut()
+                    .insert(super::FORWARD_ERROR_HEADER, HeaderValue::from_static(kind));
+                r
+            }
+        }
+    }
+}
+
+/// Opens the tunnel on `channel` and serves it until it closes.
+pub async fn serve(
+    channel: Channel,
+    worker_id: &str,
+    token: &str,
+    join_token: Option<&str>,
+    forwarder: Forwarder,
+) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel::<TunnelChunk>(64);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    let md = req.metadata_mut();
+    let value = |s: &str| {
+        s.parse()
+            .map_err(|_| "a tunnel credential is not a valid header value".to_string())
+    };
+    md.insert(WORKER_ID_HEADER, value(worker_id)?);
+    md.insert(RESUME_TOKEN_HEADER, value(token)?);
+    if let Some(t) = join_token.filter(|t| !t.is_empty()) {
+        md.insert("authorization", value(&crate::auth::bearer(t))?);
+    }
+    let mut client = WorkerControlClient::new(channel).max_decoding_message_size(super::pipe::MAX_CHUNK * 4);
+    let inbound = client
+        .tunnel(req)
+        .await
+        .map_err(|s| format!("coordinator refused the tunnel: {:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let io = TokioIo::new(pipe(inbound, tx));
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let f = forwarder.clone();
+        async move { Ok::<_, std::convert::Infallible>(f.forward(req).await) }
+    });
+    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(super::STREAM_WINDOW)
+        .initial_connection_window_size(super::CONNECTION_WINDOW)
+        .max_concurrent_streams(1024)
+        .serve_connection(io, svc)
+        .await
+        .map_err(|e| format!("tunnel closed: {e}"))
+}

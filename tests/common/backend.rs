@@ -114,6 +114,13 @@ fn async_chunks(release: Arc<Notify>) -> impl futures_core::Stream<Item = Result
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// Never answers (until the client gives up).
+async fn hang(State(s): State<BackendState>) -> Response {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    std::future::pending::<()>().await;
+    unreachable!()
+}
+
 /// 32 MiB in 64 KiB chunks, produced only as fast as the client reads.
 async fn big(State(s): State<BackendState>) -> Response {
     s.hits.fetch_add(1, Ordering::SeqCst);
@@ -198,6 +205,7 @@ pub fn start_on(listener: tokio::net::TcpListener, name: &str) -> Backend {
         .route("/stream", get(stream))
         .route("/upload", post(upload))
         .route("/big", get(big))
+        .route("/hang", get(hang))
         .route("/echo", any(echo))
         .route("/echo/{*rest}", any(echo))
         .with_state(state.clone())

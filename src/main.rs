@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use edgeplane::{admin_cli, bench, coordinator, worker};
+use edgeplane::{admin_cli, bench, coordinator, demo, sample, worker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -24,13 +24,22 @@ enum Command {
     Workers(admin_cli::WorkersArgs),
     /// Drain a worker: it keeps its stream but takes no new work.
     Drain(admin_cli::DrainArgs),
+    /// A coordinator and a local worker running sample services: a fleet in one command.
+    Demo(demo::DemoArgs),
+    /// A stand-in model service: ready after --load-time, serves POST /convert and notes.v1.Notes.
+    SampleService(sample::SampleConfig),
     /// Measure the coordinator under a simulated fleet (and etcd beside it).
     Bench(bench::BenchArgs),
 }
 
 fn init_tracing() {
+    init_tracing_with("info,h2=warn,tower=warn,hyper=warn");
+}
+
+/// Logs to stderr; `RUST_LOG` overrides `default`.
+fn init_tracing_with(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -75,6 +84,14 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = shutdown_on_signals();
             let agent = worker::spawn(cfg, shutdown)?;
             agent.join().await;
+        }
+        Command::Demo(args) => {
+            init_tracing_with("warn");
+            demo::run(args, shutdown_on_signals()).await?;
+        }
+        Command::SampleService(cfg) => {
+            init_tracing();
+            sample::run(cfg, shutdown_on_signals()).await?;
         }
         Command::Workers(args) => print!("{}", admin_cli::workers(&args).await?),
         Command::Drain(args) => print!("{}", admin_cli::drain(&args).await?),

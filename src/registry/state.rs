@@ -65,7 +65,7 @@ impl std::fmt::Display for WorkerState {
 pub fn service_state_str(s: crate::proto::ServiceState) -> &'static str {
     use crate::proto::ServiceState as S;
     match s {
-        S::Unspecified => "unknown",
+        S::Unspecified => "pending",
         S::Loading => "loading",
         S::Ready => "ready",
         S::Failed => "failed",

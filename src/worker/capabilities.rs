@@ -3,7 +3,7 @@
 use super::WorkerConfig;
 use crate::proto::{Capabilities, Gpu};
 
-pub fn detect(config: &WorkerConfig) -> Capabilities {
+pub fn detect(config: &WorkerConfig, runtime: Option<&str>) -> Capabilities {
     Capabilities {
         cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_bytes: total_memory().unwrap_or(0),
@@ -16,9 +16,7 @@ pub fn detect(config: &WorkerConfig) -> Capabilities {
             })
             .collect(),
         labels: config.labels.iter().cloned().collect(),
-        // Runtimes arrive with the worker-runtime work; until then this
-        // worker serves only what it declares.
-        runtimes: Vec::new(),
+        runtimes: runtime.into_iter().map(str::to_string).collect(),
     }
 }
 

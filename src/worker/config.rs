@@ -43,6 +43,20 @@ pub struct WorkerConfig {
     #[arg(long, env = "EDGEPLANE_DATA_PATH", default_value = "auto", value_parser = ["auto", "direct", "tunnel"])]
     pub data_path: String,
 
+    /// How this worker runs services placed on it: `process`, `none` (serve
+    /// only what it declares; never given placements), or `auto` (process).
+    #[arg(long, env = "EDGEPLANE_RUNTIME", default_value = "auto", value_parser = ["auto", "process", "none"])]
+    pub runtime: String,
+
+    /// The edgeplane binary, when a catalog command names `edgeplane`
+    /// (default: this executable).
+    #[arg(long = "bin", env = "EDGEPLANE_BIN")]
+    pub self_exe: Option<PathBuf>,
+
+    /// Time a stopped service gets between SIGTERM and SIGKILL.
+    #[arg(long, env = "EDGEPLANE_STOP_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub stop_grace: Duration,
+
     /// Shared secret the coordinator requires to join.
     #[arg(long, env = "EDGEPLANE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
@@ -85,6 +99,10 @@ impl WorkerConfig {
             state_dir: None,
             advertise: None,
             data_path: "auto".into(),
+            // Embedded agents run nothing unless told to.
+            runtime: "none".into(),
+            self_exe: None,
+            stop_grace: Duration::from_secs(5),
             join_token: None,
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
@@ -101,6 +119,14 @@ impl WorkerConfig {
             "tunnel" => true,
             "direct" => false,
             _ => self.advertise.as_deref().is_none_or(|a| a.trim().is_empty()),
+        }
+    }
+
+    /// The runtime to use, with `auto` resolved.
+    pub fn runtime_kind(&self) -> &str {
+        match self.runtime.as_str() {
+            "auto" => "process",
+            other => other,
         }
     }
 

@@ -9,6 +9,7 @@ mod capabilities;
 mod config;
 mod identity;
 mod probe;
+pub mod runtime;
 mod session;
 
 pub use backoff::Backoff;
@@ -58,6 +59,8 @@ struct AgentCtx {
     /// Where probes write readiness (the same board `services` reads).
     board: watch::Sender<BTreeMap<String, ServiceReport>>,
     probes: std::sync::Mutex<probe::Probes>,
+    /// Services placed on this worker, for the runtime task to run.
+    wanted: watch::Sender<Vec<runtime::RunSpec>>,
     /// Service name -> local URL, for requests arriving through the tunnel.
     local: crate::tunnel::worker_side::LocalServices,
     epoch: tokio::time::Instant,
@@ -73,6 +76,19 @@ impl AgentCtx {
             .filter(|s| !s.url.is_empty())
             .map(|s| (s.name.clone(), probe::ProbeSpec::new(&s.url, s.readiness.as_ref())))
             .collect();
+        let specs: Vec<runtime::RunSpec> = a
+            .services
+            .iter()
+            .filter(|s| !s.declared)
+            .map(runtime::RunSpec::from_assigned)
+            .collect();
+        self.wanted.send_if_modified(|w| {
+            if *w == specs {
+                return false;
+            }
+            *w = specs;
+            true
+        });
         let urls = a
             .services
             .iter()
@@ -166,8 +182,19 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
         .collect();
     let (services_tx, services_rx) = watch::channel(initial);
     let (status_tx, status_rx) = watch::channel(AgentStatus::default());
+    let rt = runtime::Runtime::new(
+        config.runtime_kind(),
+        runtime::process::ProcessContext {
+            board: services_tx.clone(),
+            self_exe: runtime::self_exe(config.self_exe.clone()),
+            run_dir: state_dir.join("run"),
+            stop_grace: config.stop_grace,
+            worker_name: name.clone(),
+        },
+    );
+    let (wanted_tx, wanted_rx) = watch::channel(Vec::new());
     let ctx = AgentCtx {
-        capabilities: capabilities::detect(&config),
+        capabilities: capabilities::detect(&config, rt.kind()),
         config,
         name: name.clone(),
         instance_id,
@@ -175,17 +202,40 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
         services: services_rx,
         board: services_tx.clone(),
         probes: Default::default(),
+        wanted: wanted_tx,
         local: Default::default(),
         epoch: tokio::time::Instant::now(),
         max_message_bytes: 1024 * 1024,
     };
-    let task = tokio::spawn(run(ctx, shutdown));
+    let task = tokio::spawn(async move {
+        let runtime = tokio::spawn(run_services(rt, wanted_rx, shutdown.clone()));
+        run(ctx, shutdown).await;
+        let _ = runtime.await;
+    });
     Ok(AgentHandle {
         status: status_rx,
         services: services_tx,
         name,
         task,
     })
+}
+
+/// Keeps the runtime in step with the latest assignment, across sessions:
+/// a reconnect does not restart anything. Stops everything on shutdown.
+async fn run_services(
+    rt: runtime::Runtime,
+    mut wanted: watch::Receiver<Vec<runtime::RunSpec>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let specs = wanted.borrow_and_update().clone();
+        rt.reconcile(specs).await;
+        tokio::select! {
+            r = wanted.changed() => if r.is_err() { break },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    rt.shutdown().await;
 }
 
 async fn run(ctx: AgentCtx, shutdown: CancellationToken) {

@@ -1,0 +1,244 @@
+//! The process runtime and the demo, with real processes: an assigned
+//! service is started, reported loading then ready, routed; killed, it is
+//! reported failed and restarted; stopped, nothing is left behind.
+
+mod common;
+
+use common::*;
+use edgeplane::proto::{ServiceState, WorkerEvent};
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether any live process carries `KEY=VALUE` in its environment.
+fn process_with_env(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn service_state(e: &WorkerEvent, name: &str) -> Option<(ServiceState, String)> {
+    let w = e.worker.as_ref()?;
+    let s = w.services.iter().find(|s| s.name == name)?;
+    Some((ServiceState::try_from(s.state).ok()?, s.message.clone()))
+}
+
+#[tokio::test]
+async fn process_runtime_starts_restarts_and_stops_what_it_is_assigned() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            r#"
+[[service]]
+name = "echo-model"
+aliases = ["echo"]
+requires = "cpu"
+port = {port}
+command = ["edgeplane", "sample-service", "--port", "{{port}}", "--name", "echo-model", "--load-time", "300ms", "--bind", "127.0.0.1"]
+readiness = {{ http = "/health" }}
+"#
+        ),
+    )
+    .unwrap();
+    let c = TestCoordinator::start(edgeplane::coordinator::CoordinatorConfig {
+        catalog: Some(catalog),
+        ..fast_config()
+    })
+    .await;
+    let mut watch = c.watch().await;
+    let mut cfg = c.worker_config("runner", dir.path());
+    cfg.runtime = "process".into();
+    cfg.self_exe = Some(env!("CARGO_BIN_EXE_edgeplane").into());
+    cfg.probe_interval = Duration::from_millis(50);
+    cfg.stop_grace = Duration::from_secs(2);
+    let state_dir = cfg.state_dir.clone().unwrap();
+    let (agent, stop) = start_agent(cfg).await;
+
+    // Assigned -> started -> loading (the 300 ms "model load") -> ready -> routed.
+    watch
+        .until(|e| service_state(e, "echo-model").is_some_and(|(s, _)| s == ServiceState::Loading))
+        .await;
+    watch
+        .until(|e| service_state(e, "echo-model").is_some_and(|(s, _)| s == ServiceState::Ready))
+        .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/service/echo/convert", c.url))
+        .json(&serde_json::json!({ "notes": "hello", "client_name": "t" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["served_by"], "echo-model");
+    assert_eq!(v["full_text"], "hello");
+
+    // Killed: failed with its exit status, restarted, ready again.
+    let pidfile = state_dir.join("run").join("echo-model.pid");
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let (_, why) = watch
+        .until(|e| service_state(e, "echo-model").is_some_and(|(s, _)| s == ServiceState::Failed))
+        .await
+        .worker
+        .map(|w| {
+            let s = w.services.into_iter().find(|s| s.name == "echo-model").unwrap();
+            (s.state, s.message)
+        })
+        .unwrap();
+    assert!(why.contains("exited") || why.contains("failing"), "{why}");
+    watch
+        .until(|e| service_state(e, "echo-model").is_some_and(|(s, _)| s == ServiceState::Ready))
+        .await;
+    let new_pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert_ne!(new_pid, pid, "the service was restarted as a new process");
+
+    // Stopped with the worker: no process of it is left.
+    assert!(!process_with_env("EDGEPLANE_WORKER=runner").is_empty());
+    stop.cancel();
+    within(agent.join()).await;
+    let left = process_with_env("EDGEPLANE_WORKER=runner");
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the service still listens"
+    );
+}
+
+#[tokio::test]
+async fn process_runtime_reconcile_stops_an_unassigned_service() {
+    use edgeplane::worker::runtime::{process::ProcessContext, RunSpec, Runtime};
+    let dir = tempfile::tempdir().unwrap();
+    let (board, mut reports) = tokio::sync::watch::channel(std::collections::BTreeMap::new());
+    let rt = Runtime::new(
+        "process",
+        ProcessContext {
+            board,
+            self_exe: env!("CARGO_BIN_EXE_edgeplane").into(),
+            run_dir: dir.path().join("run"),
+            stop_grace: Duration::from_secs(2),
+            worker_name: "reconciler".into(),
+        },
+    );
+    let port = free_port();
+    let spec = RunSpec {
+        name: "svc".into(),
+        port,
+        command: vec![
+            "edgeplane".into(),
+            "sample-service".into(),
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+        ],
+        image: String::new(),
+        env: Default::default(),
+    };
+    rt.reconcile(vec![spec]).await;
+    within(async {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(process_with_env("EDGEPLANE_WORKER=reconciler").len(), 1);
+
+    // Unassigned: SIGTERM, gone, and its report withdrawn.
+    rt.reconcile(Vec::new()).await;
+    assert!(process_with_env("EDGEPLANE_WORKER=reconciler").is_empty());
+    assert!(reports.borrow_and_update().get("svc").is_none());
+
+    // A service the process runtime cannot run says why.
+    let image_only = RunSpec {
+        name: "gpu-thing".into(),
+        port,
+        command: vec![],
+        image: "repo/img:1".into(),
+        env: Default::default(),
+    };
+    rt.reconcile(vec![image_only]).await;
+    let r = within(reports.wait_for(|m| m.contains_key("gpu-thing"))).await.unwrap()["gpu-thing"].clone();
+    assert_eq!(r.state, ServiceState::Failed);
+    assert!(r.message.contains("image"), "{}", r.message);
+    rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn demo_runs_a_fleet_that_answers_and_leaves_nothing_behind() {
+    let port = free_port();
+    let name = format!("demo-test-{}", std::process::id());
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgeplane"))
+        .args(["demo", "--port", &port.to_string(), "--name", &name])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    // The seed's check, once the sample service has loaded.
+    let v: serde_json::Value = within(async {
+        loop {
+            if let Ok(r) = client
+                .post(format!("{url}/service/notes/convert"))
+                .json(&serde_json::json!({ "notes": "test", "client_name": "test" }))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return r.json().await.unwrap();
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(v["full_text"], "test");
+    assert!(v["matters_discussed"].is_array() && v["our_actions"].is_array());
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgeplane"))
+        .args(["workers", "--coordinator", &url])
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.contains(&name))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("healthy") && row.contains("notes-coa(ready)"), "{table}");
+
+    // SIGTERM: the demo stops its services, its worker and its coordinator.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = within(demo.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
+    let mut printed = String::new();
+    tokio::io::AsyncReadExt::read_to_string(demo.stdout.as_mut().unwrap(), &mut printed)
+        .await
+        .unwrap();
+    assert!(printed.contains("notes-coa") && printed.contains("ready"), "{printed}");
+    let left = process_with_env(&format!("EDGEPLANE_WORKER={name}"));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}

@@ -414,6 +414,25 @@ async fn services_and_gaps_show_providers_and_shortfalls(path: Path) {
     assert_eq!(of("llm-inference")["status"], "critical");
     assert_eq!(of("llm-inference")["reason"], "none_placed");
     assert_eq!(gaps[0]["status"], "critical", "most urgent first");
+
+    // The same over gRPC, for grpcurl and the CLI.
+    let mut admin = c.admin().await;
+    let list = admin
+        .list_services(edgeplane::proto::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    let notes = list.iter().find(|s| s.name == "notes-coa").unwrap();
+    assert_eq!((notes.ready, notes.gap.as_str()), (1, "warning"));
+    assert_eq!(notes.providers[0].worker, "cpu-1");
+    assert!(notes.providers[0].routable);
+    assert_eq!(notes.providers[0].state, edgeplane::proto::ServiceState::Ready as i32);
+    let llm = list.iter().find(|s| s.name == "llm-inference").unwrap();
+    assert_eq!(
+        (llm.ready, llm.gap.as_str(), llm.requires.as_str()),
+        (0, "critical", "gpu")
+    );
 }
 
 #[tokio::test]

@@ -13,12 +13,17 @@ use tonic::{Request, Response, Status};
 
 pub struct AdminService {
     registry: Arc<Registry>,
+    catalog: Arc<crate::catalog::Catalog>,
     closing: CancellationToken,
 }
 
 impl AdminService {
-    pub fn new(registry: Arc<Registry>, closing: CancellationToken) -> Self {
-        AdminService { registry, closing }
+    pub fn new(registry: Arc<Registry>, catalog: Arc<crate::catalog::Catalog>, closing: CancellationToken) -> Self {
+        AdminService {
+            registry,
+            catalog,
+            closing,
+        }
     }
 }
 
@@ -112,10 +117,60 @@ impl Admin for AdminService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    async fn list_services(
+        &self,
+        _request: Request<crate::proto::ListServicesRequest>,
+    ) -> Result<Response<crate::proto::ListServicesResponse>, Status> {
+        let table = self.registry.routes().borrow().clone();
+        let workers = self.registry.snapshot(None);
+        let services = super::catalog_views::services(&self.catalog, &table, &workers)
+            .into_iter()
+            .map(service_to_proto)
+            .collect();
+        Ok(Response::new(crate::proto::ListServicesResponse { services }))
+    }
+
     async fn drain_worker(&self, request: Request<DrainWorkerRequest>) -> Result<Response<Worker>, Status> {
         let r = request.get_ref();
         let w = self.registry.drain(&r.worker, &r.reason).map_err(lookup_status)?;
         Ok(Response::new(w.to_proto()))
+    }
+}
+
+fn service_to_proto(s: super::catalog_views::ServiceInfo) -> crate::proto::Service {
+    use crate::proto::{ServiceProvider, ServiceState};
+    let state = |name: &str| {
+        [
+            ServiceState::Loading,
+            ServiceState::Ready,
+            ServiceState::Failed,
+            ServiceState::Stopped,
+        ]
+        .into_iter()
+        .find(|st| crate::registry::service_state_str(*st) == name)
+        .unwrap_or(ServiceState::Unspecified)
+    };
+    crate::proto::Service {
+        gap: super::catalog_views::gap_status(s.ready).into(),
+        name: s.name,
+        aliases: s.aliases,
+        requires: s.requires,
+        priority: s.priority.unwrap_or(0),
+        port: s.port.map_or(0, u32::from),
+        in_catalog: s.in_catalog,
+        ready: s.ready as u32,
+        providers: s
+            .providers
+            .into_iter()
+            .map(|p| ServiceProvider {
+                worker_status: WorkerState::parse(p.worker_status).map_or(0, |w| w.to_proto() as i32),
+                state: state(p.state) as i32,
+                worker_id: p.worker_id,
+                worker: p.worker,
+                message: p.message,
+                routable: p.routable,
+            })
+            .collect(),
     }
 }
 

@@ -91,15 +91,20 @@ pub fn services(catalog: &Catalog, table: &RouteTable, workers: &[WorkerView]) -
     out.into_values().collect()
 }
 
+/// `critical` with no ready replica, `warning` with one, `ok` with more.
+pub fn gap_status(ready: usize) -> &'static str {
+    match ready {
+        0 => "critical",
+        1 => "warning",
+        _ => "ok",
+    }
+}
+
 pub fn gaps(catalog: &Catalog, table: &RouteTable, workers: &[WorkerView]) -> Vec<Gap> {
     let mut gaps: Vec<Gap> = services(catalog, table, workers)
         .into_iter()
         .map(|s| Gap {
-            status: match s.ready {
-                0 => "critical",
-                1 => "warning",
-                _ => "ok",
-            },
+            status: gap_status(s.ready),
             reason: (s.ready == 0).then(|| {
                 table
                     .get(&s.name)

@@ -113,7 +113,7 @@ impl Coordinator {
         let admin_secret = Secret::new(cfg.admin_token.as_deref());
         let admin_check = admin_secret.clone();
         let admin = AdminServer::with_interceptor(
-            admin::AdminService::new(registry.clone(), closing.clone()),
+            admin::AdminService::new(registry.clone(), catalog.clone(), closing.clone()),
             move |req: tonic::Request<()>| {
                 admin_check
                     .verify_headers(req.metadata().as_ref())

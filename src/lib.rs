@@ -24,6 +24,7 @@ pub mod catalog;
 pub mod coordinator;
 pub mod demo;
 pub mod duration;
+pub mod errors;
 pub mod json;
 pub mod placement;
 pub mod proto;

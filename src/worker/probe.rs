@@ -46,7 +46,10 @@ async fn http_check(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(uri).await.map_err(|e| format!("GET {url}: {}", chain(&e)))?;
+    let resp = client
+        .get(uri)
+        .await
+        .map_err(|e| format!("GET {url}: {}", crate::errors::chain(&e)))?;
     if resp.status().is_success() {
         Ok(())
     } else {
@@ -60,7 +63,7 @@ async fn grpc_check(url: &str, service: &str) -> Result<(), String> {
         .map_err(|e| format!("bad URL {url}: {e}"))?
         .connect()
         .await
-        .map_err(|e| format!("connect {url}: {}", chain(&e)))?;
+        .map_err(|e| format!("connect {url}: {}", crate::errors::chain(&e)))?;
     let resp = HealthClient::new(ch)
         .check(HealthCheckRequest {
             service: service.to_string(),
@@ -81,17 +84,6 @@ async fn tcp_check(url: &str) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| format!("connect {host}:{port}: {e}"))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// The probe tasks of one agent, by service name.

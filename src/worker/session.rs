@@ -59,7 +59,7 @@ async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
     };
     let channel = match endpoint.connect().await {
         Ok(c) => c,
-        Err(e) => return lost(format!("cannot reach {url}: {}", error_chain(&e))),
+        Err(e) => return lost(format!("cannot reach {url}: {}", crate::errors::chain(&e))),
     };
     let mut client = WorkerControlClient::new(channel).max_decoding_message_size(ctx.max_message_bytes);
 
@@ -227,15 +227,4 @@ async fn report_services(
             return;
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }

@@ -30,6 +30,21 @@ enum Command {
     SampleService(sample::SampleConfig),
     /// Measure the coordinator under a simulated fleet (and etcd beside it).
     Bench(bench::BenchArgs),
+    /// Check a server's gRPC health (grpc.health.v1): exit 0 when SERVING. For container healthchecks.
+    Health(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The server to ask.
+    #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:8080")]
+    coordinator: String,
+    /// The service whose health to check (`""`: the server as a whole).
+    #[arg(long, default_value = "")]
+    service: String,
+    /// How long to wait for an answer.
+    #[arg(long, default_value = "2s", value_parser = edgeplane::duration::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 fn init_tracing() {
@@ -96,6 +111,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Workers(args) => print!("{}", admin_cli::workers(&args).await?),
         Command::Drain(args) => print!("{}", admin_cli::drain(&args).await?),
         Command::Bench(args) => bench::run(&args).await?,
+        Command::Health(args) => {
+            let url = worker::normalize_url(&args.coordinator);
+            match worker::grpc_health(&url, &args.service, args.timeout).await {
+                Ok(()) => println!("SERVING"),
+                Err(why) => {
+                    println!("{why}");
+                    std::process::exit(1);
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -16,8 +16,40 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-/// Service name -> local URL, as the latest assignment says.
-pub type LocalServices = Arc<RwLock<BTreeMap<String, String>>>;
+/// Where this worker reaches each of its services, by name: the URL the
+/// latest assignment gives, unless the runtime put the service somewhere
+/// else (a container on the worker's Docker network is reached by its
+/// container name, not at `127.0.0.1`). Probes and the tunnel both ask here.
+#[derive(Clone, Default)]
+pub struct LocalServices {
+    /// From the assignment: declared URLs, and `127.0.0.1:{port}` for placed services.
+    assigned: Arc<RwLock<BTreeMap<String, String>>>,
+    /// Set by the runtime for services it made reachable elsewhere.
+    runtime: Arc<RwLock<BTreeMap<String, String>>>,
+}
+
+impl LocalServices {
+    /// The URL to use for `service`: the runtime's, else the assignment's.
+    pub fn url(&self, service: &str) -> Option<String> {
+        let read =
+            |m: &RwLock<BTreeMap<String, String>>| m.read().unwrap_or_else(|e| e.into_inner()).get(service).cloned();
+        read(&self.runtime).or_else(|| read(&self.assigned))
+    }
+
+    /// Replaces the assignment's URLs.
+    pub fn set_assigned(&self, urls: BTreeMap<String, String>) {
+        *self.assigned.write().unwrap_or_else(|e| e.into_inner()) = urls;
+    }
+
+    /// Records (or with `None` withdraws) where the runtime made `service` reachable.
+    pub fn set_runtime(&self, service: &str, url: Option<String>) {
+        let mut m = self.runtime.write().unwrap_or_else(|e| e.into_inner());
+        match url {
+            Some(u) => m.insert(service.to_string(), u),
+            None => m.remove(service),
+        };
+    }
+}
 
 /// Forwards tunnelled requests to local services.
 #[derive(Clone)]
@@ -62,12 +94,7 @@ impl Forwarder {
                 format!("missing {SERVICE_HEADER}"),
             );
         };
-        let url = self
-            .services
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&service)
-            .cloned();
+        let url = self.services.url(&service);
         let Some((origin, prefix)) = url.as_deref().and_then(crate::routes::Endpoint::parse_url) else {
             return Self::fail(
                 StatusCode::BAD_GATEWAY,

@@ -43,10 +43,18 @@ pub struct WorkerConfig {
     #[arg(long, env = "EDGEPLANE_DATA_PATH", default_value = "auto", value_parser = ["auto", "direct", "tunnel"])]
     pub data_path: String,
 
-    /// How this worker runs services placed on it: `process`, `none` (serve
-    /// only what it declares; never given placements), or `auto` (process).
-    #[arg(long, env = "EDGEPLANE_RUNTIME", default_value = "auto", value_parser = ["auto", "process", "none"])]
+    /// How this worker runs services placed on it: `docker` (a container
+    /// from the catalog's image, through the Docker Engine API), `process`
+    /// (the catalog's command), `none` (serve only what it declares; never
+    /// given placements), or `auto` (docker when the engine answers, else process).
+    #[arg(long, env = "EDGEPLANE_RUNTIME", default_value = "auto", value_parser = ["auto", "docker", "process", "none"])]
     pub runtime: String,
+
+    /// Docker runtime: the network to put service containers on. Default:
+    /// the worker's own network when it runs in a container (services are
+    /// then reached by container name), else none (ports published on the host).
+    #[arg(long, env = "EDGEPLANE_DOCKER_NETWORK")]
+    pub docker_network: Option<String>,
 
     /// The edgeplane binary, when a catalog command names `edgeplane`
     /// (default: this executable).
@@ -101,6 +109,7 @@ impl WorkerConfig {
             data_path: "auto".into(),
             // Embedded agents run nothing unless told to.
             runtime: "none".into(),
+            docker_network: None,
             self_exe: None,
             stop_grace: Duration::from_secs(5),
             join_token: None,
@@ -122,9 +131,11 @@ impl WorkerConfig {
         }
     }
 
-    /// The runtime to use, with `auto` resolved.
+    /// The runtime to use, with `auto` resolved: docker when the engine
+    /// answers a ping (at `DOCKER_HOST`, or the default socket), else process.
     pub fn runtime_kind(&self) -> &str {
         match self.runtime.as_str() {
+            "auto" if docker_answers() => "docker",
             "auto" => "process",
             other => other,
         }
@@ -133,6 +144,40 @@ impl WorkerConfig {
     /// The coordinator URL with a scheme.
     pub fn coordinator_url(&self) -> String {
         normalize_url(&self.coordinator)
+    }
+}
+
+/// Whether a Docker Engine answers `GET /_ping` within a second, at
+/// `DOCKER_HOST` (`unix://` or `tcp://`) or `/var/run/docker.sock`.
+pub fn docker_answers() -> bool {
+    use std::io::{Read, Write};
+    fn ping(mut s: impl Read + Write) -> bool {
+        let mut buf = [0u8; 64];
+        s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n").is_ok()
+            && s.read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"HTTP/1.") && buf[..n].windows(5).any(|w| w == b" 200 "))
+    }
+    let limit = Some(std::time::Duration::from_secs(1));
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    if let Some(path) = host.strip_prefix("unix://") {
+        std::os::unix::net::UnixStream::connect(path)
+            .and_then(|s| s.set_read_timeout(limit).and(s.set_write_timeout(limit)).map(|_| s))
+            .is_ok_and(ping)
+    } else if let Some(addr) = host.strip_prefix("tcp://") {
+        use std::net::ToSocketAddrs;
+        addr.to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .and_then(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(1)).ok())
+            .and_then(|s| {
+                s.set_read_timeout(limit)
+                    .and(s.set_write_timeout(limit))
+                    .map(|_| s)
+                    .ok()
+            })
+            .is_some_and(ping)
+    } else {
+        false
     }
 }
 

@@ -13,8 +13,9 @@ pub mod runtime;
 mod session;
 
 pub use backoff::Backoff;
-pub use config::{normalize_url, parse_bytes, WorkerConfig};
+pub use config::{docker_answers, normalize_url, parse_bytes, WorkerConfig};
 pub use identity::{default_state_dir, load_or_create_instance_id, IdentityError};
+pub use probe::grpc_health;
 
 use crate::proto::{Assignment, Capabilities, ServiceState};
 use std::collections::BTreeMap;
@@ -59,9 +60,12 @@ struct AgentCtx {
     /// Where probes write readiness (the same board `services` reads).
     board: watch::Sender<BTreeMap<String, ServiceReport>>,
     probes: std::sync::Mutex<probe::Probes>,
-    /// Services placed on this worker, for the runtime task to run.
-    wanted: watch::Sender<Vec<runtime::RunSpec>>,
-    /// Service name -> local URL, for requests arriving through the tunnel.
+    /// Services placed on this worker, for the runtime task to run (`None`
+    /// until the first assignment, so that a runtime adopting what an
+    /// earlier run left does not stop it before it knows what is wanted).
+    wanted: watch::Sender<Option<Vec<runtime::RunSpec>>>,
+    /// Where each service is reached, for probes and for requests arriving
+    /// through the tunnel (the assignment's URL, or the runtime's).
     local: crate::tunnel::worker_side::LocalServices,
     epoch: tokio::time::Instant,
     max_message_bytes: usize,
@@ -83,10 +87,10 @@ impl AgentCtx {
             .map(runtime::RunSpec::from_assigned)
             .collect();
         self.wanted.send_if_modified(|w| {
-            if *w == specs {
+            if w.as_ref() == Some(&specs) {
                 return false;
             }
-            *w = specs;
+            *w = Some(specs);
             true
         });
         let urls = a
@@ -95,9 +99,9 @@ impl AgentCtx {
             .filter(|s| !s.url.is_empty())
             .map(|s| (s.name.clone(), s.url.clone()))
             .collect();
-        *self.local.write().unwrap_or_else(|e| e.into_inner()) = urls;
+        self.local.set_assigned(urls);
         let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
-        probes.apply(wanted, &self.board, self.config.probe_interval);
+        probes.apply(wanted, &self.board, &self.local, self.config.probe_interval);
     }
 }
 
@@ -182,17 +186,32 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
         .collect();
     let (services_tx, services_rx) = watch::channel(initial);
     let (status_tx, status_rx) = watch::channel(AgentStatus::default());
-    let rt = runtime::Runtime::new(
-        config.runtime_kind(),
-        runtime::process::ProcessContext {
+    let local = crate::tunnel::worker_side::LocalServices::default();
+    let kind = config.runtime_kind();
+    info!(worker = %name, runtime = kind, requested = %config.runtime, "runtime chosen");
+    let rt = match kind {
+        "docker" => runtime::Runtime::docker(runtime::docker::DockerContext {
             board: services_tx.clone(),
-            self_exe: runtime::self_exe(config.self_exe.clone()),
-            run_dir: state_dir.join("run"),
-            stop_grace: config.stop_grace,
+            local: local.clone(),
             worker_name: name.clone(),
-        },
-    );
-    let (wanted_tx, wanted_rx) = watch::channel(Vec::new());
+            owner: instance_id.clone(),
+            stop_grace: config.stop_grace,
+            gpus: !config.gpus.is_empty(),
+            network: config.docker_network.clone().filter(|n| !n.trim().is_empty()),
+            publish_all: !config.uses_tunnel(),
+        }),
+        other => runtime::Runtime::new(
+            other,
+            runtime::process::ProcessContext {
+                board: services_tx.clone(),
+                self_exe: runtime::self_exe(config.self_exe.clone()),
+                run_dir: state_dir.join("run"),
+                stop_grace: config.stop_grace,
+                worker_name: name.clone(),
+            },
+        ),
+    };
+    let (wanted_tx, wanted_rx) = watch::channel(None);
     let ctx = AgentCtx {
         capabilities: capabilities::detect(&config, rt.kind()),
         config,
@@ -203,7 +222,7 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
         board: services_tx.clone(),
         probes: Default::default(),
         wanted: wanted_tx,
-        local: Default::default(),
+        local,
         epoch: tokio::time::Instant::now(),
         max_message_bytes: 1024 * 1024,
     };
@@ -224,12 +243,14 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
 /// a reconnect does not restart anything. Stops everything on shutdown.
 async fn run_services(
     rt: runtime::Runtime,
-    mut wanted: watch::Receiver<Vec<runtime::RunSpec>>,
+    mut wanted: watch::Receiver<Option<Vec<runtime::RunSpec>>>,
     shutdown: CancellationToken,
 ) {
     loop {
         let specs = wanted.borrow_and_update().clone();
-        rt.reconcile(specs).await;
+        if let Some(specs) = specs {
+            rt.reconcile(specs).await;
+        }
         tokio::select! {
             r = wanted.changed() => if r.is_err() { break },
             _ = shutdown.cancelled() => break,

@@ -3,9 +3,16 @@
 //! `loading` until the first pass, `ready` while it passes, and `failed`
 //! once a ready service stops passing. Probes run on their own tasks, apart
 //! from keepalives: a slow service never delays liveness.
+//!
+//! Each check goes where [`LocalServices`] says the service is (the
+//! runtime's address when it put the service elsewhere, such as a
+//! container on the worker's Docker network). A probe that has never passed
+//! does not turn a runtime's `failed` (say, a missing image) into `loading`:
+//! the runtime's reason stays visible until the service answers.
 
 use super::ServiceReport;
 use crate::proto::{readiness::Check, Readiness, ServiceState};
+use crate::tunnel::worker_side::LocalServices;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -76,6 +83,14 @@ async fn grpc_check(url: &str, service: &str) -> Result<(), String> {
     }
 }
 
+/// One gRPC health check of `service` at `url` (`""`: the whole server),
+/// for `edgeplane health`: `Ok` when SERVING.
+pub async fn grpc_health(url: &str, service: &str, timeout: Duration) -> Result<(), String> {
+    tokio::time::timeout(timeout, grpc_check(url, service))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}", crate::duration::format_short(timeout))))
+}
+
 async fn tcp_check(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
     let host = uri.host().ok_or("URL without host")?;
@@ -98,6 +113,7 @@ impl Probes {
         &mut self,
         wanted: BTreeMap<String, ProbeSpec>,
         board: &watch::Sender<BTreeMap<String, ServiceReport>>,
+        local: &LocalServices,
         interval: Duration,
     ) {
         let stale: Vec<String> = self
@@ -115,7 +131,13 @@ impl Probes {
             if self.running.contains_key(&name) {
                 continue;
             }
-            let task = tokio::spawn(probe_loop(name.clone(), spec.clone(), board.clone(), interval));
+            let task = tokio::spawn(probe_loop(
+                name.clone(),
+                spec.clone(),
+                board.clone(),
+                local.clone(),
+                interval,
+            ));
             self.running.insert(name, (spec, task));
         }
     }
@@ -137,6 +159,7 @@ async fn probe_loop(
     name: String,
     spec: ProbeSpec,
     board: watch::Sender<BTreeMap<String, ServiceReport>>,
+    local: LocalServices,
     interval: Duration,
 ) {
     // A busy service answers slowly; that alone should not make it unready.
@@ -147,7 +170,11 @@ async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let report = match check_once(&spec, timeout).await {
+        let mut at = spec.clone();
+        if let Some(url) = local.url(&name) {
+            at.url = url.trim_end_matches('/').to_string();
+        }
+        let report = match check_once(&at, timeout).await {
             Ok(()) => {
                 was_ready = true;
                 failures = 0;
@@ -170,7 +197,12 @@ async fn probe_loop(
             },
         };
         board.send_if_modified(|m| {
-            if m.get(&name) == Some(&report) {
+            let current = m.get(&name);
+            if current == Some(&report) {
+                return false;
+            }
+            if report.state == ServiceState::Loading && current.is_some_and(|c| c.state == ServiceState::Failed) {
+                // The runtime's reason (or an earlier failure) says more than "not ready yet".
                 return false;
             }
             m.insert(name.clone(), report);

@@ -1,12 +1,15 @@
 //! Runtimes: how a worker runs the services placed on it.
 //!
 //! - `process`: the catalog entry's `command`, supervised ([`process`]).
+//! - `docker`: a container from the catalog entry's `image`, through the
+//!   Docker Engine API ([`docker`]).
 //! - `none`: the worker only serves what it declares; it advertises no
 //!   runtime, so the coordinator never places anything on it.
 //!
 //! Readiness stays the probes' business: a runtime reports only what it
 //! alone knows (could not start, exited with a status, stopped).
 
+pub mod docker;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -37,6 +40,7 @@ impl RunSpec {
 pub enum Runtime {
     None,
     Process(process::ProcessRuntime),
+    Docker(docker::DockerRuntime),
 }
 
 impl Runtime {
@@ -48,11 +52,17 @@ impl Runtime {
         }
     }
 
+    /// The docker runtime (it reaches the engine on first use).
+    pub fn docker(ctx: docker::DockerContext) -> Self {
+        Runtime::Docker(docker::DockerRuntime::new(ctx))
+    }
+
     /// The name advertised in Hello (`None`: takes no placements).
     pub fn kind(&self) -> Option<&'static str> {
         match self {
             Runtime::None => None,
             Runtime::Process(_) => Some("process"),
+            Runtime::Docker(_) => Some("docker"),
         }
     }
 
@@ -62,6 +72,7 @@ impl Runtime {
         match self {
             Runtime::None => {}
             Runtime::Process(p) => p.reconcile(wanted).await,
+            Runtime::Docker(d) => d.reconcile(wanted).await,
         }
     }
 
@@ -70,6 +81,7 @@ impl Runtime {
         match self {
             Runtime::None => {}
             Runtime::Process(p) => p.reconcile(Vec::new()).await,
+            Runtime::Docker(d) => d.reconcile(Vec::new()).await,
         }
     }
 }

@@ -1,0 +1,635 @@
+//! The docker runtime: runs each placed service as a container from the
+//! catalog entry's `image` (its `command`, when given, replaces the image's
+//! default command), through the Docker Engine API (bollard).
+//!
+//! - **Ownership.** Every container carries `edgeplane.owner=<instance id>`
+//!   and `edgeplane.service=<name>` (and `edgeplane.worker=<name>` for
+//!   people), and is named `edgeplane-<worker>-<service>`.
+//! - **Where it runs.** When the worker itself runs in a container, service
+//!   containers join the worker's network (or `--docker-network`) and are
+//!   reached by container name: the runtime records that address in
+//!   [`LocalServices`], which probes and the tunnel consult. On a host, the
+//!   service's port is published on `127.0.0.1` (all interfaces on the
+//!   direct data path), where the assignment's URL already points.
+//! - **Failures.** A missing image (pulled first, when a registry is
+//!   reachable) or any Docker error is reported `failed` with the message and
+//!   retried with backoff; a container that exits is reported `failed` with
+//!   its status and started again.
+//! - **Earlier runs.** On the first assignment, a running container of this
+//!   owner with the same spec is adopted as it is (a model stays loaded
+//!   across a worker crash); any other container of this owner is removed.
+//! - **Stop.** Unassigned (or the worker stopping): `docker stop` with the
+//!   stop grace, then removed.
+//!
+//! Environment values are never logged; GPUs are requested (`--gpus all`)
+//! only on a worker that declares GPUs. Nothing is mounted into a service
+//! container, the Docker socket least of all.
+
+use super::RunSpec;
+use crate::proto::ServiceState;
+use crate::tunnel::worker_side::LocalServices;
+use crate::worker::{Backoff, ServiceReport};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Marks a container as this worker's: its persistent instance id.
+pub const OWNER_LABEL: &str = "edgeplane.owner";
+/// The catalog service a container runs.
+pub const SERVICE_LABEL: &str = "edgeplane.service";
+/// The worker's name, for people reading `docker ps`.
+pub const WORKER_LABEL: &str = "edgeplane.worker";
+/// A digest of what the container was created from, to know whether an
+/// existing container can be adopted.
+pub const SPEC_LABEL: &str = "edgeplane.spec";
+
+/// What the runtime needs from its agent.
+#[derive(Clone)]
+pub struct DockerContext {
+    /// Where failures go (the agent's board).
+    pub board: watch::Sender<BTreeMap<String, ServiceReport>>,
+    /// Where the runtime records a service's address when it is not the assignment's.
+    pub local: LocalServices,
+    /// Shown in logs and container names.
+    pub worker_name: String,
+    /// The owner label's value (the worker's persistent instance id).
+    pub owner: String,
+    /// `docker stop` timeout before the engine kills the container.
+    pub stop_grace: Duration,
+    /// Request the machine's GPUs for each container (the worker declares GPUs).
+    pub gpus: bool,
+    /// Network for service containers; `None`: the worker's own, if it runs in a container.
+    pub network: Option<String>,
+    /// Publish ports on all host interfaces (direct data path) rather than loopback.
+    pub publish_all: bool,
+}
+
+/// Where service containers go, decided once the engine answers.
+#[derive(Debug, Clone, PartialEq)]
+enum Placement {
+    /// The worker runs on the host: ports are published there.
+    Host,
+    /// On this Docker network, reached by container name (by address on
+    /// the default `bridge`, which has no name resolution).
+    Network(String),
+}
+
+#[derive(Clone)]
+struct Engine {
+    docker: Docker,
+    placement: Placement,
+}
+
+struct Shared {
+    ctx: DockerContext,
+    engine: Mutex<Option<Engine>>,
+}
+
+struct Supervised {
+    spec: RunSpec,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct State {
+    running: BTreeMap<String, Supervised>,
+    /// Whether containers of this owner that no service wants were removed.
+    swept: bool,
+}
+
+pub struct DockerRuntime {
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+}
+
+impl DockerRuntime {
+    pub fn new(ctx: DockerContext) -> Self {
+        DockerRuntime {
+            shared: Arc::new(Shared {
+                ctx,
+                engine: Mutex::new(None),
+            }),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Starts the new, stops and removes the gone, replaces the changed.
+    pub async fn reconcile(&self, wanted: Vec<RunSpec>) {
+        let wanted: BTreeMap<String, RunSpec> = wanted.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let mut state = self.state.lock().await;
+        if !state.swept {
+            state.swept = self.shared.sweep(&wanted).await;
+        }
+        let stale: Vec<String> = state
+            .running
+            .iter()
+            .filter(|(n, s)| wanted.get(*n) != Some(&s.spec))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut stopping = Vec::new();
+        for name in stale {
+            if let Some(s) = state.running.remove(&name) {
+                s.stop.cancel();
+                stopping.push((name, s.task));
+            }
+        }
+        for (name, task) in stopping {
+            let _ = task.await;
+            self.shared.ctx.board.send_modify(|m| {
+                m.remove(&name);
+            });
+        }
+        for (name, spec) in wanted {
+            if state.running.contains_key(&name) {
+                continue;
+            }
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(supervise(spec.clone(), stop.clone(), self.shared.clone()));
+            state.running.insert(name, Supervised { spec, stop, task });
+        }
+    }
+}
+
+impl Shared {
+    /// The engine, connected (and the placement decided) on first success.
+    async fn engine(&self) -> Result<Engine, String> {
+        let mut slot = self.engine.lock().await;
+        if let Some(e) = slot.as_ref() {
+            return Ok(e.clone());
+        }
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| format!("cannot reach the Docker engine: {e}"))?
+            .negotiate_version()
+            .await
+            .map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
+        let placement = match &self.ctx.network {
+            Some(n) => Placement::Network(n.clone()),
+            None => own_network(&docker).await,
+        };
+        let where_ = match &placement {
+            Placement::Host => "host (ports published)".to_string(),
+            Placement::Network(n) => format!("network {n}"),
+        };
+        info!(worker = %self.ctx.worker_name, placement = %where_, "docker runtime connected to the engine");
+        let e = Engine { docker, placement };
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Removes this owner's containers for services not wanted. Returns
+    /// whether it could ask the engine (else it is tried again next time).
+    async fn sweep(&self, wanted: &BTreeMap<String, RunSpec>) -> bool {
+        let Ok(engine) = self.engine().await else {
+            return false;
+        };
+        let filters: HashMap<&str, Vec<String>> = [("label", vec![format!("{OWNER_LABEL}={}", self.ctx.owner)])].into();
+        let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let list = match engine.docker.list_containers(Some(opts)).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(worker = %self.ctx.worker_name, error = %e, "cannot list this worker's containers");
+                return false;
+            }
+        };
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            let service = labels.get(SERVICE_LABEL).cloned().unwrap_or_default();
+            if wanted.contains_key(&service) {
+                continue; // its supervisor adopts or replaces it
+            }
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string();
+            warn!(worker = %self.ctx.worker_name, %service, container = %name, "removing a container an earlier run left");
+            if let Some(id) = c.id {
+                let _ = remove(&engine.docker, &id, &self.ctx).await;
+            }
+        }
+        true
+    }
+
+    fn report(&self, name: &str, state: ServiceState, message: String) {
+        self.ctx.board.send_modify(|m| {
+            m.insert(name.to_string(), ServiceReport { state, message });
+        });
+    }
+}
+
+/// The network of the container this worker runs in, if it runs in one
+/// (the first user-defined network; `bridge` only when there is no other).
+async fn own_network(docker: &Docker) -> Placement {
+    let Some(me) = own_container_id() else {
+        return Placement::Host;
+    };
+    let Ok(info) = docker.inspect_container(&me, None).await else {
+        // Not a container of this engine (another engine's socket, say).
+        return Placement::Host;
+    };
+    let mode = info.host_config.and_then(|h| h.network_mode).unwrap_or_default();
+    if mode == "host" {
+        return Placement::Host;
+    }
+    let mut nets: Vec<String> = info
+        .network_settings
+        .and_then(|n| n.networks)
+        .map(|n| n.into_keys().collect())
+        .unwrap_or_default();
+    nets.retain(|n| n != "host" && n != "none");
+    nets.sort_by_key(|n| (n == "bridge", n.clone()));
+    nets.into_iter().next().map_or(Placement::Host, Placement::Network)
+}
+
+/// This process's container id, from the engine's bind mounts
+/// (`/var/lib/docker/containers/<id>/hostname` and friends).
+fn own_container_id() -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|l| {
+        let rest = &l[l.find("/containers/")? + "/containers/".len()..];
+        let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+        (id.len() == 64).then_some(id)
+    })
+}
+
+/// `edgeplane-<worker>-<service>`, with anything Docker refuses made `-`.
+pub fn container_name(worker: &str, service: &str) -> String {
+    format!("edgeplane-{worker}-{service}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// A digest of everything the container is created from.
+fn spec_digest(spec: &RunSpec, ctx: &DockerContext, placement: &Placement) -> String {
+    let mut h = Sha256::new();
+    let mut put = |s: &str| {
+        h.update(s.as_bytes());
+        h.update([0]);
+    };
+    put(&spec.name);
+    put(&spec.port.to_string());
+    put(&spec.image);
+    put(&spec.command.len().to_string());
+    spec.command.iter().for_each(|a| put(a));
+    for (k, v) in &spec.env {
+        put(k);
+        put(v);
+    }
+    put(&format!("{placement:?} gpus={} all={}", ctx.gpus, ctx.publish_all));
+    let d = h.finalize();
+    d.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs one service until told to stop.
+async fn supervise(spec: RunSpec, stop: CancellationToken, shared: Arc<Shared>) {
+    let ctx = &shared.ctx;
+    let name = spec.name.clone();
+    let cname = container_name(&ctx.worker_name, &name);
+    if spec.image.is_empty() {
+        let why = "cannot run: the catalog gives no image; this worker runs containers".to_string();
+        shared.report(&name, ServiceState::Failed, why);
+        stop.cancelled().await;
+        return;
+    }
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut engine = None;
+    loop {
+        let started = async {
+            let e = shared.engine().await?;
+            engine = Some(e.clone());
+            ensure_running(&e, &spec, &cname, ctx).await.map(|r| (e, r))
+        };
+        let started = tokio::select! {
+            r = started => r,
+            _ = stop.cancelled() => break,
+        };
+        let (e, (id, adopted)) = match started {
+            Ok(ok) => ok,
+            Err(why) => {
+                let delay = backoff.next_delay();
+                warn!(worker = %ctx.worker_name, service = %name, error = %why, retry_in = ?delay, "cannot run the container");
+                shared.report(&name, ServiceState::Failed, why);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = stop.cancelled() => break,
+                }
+            }
+        };
+        if let Some(url) = service_url(&e, &cname, &id, spec.port).await {
+            ctx.local.set_runtime(&name, Some(url));
+        }
+        if adopted {
+            info!(worker = %ctx.worker_name, service = %name, container = %cname, "adopted the running container of an earlier run");
+        } else {
+            info!(worker = %ctx.worker_name, service = %name, container = %cname, image = %spec.image, "container started");
+            shared.report(&name, ServiceState::Loading, "container started".into());
+        }
+        // A new container's output from its start; an adopted one's from now.
+        let since = if adopted { unix_now() } else { 0 };
+        let logs = tokio::spawn(follow_logs(
+            e.docker.clone(),
+            id.clone(),
+            since,
+            ctx.worker_name.clone(),
+            name.clone(),
+        ));
+        let since = tokio::time::Instant::now();
+        let mut waiting = e.docker.wait_container(
+            &id,
+            Some(WaitContainerOptionsBuilder::new().condition("not-running").build()),
+        );
+        tokio::select! {
+            r = waiting.next() => {
+                logs.abort();
+                let status = match r {
+                    Some(Ok(w)) => format!("status {}", w.status_code),
+                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code, error })) if error.is_empty() => format!("status {code}"),
+                    Some(Err(e)) => e.to_string(),
+                    None => "the engine stopped answering".into(),
+                };
+                if since.elapsed() > Duration::from_secs(30) {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                warn!(worker = %ctx.worker_name, service = %name, container = %cname, %status, retry_in = ?delay, "container exited; starting it again");
+                shared.report(&name, ServiceState::Failed, format!(
+                    "container exited ({status}); starting it again in {}", crate::duration::format_short(delay)));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+            _ = stop.cancelled() => {
+                logs.abort();
+                break;
+            }
+        }
+    }
+    ctx.local.set_runtime(&name, None);
+    if let Some(e) = engine {
+        match remove(&e.docker, &cname, ctx).await {
+            Ok(true) => {
+                info!(worker = %ctx.worker_name, service = %name, container = %cname, "container stopped and removed")
+            }
+            Ok(false) => {}
+            Err(why) => {
+                warn!(worker = %ctx.worker_name, service = %name, container = %cname, error = %why, "cannot remove the container")
+            }
+        }
+    }
+}
+
+/// Makes the service's container run: adopts a running one of this owner
+/// with the same spec, else (re)creates it. Returns its id and whether it
+/// was adopted.
+async fn ensure_running(
+    e: &Engine,
+    spec: &RunSpec,
+    cname: &str,
+    ctx: &DockerContext,
+) -> Result<(String, bool), String> {
+    let digest = spec_digest(spec, ctx, &e.placement);
+    match e.docker.inspect_container(cname, None).await {
+        Ok(c) => {
+            let labels = c.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+            if labels.get(OWNER_LABEL) != Some(&ctx.owner) {
+                return Err(format!(
+                    "a container named {cname} exists and is not this worker's; remove or rename it"
+                ));
+            }
+            let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+            if running && labels.get(SPEC_LABEL) == Some(&digest) {
+                return Ok((c.id.unwrap_or_else(|| cname.to_string()), true));
+            }
+            remove(&e.docker, cname, ctx).await?;
+        }
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(err) => return Err(format!("docker: {err}")),
+    }
+    let body = create_body(spec, ctx, &e.placement, &digest);
+    let opts = CreateContainerOptionsBuilder::new().name(cname).build();
+    let created = match e.docker.create_container(Some(opts.clone()), body.clone()).await {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+            pull(&e.docker, &spec.image).await?;
+            e.docker.create_container(Some(opts), body).await
+        }
+        other => other,
+    }
+    .map_err(|err| format!("docker: cannot create {cname} from {}: {err}", spec.image))?;
+    if let Err(err) = e.docker.start_container(&created.id, None).await {
+        let _ = remove(&e.docker, &created.id, ctx).await;
+        return Err(format!("docker: cannot start {cname}: {err}"));
+    }
+    Ok((created.id, false))
+}
+
+/// Pulls a missing image; the error says the image is missing, and why the pull failed.
+async fn pull(docker: &Docker, image: &str) -> Result<(), String> {
+    let (repo, tag) = split_image(image);
+    let opts = CreateImageOptionsBuilder::new().from_image(repo).tag(tag).build();
+    let mut progress = docker.create_image(Some(opts), None, None);
+    while let Some(step) = progress.next().await {
+        if let Err(e) = step {
+            return Err(format!(
+                "image {image} is not on this machine and cannot be pulled: {e}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `repo[:tag]` or `repo@digest` -> (repo, tag or digest); `latest` when none.
+fn split_image(image: &str) -> (&str, &str) {
+    if let Some((repo, digest)) = image.split_once('@') {
+        return (repo, digest);
+    }
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (image, "latest"),
+    }
+}
+
+fn create_body(spec: &RunSpec, ctx: &DockerContext, placement: &Placement, digest: &str) -> ContainerCreateBody {
+    let port = format!("{}/tcp", spec.port);
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("PORT={}", spec.port));
+    env.push(format!("EDGEPLANE_SERVICE={}", spec.name));
+    env.push(format!("EDGEPLANE_WORKER={}", ctx.worker_name));
+    let labels = HashMap::from([
+        (OWNER_LABEL.to_string(), ctx.owner.clone()),
+        (SERVICE_LABEL.to_string(), spec.name.clone()),
+        (WORKER_LABEL.to_string(), ctx.worker_name.clone()),
+        (SPEC_LABEL.to_string(), digest.to_string()),
+    ]);
+    let publish_on = match placement {
+        _ if ctx.publish_all => Some("0.0.0.0"),
+        Placement::Host => Some("127.0.0.1"),
+        Placement::Network(_) => None,
+    };
+    let port_bindings = publish_on.map(|ip| {
+        HashMap::from([(
+            port.clone(),
+            Some(vec![PortBinding {
+                host_ip: Some(ip.to_string()),
+                host_port: Some(spec.port.to_string()),
+            }]),
+        )])
+    });
+    let device_requests = ctx.gpus.then(|| {
+        vec![DeviceRequest {
+            count: Some(-1),
+            capabilities: Some(vec![vec!["gpu".to_string()]]),
+            ..Default::default()
+        }]
+    });
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(env),
+        labels: Some(labels),
+        exposed_ports: Some(vec![port]),
+        host_config: Some(HostConfig {
+            port_bindings,
+            device_requests,
+            network_mode: match placement {
+                Placement::Network(n) => Some(n.clone()),
+                Placement::Host => None,
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The URL the worker uses for a service on a network: the container's
+/// name (or, on the default bridge, its address). `None` on the host: the
+/// assignment's `127.0.0.1:{port}` is right there.
+async fn service_url(e: &Engine, cname: &str, id: &str, port: u16) -> Option<String> {
+    match &e.placement {
+        Placement::Host => None,
+        Placement::Network(n) if n == "bridge" => {
+            let info = e.docker.inspect_container(id, None).await.ok()?;
+            let ip = info.network_settings?.networks?.get("bridge")?.ip_address.clone()?;
+            Some(format!("http://{ip}:{port}"))
+        }
+        Placement::Network(_) => Some(format!("http://{cname}:{port}")),
+    }
+}
+
+/// Stops (with the grace) and removes a container. `Ok(false)`: there was none.
+async fn remove(docker: &Docker, container: &str, ctx: &DockerContext) -> Result<bool, String> {
+    let t = ctx.stop_grace.as_secs_f64().ceil().max(1.0) as i32;
+    match docker
+        .stop_container(container, Some(StopContainerOptionsBuilder::new().t(t).build()))
+        .await
+    {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(false),
+        Err(e) => warn!(worker = %ctx.worker_name, %container, error = %e, "docker stop failed; removing by force"),
+    }
+    match docker
+        .remove_container(
+            container,
+            Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()),
+        )
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+        Err(e) => Err(format!("docker: cannot remove {container}: {e}")),
+    }
+}
+
+fn unix_now() -> i32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i32)
+}
+
+/// The container's output, line by line, under the worker's and service's names.
+async fn follow_logs(docker: Docker, id: String, since: i32, worker: String, service: String) {
+    let opts = LogsOptionsBuilder::new()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .since(since)
+        .build();
+    let mut logs = docker.logs(&id, Some(opts));
+    while let Some(Ok(chunk)) = logs.next().await {
+        let stream = match chunk {
+            bollard::container::LogOutput::StdErr { .. } => "stderr",
+            _ => "stdout",
+        };
+        for line in chunk
+            .to_string()
+            .lines()
+            .map(strip_ansi)
+            .filter(|l| !l.trim().is_empty())
+        {
+            info!(worker = %worker, service = %service, stream, "{line}");
+        }
+    }
+}
+
+/// A line without its terminal colour codes (`ESC [ ... letter`), which
+/// would otherwise show up escaped inside the worker's own log line.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_images() {
+        assert_eq!(
+            container_name("gpu box/1", "notes-coa"),
+            "edgeplane-gpu-box-1-notes-coa"
+        );
+        assert_eq!(split_image("edgeplane:local"), ("edgeplane", "local"));
+        assert_eq!(split_image("reg:5000/team/img"), ("reg:5000/team/img", "latest"));
+        assert_eq!(split_image("reg:5000/img:2"), ("reg:5000/img", "2"));
+        assert_eq!(split_image("img@sha256:abc"), ("img", "sha256:abc"));
+        assert_eq!(
+            strip_ansi("\u{1b}[2mts\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m ready"),
+            "ts  INFO ready"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# End to end on Docker, with no registry: builds the edgeplane image offline
+# (deploy/offline-image.sh: the release binary and its libraries, `docker
+# import`ed), brings up docker-compose.yml (a coordinator and a docker-runtime
+# worker), and checks, through the coordinator on localhost:8080:
+#
+#   - the worker is healthy and its notes-coa container serves /convert;
+#   - stopping the worker's container makes it `disconnected` within a
+#     second and notes-coa's gRPC health NOT_SERVING; the worker removes
+#     its service container as it stops;
+#   - started again, it resumes its id; killed (SIGKILL) and started again,
+#     it resumes its id and adopts the service container it left running;
+#   - a restarted coordinator gets the worker back by itself, same id;
+#   - the logs name workers and services, never the containers' addresses;
+#   - `docker-compose down` leaves no container behind.
+#
+# Needs: docker (engine reachable), docker-compose, curl, jq, cargo.
+# Cleans up on any exit. Usage: tests/e2e_docker.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export COMPOSE_PROJECT_NAME=edgeplane-e2e
+export EDGEPLANE_IMAGE=edgeplane:local
+export WORKER_NAME=e2e-worker
+export HEARTBEAT_TIMEOUT_SECONDS=10
+export WORKER_TIMEOUT_SECONDS=120
+export KEEPALIVE_INTERVAL_SECONDS=1
+BASE=http://localhost:8080
+BIN=target/release/edgeplane
+started=$(date +%s)
+
+say() { printf '[e2e %3ss] %s\n' "$(($(date +%s) - started))" "$*"; }
+die() { printf '[e2e] FAILED: %s\n' "$*" >&2; exit 1; }
+compose() { docker-compose "$@"; }
+
+for tool in docker docker-compose curl jq cargo; do
+  command -v "$tool" >/dev/null || die "$tool is not installed"
+done
+docker info >/dev/null 2>&1 || die "the Docker engine is not reachable (docker info failed); this test needs it"
+
+cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "---- docker-compose logs (last 80 lines each) ----" >&2
+    compose logs --no-color --tail 80 >&2 || true
+  fi
+  compose down -v --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+  local left
+  left=$(docker ps -aq --filter "label=edgeplane.worker=$WORKER_NAME")
+  [ -z "$left" ] || docker rm -f $left >/dev/null 2>&1 || true
+  exit "$rc"
+}
+trap cleanup EXIT
+
+if curl -s -o /dev/null --max-time 1 "$BASE/health"; then
+  die "something already answers on localhost:8080; stop it first"
+fi
+
+say "building the release binary (once) and the offline image"
+cargo build --release --quiet --bin edgeplane
+deploy/offline-image.sh "$BIN" "$EDGEPLANE_IMAGE"
+
+# A leftover from an interrupted run would fail the checks below.
+compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+
+say "docker-compose up"
+compose up -d --no-build
+
+# wait_for SECONDS DESCRIPTION COMMAND...: runs COMMAND every 0.2 s until it succeeds.
+wait_for() {
+  local limit=$1 what=$2; shift 2
+  local deadline=$(($(date +%s) + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "not within ${limit}s: $what"
+    sleep 0.2
+  done
+}
+worker_json() { curl -sf --max-time 2 "$BASE/api/admin/workers" | jq -c --arg n "$WORKER_NAME" '.[] | select(.name == $n)'; }
+worker_field() { worker_json | jq -r ".$1"; }
+worker_is() { [ "$(worker_field status)" = "$1" ]; }
+worker_is_healthy_as() { [ "$(worker_field status)" = healthy ] && [ "$(worker_field worker_id)" = "$1" ]; }
+convert() {
+  curl -sf --max-time 5 -X POST "$BASE/service/notes/convert" -H 'Content-Type: application/json' \
+    -d '{"notes":"test","client_name":"test"}'
+}
+convert_ok() { convert | jq -e '.full_text == "test" and (.matters_discussed | type == "array")'; }
+health() { "$BIN" health --coordinator "$BASE" --service notes-coa --timeout 2s; }
+service_container() { docker ps -q --filter "label=edgeplane.worker=$WORKER_NAME" --filter "label=edgeplane.service=notes-coa"; }
+
+wait_for 60 "the coordinator's healthcheck (gRPC health) passes" \
+  sh -c "[ \"\$(docker inspect -f '{{.State.Health.Status}}' \$(docker-compose ps -q coordinator))\" = healthy ]"
+wait_for 60 "worker $WORKER_NAME healthy in /api/admin/workers" worker_is healthy
+ID=$(worker_field worker_id)
+say "worker $WORKER_NAME is healthy as $ID"
+wait_for 90 "notes-coa answers /service/notes/convert through the coordinator" convert_ok
+convert | jq -c '{served_by, full_text}'
+[ "$(health)" = SERVING ] || die "notes-coa's gRPC health is not SERVING"
+
+svc=$(service_container)
+[ -n "$svc" ] || die "no notes-coa container labelled for $WORKER_NAME"
+owner=$(docker inspect -f '{{index .Config.Labels "edgeplane.owner"}}' "$svc")
+image=$(docker inspect -f '{{.Config.Image}}' "$svc")
+name=$(docker inspect -f '{{.Name}}' "$svc")
+[ -n "$owner" ] && [ "$image" = "$EDGEPLANE_IMAGE" ] || die "service container: owner '$owner', image '$image'"
+docker inspect -f '{{range .Mounts}}{{.Source}} {{end}}' "$svc" | grep -q docker.sock &&
+  die "the service container has the Docker socket mounted"
+say "notes-coa runs as container $name (owner $owner), SERVING"
+
+worker_container=$(compose ps -q worker)
+ips=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$worker_container" "$svc" | tr -s ' \n' ' ')
+
+say "stopping the worker's container"
+t0=$(date +%s%N)
+docker stop -t 30 "$worker_container" >/dev/null &
+stopper=$!
+until worker_is disconnected; do
+  [ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 1000 ] || die "worker not disconnected within 1 s of docker stop"
+  sleep 0.05
+done
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+say "worker disconnected ${ms} ms after docker stop"
+out=$(health || true)
+[ "$out" != SERVING ] && echo "$out" | grep -q NOT_SERVING || die "notes-coa health after the stop: $out"
+say "notes-coa health: $out"
+wait "$stopper"
+[ -z "$(service_container)" ] || die "the stopped worker left its service container running"
+
+say "starting the worker again"
+docker start "$worker_container" >/dev/null
+wait_for 60 "worker back, healthy, as $ID" worker_is_healthy_as "$ID"
+wait_for 90 "notes-coa answers again" convert_ok
+svc=$(service_container)
+say "resumed as $ID; notes-coa serving from a new container"
+
+say "killing the worker (SIGKILL): its service container stays"
+docker kill "$worker_container" >/dev/null
+wait_for 5 "killed worker disconnected" worker_is disconnected
+[ "$(service_container)" = "$svc" ] || die "the service container did not outlive the killed worker"
+docker start "$worker_container" >/dev/null
+wait_for 60 "worker back after SIGKILL, as $ID" worker_is_healthy_as "$ID"
+wait_for 60 "notes-coa answers after adoption" convert_ok
+[ "$(service_container)" = "$svc" ] || die "the restarted worker replaced its container instead of adopting it"
+compose logs --no-color worker | grep -q "adopted the running container" || die "no adoption in the worker's log"
+say "resumed as $ID and adopted the running notes-coa container"
+
+say "restarting the coordinator"
+compose restart -t 10 coordinator >/dev/null
+wait_for 60 "worker re-registered by itself as $ID" worker_is_healthy_as "$ID"
+wait_for 60 "notes-coa answers after the coordinator restart" convert_ok
+n=$(curl -sf "$BASE/api/admin/workers" | jq 'length')
+[ "$n" = 1 ] || die "expected one worker record after the restart, got $n"
+say "worker back by itself as $ID; no duplicate"
+
+logs=$(compose logs --no-color)
+echo "$logs" | grep -q "worker=$WORKER_NAME" || die "the logs never name the worker"
+echo "$logs" | grep -q "service=notes-coa" || die "the logs never name the service"
+for ip in $ips; do
+  echo "$logs" | grep -qF "$ip" && die "the logs show a container address ($ip)"
+done
+say "logs name $WORKER_NAME and notes-coa, and no container address ($ips)"
+
+say "docker-compose down"
+compose down -v --timeout 30 >/dev/null 2>&1
+left=$(docker ps -aq --filter "label=edgeplane.worker=$WORKER_NAME"; docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")
+[ -z "$left" ] || die "containers left after docker-compose down: $left"
+say "no container left"
+echo "e2e_docker: 1 passed, 0 failed ($(($(date +%s) - started)) s)"

@@ -16,6 +16,8 @@
 #
 # Needs: docker (engine reachable), docker-compose, curl, jq, cargo.
 # Cleans up on any exit. Usage: tests/e2e_docker.sh
+# The image holds target/release/edgeplane (built here, once), or the binary
+# EDGEPLANE_E2E_BIN names (.ci/run passes the one `cargo test` just built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +28,7 @@ export HEARTBEAT_TIMEOUT_SECONDS=10
 export WORKER_TIMEOUT_SECONDS=120
 export KEEPALIVE_INTERVAL_SECONDS=1
 BASE=http://localhost:8080
-BIN=target/release/edgeplane
+BIN=${EDGEPLANE_E2E_BIN:-target/release/edgeplane}
 started=$(date +%s)
 
 say() { printf '[e2e %3ss] %s\n' "$(($(date +%s) - started))" "$*"; }
@@ -51,13 +53,18 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 if curl -s -o /dev/null --max-time 1 "$BASE/health"; then
   die "something already answers on localhost:8080; stop it first"
 fi
 
-say "building the release binary (once) and the offline image"
-cargo build --release --quiet --bin edgeplane
+if [ -z "${EDGEPLANE_E2E_BIN:-}" ]; then
+  say "building the release binary (once)"
+  cargo build --release --quiet --bin edgeplane
+fi
+[ -x "$BIN" ] || die "no binary at $BIN"
+say "building the offline image $EDGEPLANE_IMAGE from $BIN"
 deploy/offline-image.sh "$BIN" "$EDGEPLANE_IMAGE"
 
 # A leftover from an interrupted run would fail the checks below.

@@ -172,3 +172,29 @@ pub async fn serve(
         .await
         .map_err(|e| format!("tunnel closed: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LocalServices;
+
+    #[test]
+    fn the_runtimes_address_wins_over_the_assignments() {
+        let local = LocalServices::default();
+        local.set_assigned([("notes-coa".to_string(), "http://127.0.0.1:8100".to_string())].into());
+        assert_eq!(local.url("notes-coa").as_deref(), Some("http://127.0.0.1:8100"));
+        local.set_runtime("notes-coa", Some("http://edgeplane-w1-notes-coa:8100".into()));
+        assert_eq!(
+            local.url("notes-coa").as_deref(),
+            Some("http://edgeplane-w1-notes-coa:8100")
+        );
+        // A new assignment keeps the runtime's address; withdrawing it falls back.
+        local.set_assigned([("notes-coa".to_string(), "http://127.0.0.1:8100".to_string())].into());
+        assert_eq!(
+            local.url("notes-coa").as_deref(),
+            Some("http://edgeplane-w1-notes-coa:8100")
+        );
+        local.set_runtime("notes-coa", None);
+        assert_eq!(local.url("notes-coa").as_deref(), Some("http://127.0.0.1:8100"));
+        assert_eq!(local.url("other"), None);
+    }
+}

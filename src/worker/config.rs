@@ -255,6 +255,26 @@ mod tests {
     }
 
     #[test]
+    fn runtime_flag() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            w: WorkerConfig,
+        }
+        let kind = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("worker").chain(args.iter().copied())).unwrap();
+            cli.w.runtime_kind().to_string()
+        };
+        assert_eq!(kind(&["--runtime", "docker"]), "docker");
+        assert_eq!(kind(&["--runtime", "process"]), "process");
+        assert_eq!(kind(&["--runtime", "none"]), "none");
+        let auto = kind(&[]);
+        assert_eq!(auto, if docker_answers() { "docker" } else { "process" });
+        assert!(Cli::try_parse_from(["worker", "--runtime", "podman"]).is_err());
+    }
+
+    #[test]
     fn urls_get_a_scheme() {
         assert_eq!(normalize_url("coord:8080"), "http://coord:8080");
         assert_eq!(normalize_url("https://c/"), "https://c");

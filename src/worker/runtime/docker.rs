@@ -26,6 +26,7 @@
 //! container, the Docker socket least of all.
 
 use super::RunSpec;
+use crate::errors::chain;
 use crate::proto::ServiceState;
 use crate::tunnel::worker_side::LocalServices;
 use crate::worker::{Backoff, ServiceReport};
@@ -170,11 +171,12 @@ impl Shared {
         if let Some(e) = slot.as_ref() {
             return Ok(e.clone());
         }
+        let unreachable = |e: bollard::errors::Error| format!("cannot reach the Docker engine: {}", chain(&e));
         let docker = Docker::connect_with_defaults()
-            .map_err(|e| format!("cannot reach the Docker engine: {e}"))?
+            .map_err(unreachable)?
             .negotiate_version()
             .await
-            .map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
+            .map_err(unreachable)?;
         let placement = match &self.ctx.network {
             Some(n) => Placement::Network(n.clone()),
             None => own_network(&docker).await,
@@ -200,7 +202,7 @@ impl Shared {
         let list = match engine.docker.list_containers(Some(opts)).await {
             Ok(l) => l,
             Err(e) => {
-                warn!(worker = %self.ctx.worker_name, error = %e, "cannot list this worker's containers");
+                warn!(worker = %self.ctx.worker_name, error = %chain(&e), "cannot list this worker's containers");
                 return false;
             }
         };
@@ -255,12 +257,23 @@ async fn own_network(docker: &Docker) -> Placement {
     nets.into_iter().next().map_or(Placement::Host, Placement::Network)
 }
 
-/// This process's container id, from the engine's bind mounts
-/// (`/var/lib/docker/containers/<id>/hostname` and friends).
+/// This process's container id, if it runs in a Docker container.
 fn own_container_id() -> Option<String> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mounts.lines().find_map(|l| {
-        let rest = &l[l.find("/containers/")? + "/containers/".len()..];
+    container_id_from_mounts(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+/// The engine bind-mounts `/var/lib/docker/containers/<id>/hostname` on
+/// the container's `/etc/hostname` (and so for `hosts`, `resolv.conf`).
+/// Only those mount points count: a process on the host sees other
+/// containers' paths in its mount table too.
+fn container_id_from_mounts(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (root, mount_point) = (f.get(3)?, f.get(4)?);
+        if !matches!(*mount_point, "/etc/hostname" | "/etc/hosts" | "/etc/resolv.conf") {
+            return None;
+        }
+        let rest = &root[root.find("/containers/")? + "/containers/".len()..];
         let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
         (id.len() == 64).then_some(id)
     })
@@ -365,7 +378,7 @@ async fn supervise(spec: RunSpec, stop: CancellationToken, shared: Arc<Shared>) 
                 let status = match r {
                     Some(Ok(w)) => format!("status {}", w.status_code),
                     Some(Err(bollard::errors::Error::DockerContainerWaitError { code, error })) if error.is_empty() => format!("status {code}"),
-                    Some(Err(e)) => e.to_string(),
+                    Some(Err(e)) => chain(&e),
                     None => "the engine stopped answering".into(),
                 };
                 if since.elapsed() > Duration::from_secs(30) {
@@ -425,7 +438,7 @@ async fn ensure_running(
             remove(&e.docker, cname, ctx).await?;
         }
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-        Err(err) => return Err(format!("docker: {err}")),
+        Err(err) => return Err(format!("docker: {}", chain(&err))),
     }
     let body = create_body(spec, ctx, &e.placement, &digest);
     let opts = CreateContainerOptionsBuilder::new().name(cname).build();
@@ -436,10 +449,10 @@ async fn ensure_running(
         }
         other => other,
     }
-    .map_err(|err| format!("docker: cannot create {cname} from {}: {err}", spec.image))?;
+    .map_err(|err| format!("docker: cannot create {cname} from {}: {}", spec.image, chain(&err)))?;
     if let Err(err) = e.docker.start_container(&created.id, None).await {
         let _ = remove(&e.docker, &created.id, ctx).await;
-        return Err(format!("docker: cannot start {cname}: {err}"));
+        return Err(format!("docker: cannot start {cname}: {}", chain(&err)));
     }
     Ok((created.id, false))
 }
@@ -546,7 +559,9 @@ async fn remove(docker: &Docker, container: &str, ctx: &DockerContext) -> Result
     {
         Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(false),
-        Err(e) => warn!(worker = %ctx.worker_name, %container, error = %e, "docker stop failed; removing by force"),
+        Err(e) => {
+            warn!(worker = %ctx.worker_name, %container, error = %chain(&e), "docker stop failed; removing by force")
+        }
     }
     match docker
         .remove_container(
@@ -557,7 +572,7 @@ async fn remove(docker: &Docker, container: &str, ctx: &DockerContext) -> Result
     {
         Ok(()) => Ok(true),
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
-        Err(e) => Err(format!("docker: cannot remove {container}: {e}")),
+        Err(e) => Err(format!("docker: cannot remove {container}: {}", chain(&e))),
     }
 }
 
@@ -616,6 +631,21 @@ fn strip_ansi(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_container_from_mountinfo() {
+        let id = "a".repeat(64);
+        let other = "b".repeat(64);
+        let inside = format!(
+            "1 0 0:1 / / rw - overlay overlay rw\n\
+             2 1 254:0 /var/lib/docker/containers/{other}/mounts/shm /dev/shm rw - ext4 /dev/vda rw\n\
+             3 1 254:0 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/vda rw\n"
+        );
+        assert_eq!(container_id_from_mounts(&inside), Some(id));
+        // On the host, other containers' mounts are no sign of being in one.
+        let host = format!("2 1 254:0 /var/lib/docker/containers/{other}/mounts/shm /var/lib/docker/containers/{other}/mounts/shm rw - ext4 /dev/vda rw\n");
+        assert_eq!(container_id_from_mounts(&host), None);
+    }
 
     #[test]
     fn names_and_images() {

@@ -5,6 +5,9 @@
 # worker), and checks, through the coordinator on localhost:8080:
 #
 #   - the worker is healthy and its notes-coa container serves /convert;
+#   - a second worker, on the host with a (declared) GPU, is given the GPU
+#     services, whose images this machine lacks: they are `failed` with the
+#     engine's message and that worker stays healthy;
 #   - stopping the worker's container makes it `disconnected` within a
 #     second and notes-coa's gRPC health NOT_SERVING; the worker removes
 #     its service container as it stops;
@@ -27,6 +30,7 @@ export WORKER_NAME=e2e-worker
 export HEARTBEAT_TIMEOUT_SECONDS=10
 export WORKER_TIMEOUT_SECONDS=120
 export KEEPALIVE_INTERVAL_SECONDS=1
+GPU_WORKER=e2e-gpu
 BASE=http://localhost:8080
 BIN=${EDGEPLANE_E2E_BIN:-target/release/edgeplane}
 started=$(date +%s)
@@ -47,9 +51,11 @@ cleanup() {
     compose logs --no-color --tail 80 >&2 || true
   fi
   compose down -v --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+  [ -z "${gpu_pid:-}" ] || kill "$gpu_pid" 2>/dev/null || true
   local left
-  left=$(docker ps -aq --filter "label=edgeplane.worker=$WORKER_NAME")
+  left=$(docker ps -aq --filter "label=edgeplane.worker=$WORKER_NAME"; docker ps -aq --filter "label=edgeplane.worker=$GPU_WORKER")
   [ -z "$left" ] || docker rm -f $left >/dev/null 2>&1 || true
+  [ -z "${gpu_state:-}" ] || rm -rf "$gpu_state"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -112,6 +118,25 @@ name=$(docker inspect -f '{{.Name}}' "$svc")
 docker inspect -f '{{range .Mounts}}{{.Source}} {{end}}' "$svc" | grep -q docker.sock &&
   die "the service container has the Docker socket mounted"
 say "notes-coa runs as container $name (owner $owner), SERVING"
+
+say "a GPU worker on the host: the GPU services' images are missing"
+gpu_state=$(mktemp -d)
+NO_COLOR=1 "$BIN" worker --coordinator "$BASE" --name "$GPU_WORKER" --runtime docker --gpu A100=80GiB \
+  --state-dir "$gpu_state" --probe-interval 500ms >"$gpu_state/log" 2>&1 &
+gpu_pid=$!
+gpu_failed() {
+  curl -sf --max-time 2 "$BASE/api/admin/workers" | jq -e --arg n "$GPU_WORKER" '.[] | select(.name == $n)
+    | .status == "healthy" and any(.services[]; .name == "llm-inference" and .state == "failed"
+        and (.message | contains("edgeplane/llm-inference:latest")))'
+}
+wait_for 30 "llm-inference failed on $GPU_WORKER with the image's name, worker healthy" gpu_failed
+curl -sf "$BASE/api/admin/workers" | jq -r --arg n "$GPU_WORKER" \
+  '.[] | select(.name == $n) | .services[] | select(.name == "llm-inference") | "  llm-inference: \(.state): \(.message)"'
+kill "$gpu_pid"
+wait "$gpu_pid" || die "the GPU worker did not stop cleanly: $(tail -5 "$gpu_state/log")"
+gpu_pid=
+[ -z "$(docker ps -aq --filter "label=edgeplane.worker=$GPU_WORKER")" ] || die "the GPU worker left containers"
+say "GPU services failed with the engine's message; the worker stayed healthy, stopped clean"
 
 worker_container=$(compose ps -q worker)
 ips=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$worker_container" "$svc" | tr -s ' \n' ' ')

@@ -7,7 +7,7 @@
 
 use super::args::EtcdArgs;
 use super::child::{free_port, ChildServer};
-use super::connector::{resolve, source_address, KillableConnector};
+use super::connector::source_address;
 use super::error::BenchError;
 use super::etcd_proto::{LeaseClient, LeaseKeepAliveRequest};
 use super::histogram::Histogram;
@@ -17,7 +17,7 @@ use super::report::EtcdReport;
 use crate::worker::{normalize_url, Backoff};
 use rand::Rng;
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 struct Shared {
-    target: SocketAddr,
     endpoint: Endpoint,
     keepalive: Duration,
     ttl_s: i64,
@@ -39,6 +38,8 @@ struct Shared {
     connected: tokio::sync::watch::Sender<usize>,
     unexpected_ends: AtomicU64,
     failed_attempts: AtomicU64,
+    /// Why attempts failed and streams ended, for the report's notes.
+    causes: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     stop: CancellationToken,
 }
 
@@ -130,10 +131,6 @@ pub async fn run(args: &EtcdArgs) -> Result<EtcdReport, BenchError> {
     };
     let pid = child.as_ref().and_then(|c| c.pid()).or(args.etcd_pid);
     let baseline = pid.map(procfs::sample).transpose()?;
-    let target = resolve(&url).await.map_err(|reason| BenchError::Url {
-        url: url.clone(),
-        reason,
-    })?;
     let endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| BenchError::Url {
             url: url.clone(),
@@ -141,7 +138,6 @@ pub async fn run(args: &EtcdArgs) -> Result<EtcdReport, BenchError> {
         })?
         .connect_timeout(Duration::from_secs(10));
     let shared = Arc::new(Shared {
-        target,
         endpoint,
         keepalive: l.keepalive,
         ttl_s,
@@ -152,6 +148,7 @@ pub async fn run(args: &EtcdArgs) -> Result<EtcdReport, BenchError> {
         connected: tokio::sync::watch::channel(0).0,
         unexpected_ends: AtomicU64::new(0),
         failed_attempts: AtomicU64::new(0),
+        causes: Default::default(),
         stop: stop.clone(),
     });
 
@@ -161,11 +158,13 @@ pub async fn run(args: &EtcdArgs) -> Result<EtcdReport, BenchError> {
     };
     let ramp_window = Window::start(pid);
     let t0 = Instant::now();
-    ramp.run(n, &stop, |i, permit| {
+    let ramped = ramp.run(n, &stop, |i, permit| {
         let source = source_address(i, l.sources);
         tokio::spawn(client(source, shared.clone(), permit));
-    })
-    .await;
+    });
+    if tokio::time::timeout(ramp.bound(n, patience), ramped).await.is_err() {
+        notes.push("the ramp did not finish within its bound".into());
+    }
     let mut rx = shared.connected.subscribe();
     let all = tokio::time::timeout(patience, rx.wait_for(|c| *c >= n)).await.is_ok();
     let connect_all = all.then(|| t0.elapsed());
@@ -196,6 +195,19 @@ pub async fn run(args: &EtcdArgs) -> Result<EtcdReport, BenchError> {
     let keepalive_usage = w.finish();
     shared.recording.store(false, Ordering::Relaxed);
 
+    let causes: Vec<(String, u64)> = shared
+        .causes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .into_iter()
+        .collect();
+    for (cause, count) in causes {
+        notes.push(format!("{count} x {cause}"));
+    }
+    // Read before stopping: stopping ends every stream.
+    let unexpected_stream_ends = shared.unexpected_ends.load(Ordering::Relaxed);
+    let failed_attempts = shared.failed_attempts.load(Ordering::Relaxed);
     stop.cancel();
     let log = child.as_ref().map(|c| c.log().display().to_string());
     if let Some(c) = child.take() {
@@ -219,7 +231,7 @@ pub async fn run(args: &EtcdArgs) -> Result<EtcdReport, BenchError> {
         connected,
         connect_all_s: connect_all.map(|d| d.as_secs_f64()),
         grant: shared.grant.summary(),
-        failed_attempts: shared.failed_attempts.load(Ordering::Relaxed),
+        failed_attempts,
         baseline_rss_kib: baseline.map(|b| b.rss_kib),
         ramp: ramp_usage,
         idle_per_client_kib: idle.as_ref().and_then(per_client),
@@ -227,9 +239,20 @@ pub async fn run(args: &EtcdArgs) -> Result<EtcdReport, BenchError> {
         keepalive_per_client_kib: per_client(&keepalive_usage),
         keepalive: keepalive_usage,
         rtt: shared.rtt.summary(),
-        unexpected_stream_ends: shared.unexpected_ends.load(Ordering::Relaxed),
+        unexpected_stream_ends,
         notes,
     })
+}
+
+impl Shared {
+    fn cause(&self, c: String) {
+        *self
+            .causes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(c)
+            .or_insert(0) += 1;
+    }
 }
 
 /// One lease holder, reconnecting with the agent's backoff if its stream ends.
@@ -257,21 +280,36 @@ async fn client(source: IpAddr, shared: Arc<Shared>, permit: OwnedSemaphorePermi
 
 /// Returns whether the lease was granted (then the stream ended).
 async fn session(source: IpAddr, shared: &Shared, permit: &mut Option<OwnedSemaphorePermit>) -> bool {
+    let (granted, cause) = attempt(source, shared, permit).await;
+    shared.cause(cause);
+    granted
+}
+
+async fn attempt(source: IpAddr, shared: &Shared, permit: &mut Option<OwnedSemaphorePermit>) -> (bool, String) {
     let start = Instant::now();
-    let kill = CancellationToken::new();
-    let _close_on_return = kill.clone().drop_guard();
-    let connector = KillableConnector::new(shared.target, Some(source), kill);
-    let Ok(channel) = shared.endpoint.connect_with_connector(connector).await else {
-        return false;
+    // Plain tonic dialing from the client's own source address: etcd clients
+    // are never killed, so they need no kill switch.
+    let channel = match shared.endpoint.clone().local_address(Some(source)).connect().await {
+        Ok(c) => c,
+        Err(e) => return (false, format!("dial: {e}")),
     };
     let mut lease = LeaseClient::new(channel);
-    let id = match lease.grant(shared.ttl_s).await {
-        Ok(r) if r.id != 0 => r.id,
-        _ => return false,
+    let limit = Duration::from_secs(10);
+    let id = match tokio::time::timeout(limit, lease.grant(shared.ttl_s)).await {
+        Ok(Ok(r)) if r.id != 0 => r.id,
+        Ok(Ok(r)) => return (false, format!("grant refused: {}", r.error)),
+        Ok(Err(s)) => return (false, format!("grant: {:?}", s.code())),
+        Err(_) => return (false, "grant: no answer in 10 s".into()),
     };
+    // etcd (grpc-go) sends the response headers only with the first
+    // response, so the first request must be queued before the call.
     let (tx, rx) = mpsc::channel(4);
-    let Ok(mut responses) = lease.keep_alive(ReceiverStream::new(rx)).await else {
-        return false;
+    let _ = tx.try_send(LeaseKeepAliveRequest { id });
+    let mut sent: VecDeque<Instant> = VecDeque::from([Instant::now()]);
+    let mut responses = match tokio::time::timeout(limit, lease.keep_alive(ReceiverStream::new(rx))).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(s)) => return (false, format!("keepalive stream: {:?}", s.code())),
+        Err(_) => return (false, "keepalive stream: no answer in 10 s".into()),
     };
     shared.grant.record(start.elapsed());
     permit.take();
@@ -282,19 +320,22 @@ async fn session(source: IpAddr, shared: &Shared, permit: &mut Option<OwnedSemap
         shared.keepalive,
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Responses come back in order on one stream: a queue of send times.
-    let mut sent: VecDeque<Instant> = VecDeque::new();
-    loop {
+    // Responses come back in order on one stream: `sent` queues send times.
+    let ended = loop {
         tokio::select! {
             m = responses.message() => match m {
-                Ok(Some(_)) => {
+                Ok(Some(r)) => {
+                    if r.ttl <= 0 {
+                        break "lease expired (TTL 0 in a keepalive response)".to_string();
+                    }
                     if let Some(t) = sent.pop_front() {
                         if shared.recording.load(Ordering::Relaxed) {
                             shared.rtt.record(t.elapsed());
                         }
                     }
                 }
-                _ => break,
+                Ok(None) => break "stream ended by etcd".to_string(),
+                Err(s) => break format!("stream broken: {:?} {}", s.code(), s.message().chars().take(60).collect::<String>()),
             },
             _ = tick.tick() => {
                 if !shared.paused.load(Ordering::Relaxed) && tx.try_send(LeaseKeepAliveRequest { id }).is_ok() {
@@ -302,7 +343,7 @@ async fn session(source: IpAddr, shared: &Shared, permit: &mut Option<OwnedSemap
                 }
             }
         }
-    }
+    };
     shared.connected.send_modify(|c| *c -= 1);
-    true
+    (true, ended)
 }

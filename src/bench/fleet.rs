@@ -190,10 +190,12 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
     };
     let ramp_window = Window::start(pid);
     let t0 = Instant::now();
-    ramp.run(n, &stop, |i, permit| {
+    let ramped = ramp.run(n, &stop, |i, permit| {
         tokio::spawn(sim_worker::run(workers[i].clone(), shared.clone(), permit));
-    })
-    .await;
+    });
+    if tokio::time::timeout(ramp.bound(n, patience), ramped).await.is_err() {
+        notes.push("the ramp did not finish within its bound".into());
+    }
     let all = connected_at_least(n).await;
     let connect_all = all.then(|| t0.elapsed());
     let registered = watch.wait(patience, |s| s.synced && s.healthy >= n).await;

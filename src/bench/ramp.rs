@@ -19,6 +19,11 @@ pub struct Ramp {
 }
 
 impl Ramp {
+    /// How long starting `n` clients may take: the ramp itself plus `patience`.
+    pub fn bound(&self, n: usize, patience: Duration) -> Duration {
+        Duration::from_secs_f64(n as f64 / self.rate) + patience
+    }
+
     /// Calls `start(i, permit)` for `i` in `0..n`; the callee drops the
     /// permit once its connect has finished (either way). Returns early if
     /// `stop` fires.

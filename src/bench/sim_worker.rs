@@ -173,6 +173,12 @@ pub async fn run(w: Arc<SimWorker>, shared: Arc<SimShared>, permit: OwnedSemapho
     }
 }
 
+/// A status as a short cause: its code, and its message cut to a line.
+fn short(status: &tonic::Status) -> String {
+    let m: String = status.message().chars().take(80).collect();
+    format!("{:?} ({m})", status.code())
+}
+
 /// The innermost error: "Connection refused", not "transport error".
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
@@ -233,7 +239,7 @@ async fn session(
     };
     let mut inbound = match opened {
         Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(status)) => return lost(permit, format!("Connect refused: {:?}", status.code())),
+        Ok(Err(status)) => return lost(permit, format!("Connect refused: {}", short(&status))),
         Err(_) => return lost(permit, "Connect: no answer in 10 s".into()),
     };
     let first = tokio::select! {
@@ -246,7 +252,7 @@ async fn session(
             _ => return lost(permit, "first message was not Welcome".into()),
         },
         Ok(Ok(None)) => return lost(permit, "stream ended before Welcome".into()),
-        Ok(Err(status)) => return lost(permit, format!("refused: {:?}", status.code())),
+        Ok(Err(status)) => return lost(permit, format!("refused: {}", short(&status))),
         Err(_) => return lost(permit, "no Welcome in 10 s".into()),
     };
     if w.sessions.fetch_add(1, Ordering::Relaxed) == 0 {

@@ -242,3 +242,73 @@ async fn demo_runs_a_fleet_that_answers_and_leaves_nothing_behind() {
     let left = process_with_env(&format!("EDGEPLANE_WORKER={name}"));
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
+
+#[tokio::test]
+async fn a_coordinator_restart_does_not_restart_placed_services() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            r#"
+[[service]]
+name = "steady-model"
+requires = "cpu"
+port = {port}
+command = ["edgeplane", "sample-service", "--port", "{{port}}", "--name", "steady-model", "--bind", "127.0.0.1"]
+readiness = {{ http = "/health" }}
+"#
+        ),
+    )
+    .unwrap();
+    let config = edgeplane::coordinator::CoordinatorConfig {
+        catalog: Some(catalog),
+        ..fast_config()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let c = TestCoordinator::start_on(listener, config.clone());
+    let mut watch = c.watch().await;
+    let mut cfg = c.worker_config("keeper", dir.path());
+    cfg.runtime = "process".into();
+    cfg.self_exe = Some(env!("CARGO_BIN_EXE_edgeplane").into());
+    cfg.probe_interval = Duration::from_millis(50);
+    let pidfile = cfg.state_dir.clone().unwrap().join("run").join("steady-model.pid");
+    let (agent, _stop) = start_agent(cfg).await;
+    watch
+        .until(|e| service_state(e, "steady-model").is_some_and(|(s, _)| s == ServiceState::Ready))
+        .await;
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+
+    c.stop().await;
+    let listener = within(async {
+        loop {
+            if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+                return l;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let c = TestCoordinator::start_on(listener, config);
+    let mut watch = c.watch().await;
+    agent.wait_for(|s| s.connected && s.sessions == 2).await;
+    // The new coordinator adopts what the worker still runs: ready again, same process.
+    let e = watch
+        .until(|e| service_state(e, "steady-model").is_some_and(|(s, _)| s == ServiceState::Ready))
+        .await;
+    assert_eq!(e.worker.unwrap().name, "keeper");
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap(),
+        pid,
+        "the service was restarted"
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/service/steady-model/convert", c.url))
+        .json(&serde_json::json!({ "notes": "still here" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -74,7 +74,20 @@ pub async fn run(
     let registry = &shared.registry;
     let (link, mut notices) = SessionLink::new(registry.clock().now_ms());
     let link = Arc::new(link);
-    let reg = match registry.register(&hello, link.clone()) {
+    // Services the worker still runs from a placement this coordinator does
+    // not remember (it restarted): adopted, so nothing is restarted.
+    let running: std::collections::BTreeSet<String> = hello
+        .running
+        .iter()
+        .filter_map(|n| shared.catalog.resolve(n).map(|e| e.name.clone()))
+        .collect();
+    let urls = super::assignment::placed_urls(&shared.catalog, &running, &hello.advertise_address);
+    // Without an address (tunnel workers) the URL stays empty: the tunnel needs none.
+    let adopt: std::collections::BTreeMap<String, String> = running
+        .iter()
+        .map(|n| (n.clone(), urls.get(n).cloned().unwrap_or_default()))
+        .collect();
+    let reg = match registry.register(&hello, link.clone(), &adopt) {
         Ok(r) => r,
         Err(e) => {
             let status = match e {

@@ -70,6 +70,9 @@ pub fn validate_hello(h: &Hello) -> Result<(), InvalidHello> {
             return Err(InvalidHello::Gpus);
         }
     }
+    if h.running.len() > MAX_SERVICES || h.running.iter().any(|s| !check_service_name(s)) {
+        return Err(InvalidHello::Services);
+    }
     if h.services.len() > MAX_SERVICES
         || h.services
             .iter()

@@ -223,7 +223,14 @@ impl Registry {
     /// Binds a new stream to a worker record: resumes the record its token
     /// names, else the disconnected record of the same instance id, else a
     /// new record with a new id.
-    pub fn register(&self, hello: &Hello, link: Arc<SessionLink>) -> Result<Registered, RegisterError> {
+    /// `adopt`: for a new record only, services the worker still runs from an
+    /// earlier coordinator's placement (name -> URL the proxy dials), kept as placed.
+    pub fn register(
+        &self,
+        hello: &Hello,
+        link: Arc<SessionLink>,
+        adopt: &BTreeMap<String, String>,
+    ) -> Result<Registered, RegisterError> {
         let now = self.clock.now_ms();
         let mut guard = self.lock();
         let st = &mut *guard;
@@ -325,6 +332,23 @@ impl Registry {
             tunnel: None,
         };
         apply_hello(&mut rec, hello);
+        for (svc, url) in adopt {
+            if rec.placed.len() >= limits::MAX_SERVICES || rec.services.contains_key(svc) {
+                continue;
+            }
+            rec.placed.insert(svc.clone());
+            rec.services.insert(
+                svc.clone(),
+                ServiceEntry {
+                    state: ServiceState::Unspecified,
+                    message: "adopted: still running from an earlier placement".into(),
+                    target: Endpoint::parse_url(url),
+                    url: url.clone(),
+                    declared: false,
+                },
+            );
+        }
+        let placed = rec.placed.clone();
         let name = rec.name.clone();
         if !hello.instance_id.is_empty() {
             st.by_instance.insert(hello.instance_id.clone(), id.clone());
@@ -340,7 +364,7 @@ impl Registry {
             resume_token: token,
             resumed: false,
             generation,
-            placed: BTreeSet::new(),
+            placed,
             assignment_version: 1,
         })
     }

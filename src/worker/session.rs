@@ -80,6 +80,7 @@ async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
         resume_token: token.clone().unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         previous_worker_id: ctx.status.borrow().worker_id.clone().unwrap_or_default(),
+        running: ctx.wanted.borrow().iter().flatten().map(|s| s.name.clone()).collect(),
         tunnel: cfg.uses_tunnel(),
     };
     out_tx

@@ -152,7 +152,7 @@ done
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 say "worker disconnected ${ms} ms after docker stop"
 out=$(health || true)
-[ "$out" != SERVING ] && echo "$out" | grep -q NOT_SERVING || die "notes-coa health after the stop: $out"
+[ "$out" != SERVING ] && grep -q NOT_SERVING <<<"$out" || die "notes-coa health after the stop: $out"
 say "notes-coa health: $out"
 wait "$stopper"
 [ -z "$(service_container)" ] || die "the stopped worker left its service container running"
@@ -172,7 +172,9 @@ docker start "$worker_container" >/dev/null
 wait_for 60 "worker back after SIGKILL, as $ID" worker_is_healthy_as "$ID"
 wait_for 60 "notes-coa answers after adoption" convert_ok
 [ "$(service_container)" = "$svc" ] || die "the restarted worker replaced its container instead of adopting it"
-compose logs --no-color worker | grep -q "adopted the running container" || die "no adoption in the worker's log"
+# (grep reads a here-string, not a pipe: with pipefail, grep -q quitting early
+# would fail the writer with SIGPIPE and the check with it.)
+grep -q "adopted the running container" <<<"$(compose logs --no-color worker)" || die "no adoption in the worker's log"
 say "resumed as $ID and adopted the running notes-coa container"
 
 say "restarting the coordinator"
@@ -184,10 +186,10 @@ n=$(curl -sf "$BASE/api/admin/workers" | jq 'length')
 say "worker back by itself as $ID; no duplicate"
 
 logs=$(compose logs --no-color)
-echo "$logs" | grep -q "worker=$WORKER_NAME" || die "the logs never name the worker"
-echo "$logs" | grep -q "service=notes-coa" || die "the logs never name the service"
+grep -q "worker=$WORKER_NAME" <<<"$logs" || die "the logs never name the worker"
+grep -q "service=notes-coa" <<<"$logs" || die "the logs never name the service"
 for ip in $ips; do
-  echo "$logs" | grep -qF "$ip" && die "the logs show a container address ($ip)"
+  grep -qF "$ip" <<<"$logs" && die "the logs show a container address ($ip)"
 done
 say "logs name $WORKER_NAME and notes-coa, and no container address ($ips)"
 

@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The rpc is named `Connect`; the generated `connect(dst)` constructor
         // would collide with it. Clients are built from a `Channel` instead.
         .build_transport(false)
+        // Small buffers: see src/proto_codec.rs.
+        .codec_path("crate::proto_codec::SmallCodec")
         .compile_fds(fds)?;
     Ok(())
 }

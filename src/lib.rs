@@ -28,6 +28,7 @@ pub mod errors;
 pub mod json;
 pub mod placement;
 pub mod proto;
+pub mod proto_codec;
 pub mod proxy;
 pub mod registry;
 pub mod routes;

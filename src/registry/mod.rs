@@ -706,9 +706,14 @@ impl Registry {
         let now = self.clock.now_ms();
         let grace = grace.as_millis() as u64;
         let guard = self.lock();
+        // Only workers that can take placements, hold some, or declare
+        // services (which count as providers) matter to placement; skipping
+        // the rest keeps a fleet of plain workers from costing a clone of
+        // every record per plan.
         let mut out: Vec<crate::placement::Candidate> = guard
             .workers
             .values()
+            .filter(|r| !r.capabilities.runtimes.is_empty() || !r.placed.is_empty() || !r.services.is_empty())
             .map(|r| crate::placement::Candidate {
                 worker_id: r.worker_id.clone(),
                 name: r.name.clone(),

@@ -204,9 +204,7 @@ impl Proc {
         }
         Ok(())
     }
-}
 
-impl Proc {
     /// Asks the process to stop (SIGTERM); `drop` waits and then kills.
     fn terminate(&mut self) {
         if let (Some(pid), Ok(None)) = (self.child.id(), self.child.try_wait()) {
@@ -1049,7 +1047,7 @@ impl Report<'_> {
         let _ = writeln!(m, "Code: edgeplane {}, release build.  ", self.commit);
         let _ = writeln!(
             m,
-            "Conditions: load average {} before, {} after; busiest other processes before the run: {}.",
+            "Conditions: load average {} before, {} after; {}.",
             self.load_before, self.load_after, self.busy_before
         );
         m.push('\n');
@@ -1108,21 +1106,71 @@ fn write_section(path: &Path, block: &str) -> Result<()> {
     std::fs::write(path, next).with_context(|| format!("writing {}", path.display()))
 }
 
-fn busiest_processes() -> String {
-    let out = sh("ps", &["-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"]);
-    let top: Vec<String> = out
-        .lines()
-        .take(3)
-        .map(|l| {
-            let mut w = l.split_whitespace();
-            format!(
-                "{} {}%",
-                w.nth(1).unwrap_or("?"),
-                l.split_whitespace().next().unwrap_or("?")
-            )
+/// What else the machine was doing just before the run: each CPU's busy
+/// share over one second, and the processes with the most CPU time in that
+/// second (this bench and the cargo that started it left out).
+fn busy_before_start() -> String {
+    let ours = ancestors();
+    let per_process = |pids: &[u32]| -> Vec<(u32, u64)> { pids.iter().map(|p| (*p, cpu_ticks(*p))).collect() };
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|p| !ours.contains(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (cpus0, procs0) = (cpu_times(), per_process(&all));
+    std::thread::sleep(Duration::from_secs(1));
+    let (cpus1, procs1) = (cpu_times(), per_process(&all));
+    let cores: Vec<String> = cpus0
+        .iter()
+        .zip(&cpus1)
+        .map(|(a, b)| {
+            let total = b.1.saturating_sub(a.1).max(1) as f64;
+            format!("{:.0}%", b.0.saturating_sub(a.0) as f64 * 100.0 / total)
         })
         .collect();
-    top.join(", ")
+    let mut busiest: Vec<(u64, u32)> = procs0
+        .iter()
+        .zip(&procs1)
+        .map(|((pid, t0), (_, t1))| (t1.saturating_sub(*t0), *pid))
+        .filter(|(d, _)| *d > 0)
+        .collect();
+    busiest.sort_unstable_by(|a, b| b.cmp(a));
+    let tck = clock_ticks_per_second();
+    let names: Vec<String> = busiest
+        .iter()
+        .take(3)
+        .map(|(ticks, pid)| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{} {:.0}%", comm.trim(), *ticks as f64 * 100.0 / tck)
+        })
+        .collect();
+    format!(
+        "CPU busy {} (per core) in the second before the start; busiest then: {}",
+        cores.join(" / "),
+        if names.is_empty() {
+            "nothing".into()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
+/// This process and the ones that started it (cargo, the shell).
+fn ancestors() -> Vec<u32> {
+    let mut out = vec![std::process::id()];
+    while let Some(&pid) = out.last() {
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().nth(1)?.parse::<u32>().ok())
+        });
+        match parent {
+            Some(p) if p > 1 && !out.contains(&p) => out.push(p),
+            _ => break,
+        }
+    }
+    out
 }
 
 // -------------------------------------------------------------------- main
@@ -1137,8 +1185,8 @@ async fn run() -> Result<()> {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     }
     let load_before = load_average();
-    let busy_before = busiest_processes();
-    eprintln!("proxy bench: load average {load_before}; busiest: {busy_before}");
+    let busy_before = busy_before_start();
+    eprintln!("proxy bench: load average {load_before}; {busy_before}");
     eprintln!(
         "proxy bench: starting backend, proxies, coordinators and workers in {}",
         dir.path().display()

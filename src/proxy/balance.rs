@@ -13,6 +13,11 @@ use std::sync::Arc;
 /// Picks a replica not in `tried`. Ejected replicas are used only when
 /// nothing else is left.
 pub fn pick(ready: &[Arc<Endpoint>], tried: &[Arc<Endpoint>], now_ms: u64) -> Option<Arc<Endpoint>> {
+    // One replica, first attempt (the common case): it is the answer
+    // whether or not it is ejected, so skip the bookkeeping.
+    if let ([only], []) = (ready, tried) {
+        return Some(only.clone());
+    }
     let fresh = |e: &&Arc<Endpoint>| !tried.iter().any(|t| Arc::ptr_eq(t, e));
     let live: Vec<&Arc<Endpoint>> = ready
         .iter()

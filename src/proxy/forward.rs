@@ -1,11 +1,18 @@
 //! Rewriting a request for its upstream, and a response for its client:
 //! hop-by-hop headers out, `x-forwarded-*` and a request id in.
+//!
+//! This runs on every proxied request, so it avoids what costs more than the
+//! work itself: header names are constants, nothing is formatted twice, and
+//! the request id comes from a thread-local generator (a v4 UUID from
+//! `getrandom` is a system call per request).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
+use rand::Rng;
+use std::fmt::Write as _;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -15,17 +22,27 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 /// `te: trailers` is kept for gRPC, which needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for h in HOP_BY_HOP.iter().chain(named.iter()) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for h in &named {
+            headers.remove(h);
+        }
+    }
+    for h in &HOP_BY_HOP {
         headers.remove(h);
     }
     headers.remove(header::TRAILER);
@@ -37,32 +54,60 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Adds the `x-forwarded-*` headers for a request that arrived from `client_ip`.
 pub fn add_forwarded(headers: &mut HeaderMap, client_ip: Option<std::net::IpAddr>, original_host: Option<HeaderValue>) {
     if let Some(ip) = client_ip {
-        let xff = HeaderName::from_static("x-forwarded-for");
-        let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(xff, v);
+        let prev = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+        let mut value = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+        if let Some(prev) = prev {
+            value.push_str(prev);
+            value.push_str(", ");
+        }
+        let _ = write!(value, "{ip}");
+        if let Ok(v) = HeaderValue::try_from(value) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
         }
     }
     if let Some(host) = original_host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
 }
 
-/// The request id: the client's `x-request-id` if it sent a sane one, else a new one.
+/// The request id: the client's `x-request-id` if it sent a sane one, else a
+/// new one (a random v4 UUID, 32 hex digits).
 pub fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+        .unwrap_or_else(|| {
+            let bytes: [u8; 16] = rand::rng().random();
+            uuid::Builder::from_random_bytes(bytes).into_uuid().simple().to_string()
+        })
+}
+
+/// The request id as a header value. Marked sensitive, which tells HPACK
+/// (HTTP/2: gRPC upstreams and the tunnel) not to index it: a value that is
+/// new on every request would otherwise churn the dynamic table, and make
+/// every later lookup of that name walk a long chain of dead ids.
+pub fn request_id_value(rid: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(rid).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// `Host` for an HTTP/1 request to `origin`, as the HTTP client would write
+/// it (the port only when it is not the scheme's default). Set by the proxy
+/// so the client does not have to format it, and grow the header map, per request.
+pub fn host_for(origin: &http::Uri) -> Option<HeaderValue> {
+    let authority = origin.authority()?;
+    let default_port = match origin.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    match authority.port_u16() {
+        Some(p) if p != default_port => HeaderValue::from_str(authority.as_str()).ok(),
+        _ => HeaderValue::from_str(authority.host()).ok(),
+    }
 }
 
 /// `prefix` + `rest` (which starts with `/`), keeping the query.
@@ -74,7 +119,7 @@ pub fn upstream_path(prefix: &str, rest: &str, query: Option<&str>) -> Option<Pa
         s.push('?');
         s.push_str(q);
     }
-    s.parse().ok()
+    PathAndQuery::from_maybe_shared(bytes::Bytes::from(s)).ok()
 }
 
 #[cfg(test)]
@@ -111,6 +156,16 @@ mod tests {
     }
 
     #[test]
+    fn host_drops_only_the_default_port() {
+        let host = |u: &str| host_for(&u.parse().unwrap()).unwrap();
+        assert_eq!(host("http://127.0.0.1:8100/"), "127.0.0.1:8100");
+        assert_eq!(host("http://notes:80/"), "notes");
+        assert_eq!(host("http://notes/"), "notes");
+        assert_eq!(host("https://notes:443/"), "notes");
+        assert_eq!(host("https://notes:80/"), "notes:80");
+    }
+
+    #[test]
     fn paths_keep_prefix_and_query() {
         assert_eq!(
             upstream_path("", "/convert", Some("a=1&b=2")).unwrap(),
@@ -125,6 +180,10 @@ mod tests {
         let mut h = HeaderMap::new();
         let made = request_id(&h);
         assert_eq!(made.len(), 32);
+        assert!(made.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(uuid::Uuid::parse_str(&made).unwrap().get_version_num(), 4);
+        assert_ne!(made, request_id(&h));
+        assert!(request_id_value(&made).unwrap().is_sensitive());
         h.insert("x-request-id", "abc".parse().unwrap());
         assert_eq!(request_id(&h), "abc");
     }

@@ -190,11 +190,15 @@ impl Proxy {
             .and_then(|c| c.remote_addr())
             .map(|a| a.ip());
         let mut headers = parts.headers;
+        // Room for what is added below (x-forwarded-*, x-request-id, host),
+        // so the map grows at most once.
+        headers.reserve(6);
         let original_host = headers.remove(header::HOST);
         forward::strip_hop_by_hop(&mut headers);
         forward::add_forwarded(&mut headers, client_ip, original_host);
-        if let Ok(v) = HeaderValue::from_str(rid) {
-            headers.insert("x-request-id", v);
+        let rid_value = forward::request_id_value(rid);
+        if let Some(v) = &rid_value {
+            headers.insert(forward::X_REQUEST_ID.clone(), v.clone());
         }
         let query = parts.uri.query().map(str::to_string);
 
@@ -224,14 +228,24 @@ impl Proxy {
             let mut uri = ep.origin.clone().into_parts();
             uri.path_and_query = Some(pq);
             let uri = http::Uri::from_parts(uri).map_err(|e| ProxyError::Body(e.to_string()))?;
+            // HTTP/1 upstreams get `Host` from us rather than from the client
+            // (same value, less work); HTTP/2 ones carry `:authority` instead.
+            match (&ep.via, wire, forward::host_for(&uri)) {
+                (Via::Direct, Wire::Http1, Some(host)) => {
+                    headers.insert(header::HOST, host);
+                }
+                _ => {
+                    headers.remove(header::HOST);
+                }
+            }
             let upstream = build_request(&parts.method, uri, &headers, body, wire);
             let in_flight = balance::InFlight::start(&ep);
             match tokio::time::timeout(timeout, self.send(&ep, service, upstream, wire)).await {
                 Ok(Ok(resp)) => {
                     let (mut rp, incoming) = resp.into_parts();
                     forward::strip_hop_by_hop(&mut rp.headers);
-                    if let Ok(v) = HeaderValue::from_str(rid) {
-                        rp.headers.insert("x-request-id", v);
+                    if let Some(v) = rid_value {
+                        rp.headers.insert(forward::X_REQUEST_ID.clone(), v);
                     }
                     // The replica counts as busy until the body has gone through.
                     let body = incoming.map_frame(move |f| {

@@ -6,6 +6,7 @@ use super::{RESUME_TOKEN_HEADER, SERVICE_HEADER, WORKER_ID_HEADER};
 use crate::proto::{worker_control_client::WorkerControlClient, TunnelChunk};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -102,18 +103,32 @@ impl Forwarder {
                 format!("this worker has no local address for `{service}`"),
             );
         };
-        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let grpc = parts
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let uri = format!("{}{}{}", origin.to_string().trim_end_matches('/'), prefix, pq);
-        let Ok(uri) = uri.parse() else {
-            return Self::fail(StatusCode::BAD_REQUEST, "bad_path", format!("cannot forward to {uri}"));
+        // `origin` + `prefix` + the request's path and query, built from parts
+        // (no URL string to format and parse again on every request).
+        let pq = match (prefix.as_str(), parts.uri.path_and_query()) {
+            ("", Some(pq)) => Ok(pq.clone()),
+            (prefix, pq) => PathAndQuery::try_from(format!("{prefix}{}", pq.map_or("/", |p| p.as_str()))),
+        };
+        let mut uri = origin.into_parts();
+        uri.path_and_query = pq.ok();
+        let Ok(uri) = http::Uri::from_parts(uri) else {
+            return Self::fail(
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                format!("cannot forward {} to `{service}`", parts.uri),
+            );
         };
         parts.uri = uri;
         parts.version = if grpc { Version::HTTP_2 } else { Version::HTTP_11 };
-        if let Some(a) = origin.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        if let Some(a) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             parts.headers.insert(http::header::HOST, a);
         }
         let client = if grpc { &self.h2 } else { &self.http1 };

@@ -21,7 +21,7 @@ pub use config::{parse_listen, ConfigError, CoordinatorConfig};
 use crate::auth::Secret;
 use crate::catalog::Catalog;
 use crate::proto::{self, admin_server::AdminServer, worker_control_server::WorkerControlServer};
-use crate::proxy::{GrpcProxyService, HttpProxyService, Proxy, ProxyConfig};
+use crate::proxy::{Proxy, ProxyConfig, ProxyService};
 use crate::registry::{Registry, RegistryConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,7 +137,7 @@ impl Coordinator {
             admin: admin_secret,
             closing: closing.clone(),
         })
-        .nest_service("/service", HttpProxyService(proxy.clone()));
+        .nest_service("/service", ProxyService::http(proxy.clone()));
         let grpc = Routes::new(control)
             .add_service(admin)
             .add_service(health_service)
@@ -147,7 +147,7 @@ impl Coordinator {
         let router = grpc
             .into_axum_router()
             .merge(http)
-            .fallback_service(GrpcProxyService(proxy));
+            .fallback_service(ProxyService::grpc(proxy));
         let routes = Routes::from(router);
 
         let stop_server = CancellationToken::new();

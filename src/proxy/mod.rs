@@ -314,7 +314,7 @@ impl Proxy {
                 };
                 client.request(req).await.map_err(|e| Failure {
                     connect: e.is_connect(),
-                    detail: error_chain(&e),
+                    detail: crate::errors::chain(&e),
                 })
             }
             Via::Tunnel(sender) => {
@@ -322,7 +322,7 @@ impl Proxy {
                 if let Err(e) = sender.ready().await {
                     return Err(Failure {
                         connect: true,
-                        detail: format!("tunnel: {}", error_chain(&e)),
+                        detail: format!("tunnel: {}", crate::errors::chain(&e)),
                     });
                 }
                 *req.version_mut() = Version::HTTP_2;
@@ -331,7 +331,7 @@ impl Proxy {
                 }
                 let resp = sender.send_request(req).await.map_err(|e| Failure {
                     connect: false,
-                    detail: format!("tunnel: {}", error_chain(&e)),
+                    detail: format!("tunnel: {}", crate::errors::chain(&e)),
                 })?;
                 // The worker could not reach its local service: as good as a
                 // failed connect, and just as safe to retry elsewhere.
@@ -359,43 +359,43 @@ fn build_request(method: &Method, uri: http::Uri, headers: &HeaderMap, body: Bod
     r
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-/// `/service/...` as a tower service (mounted with `nest_service`).
+/// Which face of the proxy a [`ProxyService`] is.
+#[derive(Clone, Copy, Debug)]
+enum Face {
+    /// `/service/...` (mounted with `nest_service`).
+    Http,
+    /// gRPC calls for catalog services (the router's fallback).
+    Grpc,
+}
+
+/// The proxy as a tower service, for one face.
 #[derive(Clone)]
-pub struct HttpProxyService(pub Arc<Proxy>);
+pub struct ProxyService {
+    proxy: Arc<Proxy>,
+    face: Face,
+}
 
-impl tower::Service<Request<Body>> for HttpProxyService {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+impl ProxyService {
+    /// `/service/{name}/...`, to mount with `nest_service("/service", ..)`.
+    pub fn http(proxy: Arc<Proxy>) -> Self {
+        ProxyService {
+            proxy,
+            face: Face::Http,
+        }
     }
 
-    fn call(&mut self, req: Request<Body>) -> BoxFuture {
-        let p = self.0.clone();
-        Box::pin(async move { Ok(p.http(req).await) })
+    /// gRPC by catalog service name, for the router's fallback.
+    pub fn grpc(proxy: Arc<Proxy>) -> Self {
+        ProxyService {
+            proxy,
+            face: Face::Grpc,
+        }
     }
 }
 
-/// gRPC calls for catalog services, as a tower service (the router's fallback).
-#[derive(Clone)]
-pub struct GrpcProxyService(pub Arc<Proxy>);
-
-impl tower::Service<Request<Body>> for GrpcProxyService {
+impl tower::Service<Request<Body>> for ProxyService {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture;
@@ -405,7 +405,12 @@ impl tower::Service<Request<Body>> for GrpcProxyService {
     }
 
     fn call(&mut self, req: Request<Body>) -> BoxFuture {
-        let p = self.0.clone();
-        Box::pin(async move { Ok(p.grpc(req).await) })
+        let (p, face) = (self.proxy.clone(), self.face);
+        Box::pin(async move {
+            Ok(match face {
+                Face::Http => p.http(req).await,
+                Face::Grpc => p.grpc(req).await,
+            })
+        })
     }
 }

@@ -371,7 +371,8 @@ fn find_tools(s: &Settings) -> Result<Tools> {
     } else {
         None
     };
-    let edgeplane = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/edgeplane");
+    // Cargo builds the binary (same profile) for the bench and names it here.
+    let edgeplane = PathBuf::from(env!("CARGO_BIN_EXE_edgeplane"));
     if !edgeplane.is_file() {
         missing.push(format!(
             "  {}: cargo build --release   (the bench runs the release binary)",

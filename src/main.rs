@@ -12,6 +12,25 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Runtime threads: 1 runs everything on one thread (an event loop like
+    /// nginx's single worker, with no hand-offs between threads); unset uses
+    /// one per CPU this process may run on.
+    #[arg(long, global = true, env = "EDGEPLANE_THREADS")]
+    threads: Option<usize>,
+}
+
+/// The tokio runtime `--threads` asks for.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        Some(0) => Err(std::io::Error::other("--threads must be at least 1")),
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -81,9 +100,14 @@ fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    runtime(cli.threads)
+        .context("cannot start the runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Coordinator(cfg) => {
             init_tracing();

@@ -54,6 +54,12 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "EDGEPLANE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// An HTTP/1 connection whose next request head has not arrived this
+    /// long after the previous response (idle keep-alive, or a slow sender)
+    /// is closed.
+    #[arg(long, env = "EDGEPLANE_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+
     /// On SIGINT/SIGTERM: how long streams get to close before connections are cut.
     #[arg(long, env = "EDGEPLANE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -107,6 +113,7 @@ impl Default for CoordinatorConfig {
             max_message_bytes: 1024 * 1024,
             max_pending_handshakes: 1024,
             handshake_timeout: Duration::from_secs(5),
+            http_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             http2_keepalive_interval: Duration::from_secs(20),
             http2_keepalive_timeout: Duration::from_secs(10),
@@ -144,6 +151,12 @@ impl CoordinatorConfig {
         }
         if self.max_pending_handshakes == 0 {
             return Err(ConfigError::Zero("max pending handshakes"));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::Zero("handshake timeout"));
+        }
+        if self.http_idle_timeout.is_zero() {
+            return Err(ConfigError::Zero("HTTP idle timeout"));
         }
         if self.keepalive_interval >= self.heartbeat_timeout {
             return Err(ConfigError::KeepaliveTooSlow(

@@ -1,6 +1,7 @@
 //! The coordinator: one port that speaks gRPC (WorkerControl, Admin,
 //! grpc.health.v1, reflection v1 and v1alpha) and HTTP (`/health`,
-//! `/api/admin/*`).
+//! `/api/admin/*`, the `/service/` proxy). [`front`] tells the protocols
+//! apart: HTTP/2 goes to the tonic server, HTTP/1 is served there.
 //!
 //! [`Coordinator::serve`] takes a bound listener and a shutdown token, so
 //! tests run the real server on `127.0.0.1:0`.
@@ -10,18 +11,20 @@ mod assignment;
 mod catalog_views;
 mod config;
 mod control;
+mod front;
 mod http;
 mod listener;
 mod placement_loop;
 mod service_health;
 mod session;
+mod sniff;
 
 pub use config::{parse_listen, ConfigError, CoordinatorConfig};
 
 use crate::auth::Secret;
 use crate::catalog::Catalog;
 use crate::proto::{self, admin_server::AdminServer, worker_control_server::WorkerControlServer};
-use crate::proxy::{Proxy, ProxyConfig, ProxyService};
+use crate::proxy::{Proxy, ProxyConfig, ProxyService, SERVICE_PREFIX};
 use crate::registry::{Registry, RegistryConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,7 +140,12 @@ impl Coordinator {
             admin: admin_secret,
             closing: closing.clone(),
         })
-        .nest_service("/service", ProxyService::http(proxy.clone()));
+        .route_service(SERVICE_PREFIX, ProxyService::http(proxy.clone()))
+        .route_service(&format!("{SERVICE_PREFIX}/"), ProxyService::http(proxy.clone()))
+        .route_service(
+            &format!("{SERVICE_PREFIX}/{{*rest}}"),
+            ProxyService::http(proxy.clone()),
+        );
         let grpc = Routes::new(control)
             .add_service(admin)
             .add_service(health_service)
@@ -147,21 +155,24 @@ impl Coordinator {
         let router = grpc
             .into_axum_router()
             .merge(http)
-            .fallback_service(ProxyService::grpc(proxy));
-        let routes = Routes::from(router);
+            .fallback_service(ProxyService::grpc(proxy.clone()));
+        let routes = Routes::from(router.clone());
 
         let stop_server = CancellationToken::new();
+        let front = Arc::new(front::Front {
+            proxy: ProxyService::http(proxy),
+            router,
+            first_byte_timeout: cfg.handshake_timeout,
+            header_timeout: cfg.http_idle_timeout,
+        });
+        let incoming = front::spawn(listener, cfg.max_connections, front, stop_server.clone());
         let server = tonic::transport::Server::builder()
-            .accept_http1(true)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(cfg.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(cfg.http2_keepalive_timeout))
             .max_concurrent_streams(Some(cfg.max_streams_per_connection))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                listener::accept_limited(listener, cfg.max_connections),
-                stop_server.clone().cancelled_owned(),
-            );
+            .serve_with_incoming_shutdown(incoming, stop_server.clone().cancelled_owned());
         let mut server = tokio::spawn(server);
         let clock = tokio::spawn(health_clock(registry.clone(), closing.clone()));
         tokio::spawn(placement_loop::run(

@@ -17,8 +17,10 @@
 mod balance;
 mod error;
 mod forward;
+mod inline;
 
 pub use error::ProxyError;
+pub use inline::{InlineUpstreams, SendFailure};
 
 use crate::catalog::Catalog;
 use crate::routes::{Endpoint, RouteTable, Unavailable, Via};
@@ -39,6 +41,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tower::retry::budget::{Budget, TpsBudget};
 use tracing::{debug, warn};
+
+/// Where the HTTP face is mounted: `/service/{name-or-alias}/{rest}`.
+pub const SERVICE_PREFIX: &str = "/service";
+
+/// Whether `path` is for the HTTP face.
+pub fn is_service_path(path: &str) -> bool {
+    path.strip_prefix(SERVICE_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// Proxy limits and timeouts.
 #[derive(Debug, Clone)]
@@ -122,10 +133,14 @@ impl Proxy {
         Err(ProxyError::UnknownService(name.to_string()))
     }
 
-    /// `/service/...` (already stripped to `/{name}/{rest}`).
+    /// `/service/{name}/{rest}`.
     async fn http(self: Arc<Self>, req: Request<Body>) -> Response {
         let rid = forward::request_id(req.headers());
-        let path = req.uri().path().trim_start_matches('/');
+        let path = req.uri().path();
+        let path = path
+            .strip_prefix(SERVICE_PREFIX)
+            .unwrap_or(path)
+            .trim_start_matches('/');
         let (name, rest) = match path.find('/') {
             Some(i) => (&path[..i], &path[i..]),
             None => (path, ""),
@@ -201,6 +216,7 @@ impl Proxy {
             headers.insert(forward::X_REQUEST_ID.clone(), v.clone());
         }
         let query = parts.uri.query().map(str::to_string);
+        let inline = parts.extensions.get::<Arc<InlineUpstreams>>().cloned();
 
         // Small bodies are kept so a failed attempt can be replayed.
         let (replay, mut streaming): (Option<Bytes>, Option<Body>) = match http_body::Body::size_hint(&body).exact() {
@@ -239,20 +255,16 @@ impl Proxy {
                 }
             }
             let upstream = build_request(&parts.method, uri, &headers, body, wire);
+            // The replica counts as busy until the response body has gone through.
             let in_flight = balance::InFlight::start(&ep);
-            match tokio::time::timeout(timeout, self.send(&ep, service, upstream, wire)).await {
-                Ok(Ok(resp)) => {
-                    let (mut rp, incoming) = resp.into_parts();
-                    forward::strip_hop_by_hop(&mut rp.headers);
+            let sent = self.send(&ep, service, upstream, wire, inline.as_ref(), in_flight);
+            match tokio::time::timeout(timeout, sent).await {
+                Ok(Ok(mut resp)) => {
+                    forward::strip_hop_by_hop(resp.headers_mut());
                     if let Some(v) = rid_value {
-                        rp.headers.insert(forward::X_REQUEST_ID.clone(), v);
+                        resp.headers_mut().insert(forward::X_REQUEST_ID.clone(), v);
                     }
-                    // The replica counts as busy until the body has gone through.
-                    let body = incoming.map_frame(move |f| {
-                        let _ = &in_flight;
-                        f
-                    });
-                    return Ok(Response::from_parts(rp, Body::new(body)));
+                    return Ok(resp);
                 }
                 Err(_) => {
                     warn!(%service, worker = %ep.worker_name, ?timeout, request_id = rid, "upstream timed out");
@@ -263,7 +275,6 @@ impl Proxy {
                     });
                 }
                 Ok(Err(failure)) => {
-                    drop(in_flight);
                     if failure.connect {
                         let until = self.now_ms() + self.config.eject_for.as_millis() as u64;
                         ep.load.ejected_until_ms.store(until, Ordering::Relaxed);
@@ -290,32 +301,43 @@ impl Proxy {
     }
 }
 
-/// Why an attempt got no response head.
-struct Failure {
-    /// The replica could not be reached at all (it gets ejected for a while).
-    connect: bool,
-    detail: String,
-}
+/// Why an attempt got no response head (a replica that could not be
+/// reached at all gets ejected for a while).
+type Failure = SendFailure;
 
 impl Proxy {
-    /// Sends one attempt to one replica, directly or down its worker's tunnel.
+    /// Sends one attempt to one replica, directly or down its worker's
+    /// tunnel. `in_flight` lives as long as the response body.
     async fn send(
         &self,
         ep: &Endpoint,
         service: &str,
         mut req: Request<Body>,
         wire: Wire,
-    ) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+        inline: Option<&Arc<InlineUpstreams>>,
+        in_flight: balance::InFlight,
+    ) -> Result<Response, Failure> {
         match &ep.via {
             Via::Direct => {
+                // An HTTP/1 client connection of our own: its own upstream
+                // connections, driven in its task (see [`inline`]).
+                if let (Wire::Http1, Some(inline), Some(authority)) = (wire, inline, ep.origin.authority()) {
+                    return inline
+                        .send(authority, req, self.config.connect_timeout, in_flight)
+                        .await;
+                }
                 let client = match wire {
                     Wire::Http1 => &self.http1,
                     Wire::H2 => &self.h2,
                 };
-                client.request(req).await.map_err(|e| Failure {
-                    connect: e.is_connect(),
-                    detail: crate::errors::chain(&e),
-                })
+                client
+                    .request(req)
+                    .await
+                    .map(|r| guarded(r, in_flight))
+                    .map_err(|e| Failure {
+                        connect: e.is_connect(),
+                        detail: crate::errors::chain(&e),
+                    })
             }
             Via::Tunnel(sender) => {
                 let mut sender = sender.clone();
@@ -336,7 +358,7 @@ impl Proxy {
                 // The worker could not reach its local service: as good as a
                 // failed connect, and just as safe to retry elsewhere.
                 match resp.headers().get(crate::tunnel::FORWARD_ERROR_HEADER) {
-                    None => Ok(resp),
+                    None => Ok(guarded(resp, in_flight)),
                     Some(kind) => Err(Failure {
                         connect: kind == "connect",
                         detail: format!("worker could not reach the service ({})", kind.to_str().unwrap_or("?")),
@@ -345,6 +367,16 @@ impl Proxy {
             }
         }
     }
+}
+
+/// A response whose body holds `in_flight` until it has been sent on.
+fn guarded(resp: http::Response<hyper::body::Incoming>, in_flight: balance::InFlight) -> Response {
+    resp.map(|b| {
+        Body::new(b.map_frame(move |f| {
+            let _ = &in_flight;
+            f
+        }))
+    })
 }
 
 fn build_request(method: &Method, uri: http::Uri, headers: &HeaderMap, body: Body, wire: Wire) -> Request<Body> {
@@ -364,7 +396,7 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Sen
 /// Which face of the proxy a [`ProxyService`] is.
 #[derive(Clone, Copy, Debug)]
 enum Face {
-    /// `/service/...` (mounted with `nest_service`).
+    /// `/service/...`.
     Http,
     /// gRPC calls for catalog services (the router's fallback).
     Grpc,
@@ -378,7 +410,7 @@ pub struct ProxyService {
 }
 
 impl ProxyService {
-    /// `/service/{name}/...`, to mount with `nest_service("/service", ..)`.
+    /// `/service/{name}/...` (full paths, not stripped).
     pub fn http(proxy: Arc<Proxy>) -> Self {
         ProxyService {
             proxy,

@@ -4,6 +4,7 @@
 use super::pipe::pipe;
 use super::{RESUME_TOKEN_HEADER, SERVICE_HEADER, WORKER_ID_HEADER};
 use crate::proto::{worker_control_client::WorkerControlClient, TunnelChunk};
+use crate::proxy::{InlineUpstreams, SendFailure};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::uri::PathAndQuery;
@@ -13,6 +14,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -52,11 +54,18 @@ impl LocalServices {
     }
 }
 
+/// Idle HTTP/1 connections the worker keeps to its local services.
+const MAX_IDLE_HTTP1: usize = 256;
+/// How long reaching a local service may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Forwards tunnelled requests to local services.
 #[derive(Clone)]
 pub struct Forwarder {
     services: LocalServices,
-    http1: Client<HttpConnector, Body>,
+    /// HTTP/1 connections driven by the request that holds them (no task
+    /// per connection; see [`InlineUpstreams`]).
+    http1: Arc<InlineUpstreams>,
     h2: Client<HttpConnector, Body>,
 }
 
@@ -64,11 +73,10 @@ impl Forwarder {
     pub fn new(services: LocalServices) -> Self {
         let mut c = HttpConnector::new();
         c.set_nodelay(true);
+        c.set_connect_timeout(Some(CONNECT_TIMEOUT));
         Forwarder {
             services,
-            http1: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(256)
-                .build(c.clone()),
+            http1: Arc::new(InlineUpstreams::with_max_idle(MAX_IDLE_HTTP1)),
             h2: Client::builder(TokioExecutor::new()).http2_only(true).build(c),
         }
     }
@@ -131,15 +139,30 @@ impl Forwarder {
         {
             parts.headers.insert(http::header::HOST, a);
         }
-        let client = if grpc { &self.h2 } else { &self.http1 };
-        match client.request(Request::from_parts(parts, Body::new(body))).await {
-            Ok(resp) => {
-                let (p, b) = resp.into_parts();
-                Response::from_parts(p, Body::new(b))
-            }
+        let authority = parts.uri.authority().cloned();
+        let req = Request::from_parts(parts, Body::new(body));
+        let sent = match (grpc, authority) {
+            (false, Some(authority)) => self.http1.send(&authority, req, CONNECT_TIMEOUT, ()).await,
+            _ => self
+                .h2
+                .request(req)
+                .await
+                .map(|r| r.map(Body::new))
+                .map_err(|e| SendFailure {
+                    connect: e.is_connect(),
+                    detail: e.to_string(),
+                }),
+        };
+        match sent {
+            Ok(resp) => resp,
             Err(e) => {
-                let mut r = Self::fail(StatusCode::BAD_GATEWAY, "upstream_failed", format!("{service}: {e}"));
-                let kind = if e.is_connect() { "connect" } else { "reset" };
+                let detail = e.detail;
+                let mut r = Self::fail(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    format!("{service}: {detail}"),
+                );
+                let kind = if e.connect { "connect" } else { "reset" };
                 r.headers_mut()
                     .insert(super::FORWARD_ERROR_HEADER, HeaderValue::from_static(kind));
                 r

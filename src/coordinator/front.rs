@@ -1,0 +1,145 @@
+//! The front door: accepts connections within the connection limit, sends
+//! HTTP/2 ones to the tonic server, and serves HTTP/1 ones here.
+//!
+//! Why not let tonic serve HTTP/1 as well (it can): every proxied request
+//! would then pass the gRPC server's layers and the router before reaching
+//! the proxy, and its upstream request would go through the pooled client's
+//! tasks and channels. Here a `/service/` request goes straight to the proxy
+//! tower service, which drives its upstream connection in this connection's
+//! own task ([`crate::proxy::InlineUpstreams`]). Every other HTTP/1 request
+//! goes to the same router tonic serves, so both protocols see one API.
+
+use super::listener::{self, Limited};
+use super::sniff::{sniff, Prefixed, Protocol};
+use crate::proxy::{is_service_path, InlineUpstreams, ProxyService};
+use axum::body::Body;
+use axum::response::Response;
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tower::ServiceExt;
+use tracing::debug;
+
+/// What the front door serves HTTP/1 with.
+pub struct Front {
+    /// The proxy's `/service/` face.
+    pub proxy: ProxyService,
+    /// Everything else (`/health`, `/api/admin/*`, ...).
+    pub router: axum::Router,
+    /// A new connection that sends nothing for this long is closed.
+    pub first_byte_timeout: Duration,
+    /// An HTTP/1 connection is closed when a request head takes longer than
+    /// this to arrive, counted from the end of the previous response; this
+    /// bounds idle keep-alive connections and slow senders alike.
+    pub header_timeout: Duration,
+}
+
+/// A connection for the tonic server: HTTP/2, its first bytes put back.
+pub type H2Conn = Prefixed<Limited>;
+
+/// Accepts on `listener` until `stop`; returns the HTTP/2 connections, for
+/// the tonic server.
+pub fn spawn(
+    listener: TcpListener,
+    max_connections: usize,
+    front: Arc<Front>,
+    stop: CancellationToken,
+) -> ReceiverStream<io::Result<H2Conn>> {
+    let (h2_tx, h2_rx) = mpsc::channel(64);
+    let mut accepted = listener::accept_limited(listener, max_connections);
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                c = accepted.next() => c,
+                _ = stop.cancelled() => return,
+            };
+            let Some(Ok(conn)) = conn else { return };
+            tokio::spawn(route(conn, front.clone(), h2_tx.clone(), stop.clone()));
+        }
+    });
+    ReceiverStream::new(h2_rx)
+}
+
+async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<H2Conn>>, stop: CancellationToken) {
+    let info = conn.connect_info();
+    let (protocol, io) = match sniff(conn, front.first_byte_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "connection closed before a protocol was seen");
+            return;
+        }
+    };
+    match protocol {
+        Protocol::Http2 => {
+            let _ = h2.send(Ok(io)).await;
+        }
+        Protocol::Http1 => {
+            drop(h2);
+            serve_http1(io, info, front, stop).await;
+        }
+    }
+}
+
+async fn serve_http1(io: H2Conn, info: TcpConnectInfo, front: Arc<Front>, stop: CancellationToken) {
+    let header_timeout = front.header_timeout;
+    let service = Http1Service {
+        front,
+        info,
+        inline: Arc::new(InlineUpstreams::default()),
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        biased;
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "HTTP/1 connection ended");
+    }
+}
+
+/// One HTTP/1 connection's service: the connection's address and its own
+/// upstream connections go with each request.
+struct Http1Service {
+    front: Arc<Front>,
+    info: TcpConnectInfo,
+    inline: Arc<InlineUpstreams>,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Http1Service {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn call(&self, req: Request<Incoming>) -> BoxFuture {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(self.info.clone());
+        if is_service_path(req.uri().path()) {
+            req.extensions_mut().insert(self.inline.clone());
+            Box::pin(self.front.proxy.clone().oneshot(req))
+        } else {
+            Box::pin(self.front.router.clone().oneshot(req))
+        }
+    }
+}

@@ -11,7 +11,7 @@
 
 use super::listener::{self, Limited};
 use super::sniff::{sniff, Prefixed, Protocol};
-use crate::proxy::{is_service_path, InlineUpstreams, ProxyService};
+use crate::proxy::{is_service_path, ClientAddr, ClientConn, InlineUpstreams, ProxyService};
 use axum::body::Body;
 use axum::response::Response;
 use http::Request;
@@ -94,11 +94,11 @@ async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<H2C
 
 async fn serve_http1(io: H2Conn, info: TcpConnectInfo, front: Arc<Front>, stop: CancellationToken) {
     let header_timeout = front.header_timeout;
-    let service = Http1Service {
-        front,
-        info,
-        inline: Arc::new(InlineUpstreams::default()),
+    let conn = ClientConn {
+        addr: info.remote_addr().and_then(|a| ClientAddr::new(a.ip())),
+        upstreams: Arc::new(InlineUpstreams::default()),
     };
+    let service = Http1Service { front, info, conn };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -121,8 +121,10 @@ async fn serve_http1(io: H2Conn, info: TcpConnectInfo, front: Arc<Front>, stop: 
 /// upstream connections go with each request.
 struct Http1Service {
     front: Arc<Front>,
+    /// For the API router (handlers may ask for the peer's address).
     info: TcpConnectInfo,
-    inline: Arc<InlineUpstreams>,
+    /// For the proxy.
+    conn: ClientConn,
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -134,11 +136,11 @@ impl hyper::service::Service<Request<Incoming>> for Http1Service {
 
     fn call(&self, req: Request<Incoming>) -> BoxFuture {
         let mut req = req.map(Body::new);
-        req.extensions_mut().insert(self.info.clone());
         if is_service_path(req.uri().path()) {
-            req.extensions_mut().insert(self.inline.clone());
+            req.extensions_mut().insert(self.conn.clone());
             Box::pin(self.front.proxy.clone().oneshot(req))
         } else {
+            req.extensions_mut().insert(self.info.clone());
             Box::pin(self.front.router.clone().oneshot(req))
         }
     }

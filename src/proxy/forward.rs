@@ -9,7 +9,6 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use rand::Rng;
-use std::fmt::Write as _;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
 static HOP_BY_HOP: [HeaderName; 7] = [
@@ -30,6 +29,12 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 /// `te: trailers` is kept for gRPC, which needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the few names present costs
+    // less than nine hashed removals.
+    let hop = |n: &HeaderName| HOP_BY_HOP.contains(n) || n == header::TRAILER || n == header::TE;
+    if !headers.keys().any(hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -51,17 +56,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds the `x-forwarded-*` headers for a request that arrived from `client_ip`.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: Option<std::net::IpAddr>, original_host: Option<HeaderValue>) {
-    if let Some(ip) = client_ip {
-        let prev = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-        let mut value = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
-        if let Some(prev) = prev {
-            value.push_str(prev);
-            value.push_str(", ");
-        }
-        let _ = write!(value, "{ip}");
-        if let Ok(v) = HeaderValue::try_from(value) {
+/// A client's address as an `x-forwarded-for` value, formatted once per
+/// connection rather than on every request.
+#[derive(Clone, Debug)]
+pub struct ClientAddr(HeaderValue);
+
+impl ClientAddr {
+    pub fn new(ip: std::net::IpAddr) -> Option<Self> {
+        HeaderValue::try_from(ip.to_string()).ok().map(ClientAddr)
+    }
+}
+
+/// Adds the `x-forwarded-*` headers for a request that arrived from `client`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: Option<&ClientAddr>, original_host: Option<HeaderValue>) {
+    if let Some(ClientAddr(ip)) = client {
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            None => Some(ip.clone()),
+            Some(prev) => {
+                let mut value = String::with_capacity(prev.len() + 2 + ip.len());
+                value.push_str(prev);
+                value.push_str(", ");
+                value.push_str(ip.to_str().unwrap_or_default());
+                HeaderValue::try_from(value).ok()
+            }
+        };
+        if let Some(v) = value {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
     }
@@ -81,7 +100,9 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .map(str::to_string)
         .unwrap_or_else(|| {
             let bytes: [u8; 16] = rand::rng().random();
-            uuid::Builder::from_random_bytes(bytes).into_uuid().simple().to_string()
+            let mut hex = [0u8; uuid::fmt::Simple::LENGTH];
+            let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+            id.simple().encode_lower(&mut hex).to_string()
         })
 }
 
@@ -145,14 +166,16 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        add_forwarded(
-            &mut h,
-            Some("127.0.0.1".parse().unwrap()),
-            Some("example".parse().unwrap()),
-        );
+        let client = ClientAddr::new("127.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, client.as_ref(), Some("example".parse().unwrap()));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "example");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        let mut fresh = HeaderMap::new();
+        let v6 = ClientAddr::new("::1".parse().unwrap());
+        add_forwarded(&mut fresh, v6.as_ref(), None);
+        assert_eq!(fresh.get("x-forwarded-for").unwrap(), "::1");
+        assert!(fresh.get("x-forwarded-host").is_none());
     }
 
     #[test]

@@ -20,7 +20,17 @@ mod forward;
 mod inline;
 
 pub use error::ProxyError;
+pub use forward::ClientAddr;
 pub use inline::{InlineUpstreams, SendFailure};
+
+/// What a client connection served by the front door gives each of its
+/// proxied requests (one request extension): its address, formatted once,
+/// and its own upstream connections.
+#[derive(Clone)]
+pub struct ClientConn {
+    pub addr: Option<ClientAddr>,
+    pub upstreams: Arc<InlineUpstreams>,
+}
 
 use crate::catalog::Catalog;
 use crate::routes::{Endpoint, RouteTable, Unavailable, Via};
@@ -199,24 +209,28 @@ impl Proxy {
         }
 
         let (parts, body) = req.into_parts();
-        let client_ip = parts
-            .extensions
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|c| c.remote_addr())
-            .map(|a| a.ip());
+        // Formatted once per connection by the front door; per request otherwise.
+        let conn = parts.extensions.get::<ClientConn>();
+        let client = conn.and_then(|c| c.addr.clone()).or_else(|| {
+            parts
+                .extensions
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|c| c.remote_addr())
+                .and_then(|a| forward::ClientAddr::new(a.ip()))
+        });
         let mut headers = parts.headers;
         // Room for what is added below (x-forwarded-*, x-request-id, host),
         // so the map grows at most once.
         headers.reserve(6);
         let original_host = headers.remove(header::HOST);
         forward::strip_hop_by_hop(&mut headers);
-        forward::add_forwarded(&mut headers, client_ip, original_host);
+        forward::add_forwarded(&mut headers, client.as_ref(), original_host);
         let rid_value = forward::request_id_value(rid);
         if let Some(v) = &rid_value {
             headers.insert(forward::X_REQUEST_ID.clone(), v.clone());
         }
         let query = parts.uri.query().map(str::to_string);
-        let inline = parts.extensions.get::<Arc<InlineUpstreams>>().cloned();
+        let inline = conn.map(|c| c.upstreams.clone());
 
         // Small bodies are kept so a failed attempt can be replayed.
         let (replay, mut streaming): (Option<Bytes>, Option<Body>) = match http_body::Body::size_hint(&body).exact() {
@@ -230,6 +244,9 @@ impl Proxy {
         self.budget.deposit();
         let timeout = self.catalog.timeout(service, self.config.timeout);
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+        // Only a request that may be retried needs its headers kept for the
+        // next attempt; the others give theirs to the one attempt they get.
+        let may_retry = replay.is_some() && routes.ready.len() > 1 && self.config.retries > 0;
         loop {
             let Some(ep) = balance::pick(&routes.ready, &tried, self.now_ms()) else {
                 unreachable!("retry stops before running out of replicas")
@@ -254,7 +271,12 @@ impl Proxy {
                     headers.remove(header::HOST);
                 }
             }
-            let upstream = build_request(&parts.method, uri, &headers, body, wire);
+            let attempt_headers = if may_retry {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            let upstream = build_request(&parts.method, uri, attempt_headers, body, wire);
             // The replica counts as busy until the response body has gone through.
             let in_flight = balance::InFlight::start(&ep);
             let sent = self.send(&ep, service, upstream, wire, inline.as_ref(), in_flight);
@@ -281,7 +303,7 @@ impl Proxy {
                     }
                     tried.push(ep.clone());
                     let others_left = routes.ready.iter().any(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r)));
-                    let retry = replay.is_some()
+                    let retry = may_retry
                         && others_left
                         && tried.len() <= self.config.retries as usize
                         && self.budget.withdraw();
@@ -379,11 +401,11 @@ fn guarded(resp: http::Response<hyper::body::Incoming>, in_flight: balance::InFl
     })
 }
 
-fn build_request(method: &Method, uri: http::Uri, headers: &HeaderMap, body: Body, wire: Wire) -> Request<Body> {
+fn build_request(method: &Method, uri: http::Uri, headers: HeaderMap, body: Body, wire: Wire) -> Request<Body> {
     let mut r = Request::new(body);
     *r.method_mut() = method.clone();
     *r.uri_mut() = uri;
-    *r.headers_mut() = headers.clone();
+    *r.headers_mut() = headers;
     *r.version_mut() = match wire {
         Wire::Http1 => Version::HTTP_11,
         Wire::H2 => Version::HTTP_2,

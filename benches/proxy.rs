@@ -375,7 +375,7 @@ fn find_tools(s: &Settings) -> Result<Tools> {
     let edgeplane = PathBuf::from(env!("CARGO_BIN_EXE_edgeplane"));
     if !edgeplane.is_file() {
         missing.push(format!(
-            "  {}: cargo build --release   (the bench runs the release binary)",
+            "  {}: cargo bench builds it; run the bench through cargo",
             edgeplane.display()
         ));
     }
@@ -1029,7 +1029,7 @@ impl Report<'_> {
     fn markdown(&self) -> String {
         let s = self.settings;
         let mut m = String::new();
-        let _ = writeln!(m, "Command: `cargo build --release && cargo bench --bench proxy`  ");
+        let _ = writeln!(m, "Command: `cargo bench --bench proxy`  ");
         let _ = writeln!(
             m,
             "Load: `{} --timeout 5s URL` per path and round; {} round(s) of every path, round-robin, after a {}s warm-up each; figures are medians over rounds.  ",

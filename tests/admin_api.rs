@@ -201,7 +201,8 @@ async fn cli_lists_workers_as_a_table_and_as_json() {
         );
     }
 
-    let out = cli(&["workers", "--coordinator", &c.url, "--json"], None).await;
+    // `--threads 1` (one runtime thread) gives the same answer; 0 is refused.
+    let out = cli(&["--threads", "1", "workers", "--coordinator", &c.url, "--json"], None).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     let mut listed: Vec<String> = json
@@ -214,6 +215,9 @@ async fn cli_lists_workers_as_a_table_and_as_json() {
     let mut expected = ids.to_vec();
     expected.sort();
     assert_eq!(listed, expected);
+    let out = cli(&["workers", "--threads", "0", "--coordinator", &c.url], None).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threads must be at least 1"));
 
     stop_a.cancel();
     stop_b.cancel();

@@ -213,3 +213,81 @@ async fn http1_and_http2_clients_get_the_same_proxy_on_one_port() {
         assert_eq!((r.version(), r.status().as_u16()), (version, 200));
     }
 }
+
+/// A backend that answers `/health` at once and holds every other request
+/// until the test releases it, reporting each arrival on `arrived`.
+async fn holding_backend(arrived: mpsc::Sender<()>, release: Arc<tokio::sync::Notify>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let (arrived, release) = (arrived.clone(), release.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    if !buf.starts_with(b"GET /health") {
+                        let _ = arrived.send(()).await;
+                        release.notified().await;
+                    }
+                    buf.drain(..end);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish_and_cuts_it_after_the_grace() {
+    for finish_in_time in [true, false] {
+        let (arrived_tx, mut arrived) = mpsc::channel(4);
+        let release = Arc::new(tokio::sync::Notify::new());
+        let backend = holding_backend(arrived_tx, release.clone()).await;
+        let grace = Duration::from_millis(800);
+        let (c, _guard) = routed_to(
+            &backend,
+            CoordinatorConfig {
+                shutdown_grace: grace,
+                ..fast_config()
+            },
+        )
+        .await;
+        let request = tokio::spawn(reqwest::get(format!("{}/service/notes/slow", c.url)));
+        within(arrived.recv()).await.unwrap();
+
+        let started = Instant::now();
+        c.shutdown.cancel();
+        if finish_in_time {
+            release.notify_one();
+            let r = within(request)
+                .await
+                .unwrap()
+                .expect("the request in flight is answered");
+            assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "done".into()));
+            within(c.task).await.unwrap().unwrap();
+        } else {
+            // Never released: the coordinator stops after the grace, and the
+            // client's connection is closed rather than left hanging.
+            within(c.task).await.unwrap().unwrap();
+            assert!(started.elapsed() >= grace, "stopped before the grace was over");
+            assert!(within(request).await.unwrap().is_err(), "the held request was not cut");
+        }
+    }
+}

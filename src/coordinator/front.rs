@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower::ServiceExt;
 use tracing::debug;
@@ -49,13 +50,24 @@ pub struct Front {
 /// A connection for the tonic server: HTTP/2, its first bytes put back.
 pub type H2Conn = Prefixed<Limited>;
 
-/// Accepts on `listener` until `stop`; returns the HTTP/2 connections, for
-/// the tonic server.
+/// When the front door stops, and what it is still serving.
+#[derive(Clone)]
+pub struct Stop {
+    /// Stop accepting; HTTP/1 connections finish the request in flight and close.
+    pub drain: CancellationToken,
+    /// Close the HTTP/1 connections still open (the shutdown grace is over).
+    pub cut: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+/// Accepts on `listener` until `stop.drain`; returns the HTTP/2 connections,
+/// for the tonic server.
 pub fn spawn(
     listener: TcpListener,
     max_connections: usize,
     front: Arc<Front>,
-    stop: CancellationToken,
+    stop: Stop,
 ) -> ReceiverStream<io::Result<H2Conn>> {
     let (h2_tx, h2_rx) = mpsc::channel(64);
     let mut accepted = listener::accept_limited(listener, max_connections);
@@ -63,18 +75,24 @@ pub fn spawn(
         loop {
             let conn = tokio::select! {
                 c = accepted.next() => c,
-                _ = stop.cancelled() => return,
+                _ = stop.drain.cancelled() => return,
             };
             let Some(Ok(conn)) = conn else { return };
-            tokio::spawn(route(conn, front.clone(), h2_tx.clone(), stop.clone()));
+            stop.tasks
+                .spawn(route(conn, front.clone(), h2_tx.clone(), stop.clone()));
         }
     });
     ReceiverStream::new(h2_rx)
 }
 
-async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<H2Conn>>, stop: CancellationToken) {
+async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<H2Conn>>, stop: Stop) {
     let info = conn.connect_info();
-    let (protocol, io) = match sniff(conn, front.first_byte_timeout).await {
+    let sniffed = tokio::select! {
+        s = sniff(conn, front.first_byte_timeout) => s,
+        // Shutting down: a connection that has not spoken yet is not waited for.
+        _ = stop.drain.cancelled() => return,
+    };
+    let (protocol, io) = match sniffed {
         Ok(s) => s,
         Err(e) => {
             debug!(error = %e, "connection closed before a protocol was seen");
@@ -92,7 +110,7 @@ async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<H2C
     }
 }
 
-async fn serve_http1(io: H2Conn, info: TcpConnectInfo, front: Arc<Front>, stop: CancellationToken) {
+async fn serve_http1(io: H2Conn, info: TcpConnectInfo, front: Arc<Front>, stop: Stop) {
     let header_timeout = front.header_timeout;
     let conn = ClientConn {
         addr: info.remote_addr().and_then(|a| ClientAddr::new(a.ip())),
@@ -107,9 +125,12 @@ async fn serve_http1(io: H2Conn, info: TcpConnectInfo, front: Arc<Front>, stop: 
     let result = tokio::select! {
         biased;
         r = conn.as_mut() => r,
-        _ = stop.cancelled() => {
+        _ = stop.drain.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            tokio::select! {
+                r = conn => r,
+                _ = stop.cut.cancelled() => return,
+            }
         }
     };
     if let Err(e) = result {

@@ -165,7 +165,13 @@ impl Coordinator {
             first_byte_timeout: cfg.handshake_timeout,
             header_timeout: cfg.http_idle_timeout,
         });
-        let incoming = front::spawn(listener, cfg.max_connections, front, stop_server.clone());
+        let stop_front = front::Stop {
+            drain: stop_server.clone(),
+            cut: CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        };
+        let _cut_on_return = stop_front.cut.clone().drop_guard();
+        let incoming = front::spawn(listener, cfg.max_connections, front, stop_front.clone());
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(cfg.http2_keepalive_interval))
@@ -207,12 +213,21 @@ impl Coordinator {
         closing.cancel();
         registry.close_all("coordinator shutting down");
         stop_server.cancel();
-        let res = match tokio::time::timeout(cfg.shutdown_grace, &mut server).await {
+        stop_front.tasks.close();
+        // Both servers get the grace: tonic's connections, and the HTTP/1
+        // ones finishing the request they were serving.
+        let drained = async {
+            let r = (&mut server).await;
+            stop_front.tasks.wait().await;
+            r
+        };
+        let res = match tokio::time::timeout(cfg.shutdown_grace, drained).await {
             Ok(Ok(r)) => r.map_err(Into::into),
             Ok(Err(join)) => Err(std::io::Error::other(join).into()),
             Err(_) => {
                 warn!(grace = ?cfg.shutdown_grace, "connections still open after the grace period; closing them");
                 server.abort();
+                stop_front.cut.cancel();
                 Ok(())
             }
         };

@@ -14,6 +14,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+/// The next request head on `s` (bodiless requests only), keeping any
+/// bytes after it in `buf`; `None` once the peer has gone.
+async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(buf.drain(..i + 4).collect());
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+}
+
 /// A bare HTTP/1 backend: answers every request with the number of the
 /// connection it arrived on.
 async fn numbering_backend() -> String {
@@ -38,17 +53,11 @@ async fn numbering_backend_closing(closer: Option<(mpsc::Receiver<()>, mpsc::Sen
             let closer = closer.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
                 loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    let probe = buf.starts_with(b"GET /health");
-                    buf.drain(..end);
+                    let Some(head) = read_head(&mut s, &mut buf).await else {
+                        return;
+                    };
+                    let probe = head.starts_with(b"GET /health");
                     let body = format!("conn-{n}");
                     let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
                     if s.write_all(format!("{head}{body}").as_bytes()).await.is_err() {
@@ -78,15 +87,7 @@ async fn routed_to(backend: &str, config: CoordinatorConfig) -> (TestCoordinator
     cfg.probe_interval = Duration::from_millis(50);
     let (agent, stop) = start_agent(cfg).await;
     let mut watch = c.watch().await;
-    watch
-        .until(|e| {
-            e.worker.as_ref().is_some_and(|w| {
-                w.services
-                    .iter()
-                    .any(|s| s.name == "notes-coa" && s.state == ServiceState::Ready as i32)
-            })
-        })
-        .await;
+    watch.until_service(None, Some("notes-coa"), ServiceState::Ready).await;
     (c, (agent, stop.drop_guard(), dir))
 }
 
@@ -227,20 +228,14 @@ async fn holding_backend(arrived: mpsc::Sender<()>, release: Arc<tokio::sync::No
             let (arrived, release) = (arrived.clone(), release.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
                 loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    if !buf.starts_with(b"GET /health") {
+                    let Some(head) = read_head(&mut s, &mut buf).await else {
+                        return;
+                    };
+                    if !head.starts_with(b"GET /health") {
                         let _ = arrived.send(()).await;
                         release.notified().await;
                     }
-                    buf.drain(..end);
                     if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone")
                         .await
                         .is_err()

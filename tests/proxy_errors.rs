@@ -38,13 +38,7 @@ async fn the_catalog_timeout_gives_504_and_a_dead_upstream_502() {
     let (_w, _s) = start_agent(cfg).await;
     let mut watch = c.watch().await;
     watch
-        .until(|e| {
-            e.worker.as_ref().is_some_and(|w| {
-                w.services
-                    .iter()
-                    .any(|s| s.name == "slow-model" && s.state == edgeplane::proto::ServiceState::Ready as i32)
-            })
-        })
+        .until_service(None, Some("slow-model"), edgeplane::proto::ServiceState::Ready)
         .await;
 
     let client = reqwest::Client::new();

@@ -185,14 +185,7 @@ async fn replicas_share_load_and_a_dead_one_loses_no_idempotent_request(path: Pa
     let (wb, _sb) = notes_worker(path, &c, "cpu-b", &b, dir.path()).await;
     let mut watch = c.watch().await;
     watch
-        .until(|e| {
-            e.worker.as_ref().is_some_and(|w| {
-                w.name == "cpu-b"
-                    && w.services
-                        .iter()
-                        .any(|s| s.state == edgeplane::proto::ServiceState::Ready as i32)
-            })
-        })
+        .until_service(Some("cpu-b"), None, edgeplane::proto::ServiceState::Ready)
         .await;
     let client = reqwest::Client::new();
     let get = |client: reqwest::Client, url: String| async move { client.get(url).send().await.map(|r| r.status()) };
@@ -269,13 +262,7 @@ async fn a_loading_service_gets_no_traffic_and_health_follows_readiness(path: Pa
     // Wait until the worker has reported the service as loading.
     let mut watch = c.watch().await;
     watch
-        .until(|e| {
-            e.worker.as_ref().is_some_and(|w| {
-                w.services
-                    .iter()
-                    .any(|s| s.state == edgeplane::proto::ServiceState::Loading as i32)
-            })
-        })
+        .until_service(None, None, edgeplane::proto::ServiceState::Loading)
         .await;
     let r = http()
         .get(format!("{}/service/notes/echo", c.url))

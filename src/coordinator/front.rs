@@ -23,7 +23,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -48,7 +48,7 @@ pub struct Front {
 }
 
 /// A connection for the tonic server: HTTP/2, its first bytes put back.
-pub type H2Conn = Prefixed<Limited>;
+pub type H2Conn = Prefixed<TcpStream>;
 
 /// When the front door stops, and what it is still serving.
 #[derive(Clone)]
@@ -86,14 +86,15 @@ pub fn spawn(
 }
 
 async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<H2Conn>>, stop: Stop) {
-    let info = conn.connect_info();
+    let Limited { stream, slot } = conn;
+    let info = stream.connect_info();
     let sniffed = tokio::select! {
-        s = sniff(conn, front.first_byte_timeout) => s,
+        s = sniff(stream, front.first_byte_timeout) => s,
         // Shutting down: a connection that has not spoken yet is not waited for.
         _ = stop.drain.cancelled() => return,
     };
     let (protocol, io) = match sniffed {
-        Ok(s) => s,
+        Ok((p, io)) => (p, io.holding(slot)),
         Err(e) => {
             debug!(error = %e, "connection closed before a protocol was seen");
             return;

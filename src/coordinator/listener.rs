@@ -6,60 +6,16 @@
 //! descriptors and memory stay bounded whatever peers do.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::warn;
 
-/// An accepted connection that holds one slot until it is dropped.
+/// An accepted connection, and the slot it holds until it is closed.
 pub struct Limited {
-    inner: TcpStream,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl Connected for Limited {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-impl AsyncRead for Limited {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Limited {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    pub stream: TcpStream,
+    pub slot: OwnedSemaphorePermit,
 }
 
 /// Accepts until the receiver is dropped; yields connections within the bound.
@@ -94,14 +50,7 @@ pub fn accept_limited(listener: TcpListener, max_connections: usize) -> Receiver
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            if tx
-                .send(Ok(Limited {
-                    inner: stream,
-                    _slot: slot,
-                }))
-                .await
-                .is_err()
-            {
+            if tx.send(Ok(Limited { stream, slot })).await.is_err() {
                 return;
             }
         }

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::transport::server::Connected;
 
 /// What every HTTP/2 connection starts with (RFC 9113 3.4); no HTTP/1
@@ -65,17 +66,28 @@ pub async fn sniff<T: AsyncRead + Unpin>(mut io: T, timeout: Duration) -> Result
             pos: 0,
             len: n,
             inner: io,
+            _slot: None,
         },
     ))
 }
 
 /// A connection whose first few bytes were already read: they are read
-/// again first.
+/// again first. It may hold its slot under the connection limit, which is
+/// given back when the connection is dropped.
 pub struct Prefixed<T> {
     head: [u8; 4],
     pos: usize,
     len: usize,
     inner: T,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl<T> Prefixed<T> {
+    /// Keeps `slot` for as long as the connection lives.
+    pub fn holding(mut self, slot: OwnedSemaphorePermit) -> Self {
+        self._slot = Some(slot);
+        self
+    }
 }
 
 impl<T: Connected> Connected for Prefixed<T> {

@@ -187,6 +187,25 @@ impl Watcher {
         }
     }
 
+    /// Skips events until a worker (`worker`, by name, or any) reports a
+    /// service (`service`, by name, or any) in `state`.
+    pub async fn until_service(
+        &mut self,
+        worker: Option<&str>,
+        service: Option<&str>,
+        state: edgeplane::proto::ServiceState,
+    ) -> WorkerEvent {
+        self.until(|e| {
+            e.worker.as_ref().is_some_and(|w| {
+                worker.is_none_or(|n| w.name == n)
+                    && w.services
+                        .iter()
+                        .any(|s| service.is_none_or(|n| s.name == n) && s.state == state as i32)
+            })
+        })
+        .await
+    }
+
     /// Follows the stream until exactly `n` workers are known and all are in
     /// `status`; returns their ids. Panics on more than `n` (a duplicate).
     pub async fn until_fleet(&mut self, n: usize, status: WorkerStatus) -> std::collections::BTreeSet<String> {

@@ -100,10 +100,11 @@ fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-/// mimalloc rather than the system allocator: glibc's malloc and free were
-/// 17% of the coordinator's instructions per proxied request (callgrind,
-/// BENCHMARKS.md), and the request path allocates small, short-lived
-/// objects that a thread-local free list serves best.
+/// With `--features mimalloc`: glibc's malloc and free are 17% of the
+/// coordinator's instructions per proxied request, mimalloc's a third of
+/// that; but a fleet of connected workers then costs about 44% more memory
+/// (BENCHMARKS.md), so the system allocator stays the default.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

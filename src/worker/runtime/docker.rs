@@ -25,6 +25,7 @@
 //! only on a worker that declares GPUs. Nothing is mounted into a service
 //! container, the Docker socket least of all.
 
+use super::supervised::{by_name, Supervisors};
 use super::RunSpec;
 use crate::errors::chain;
 use crate::proto::ServiceState;
@@ -41,7 +42,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Mutex};
-use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -98,15 +98,9 @@ struct Shared {
     engine: Mutex<Option<Engine>>,
 }
 
-struct Supervised {
-    spec: RunSpec,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
 #[derive(Default)]
 struct State {
-    running: BTreeMap<String, Supervised>,
+    running: Supervisors,
     /// Whether containers of this owner that no service wants were removed.
     swept: bool,
 }
@@ -129,38 +123,18 @@ impl DockerRuntime {
 
     /// Starts the new, stops and removes the gone, replaces the changed.
     pub async fn reconcile(&self, wanted: Vec<RunSpec>) {
-        let wanted: BTreeMap<String, RunSpec> = wanted.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let wanted = by_name(wanted);
         let mut state = self.state.lock().await;
         if !state.swept {
             state.swept = self.shared.sweep(&wanted).await;
         }
-        let stale: Vec<String> = state
+        let shared = &self.shared;
+        state
             .running
-            .iter()
-            .filter(|(n, s)| wanted.get(*n) != Some(&s.spec))
-            .map(|(n, _)| n.clone())
-            .collect();
-        let mut stopping = Vec::new();
-        for name in stale {
-            if let Some(s) = state.running.remove(&name) {
-                s.stop.cancel();
-                stopping.push((name, s.task));
-            }
-        }
-        for (name, task) in stopping {
-            let _ = task.await;
-            self.shared.ctx.board.send_modify(|m| {
-                m.remove(&name);
-            });
-        }
-        for (name, spec) in wanted {
-            if state.running.contains_key(&name) {
-                continue;
-            }
-            let stop = CancellationToken::new();
-            let task = tokio::spawn(supervise(spec.clone(), stop.clone(), self.shared.clone()));
-            state.running.insert(name, Supervised { spec, stop, task });
-        }
+            .reconcile(wanted, &shared.ctx.board, |spec, stop| {
+                tokio::spawn(supervise(spec, stop, shared.clone()))
+            })
+            .await;
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod docker;
 pub mod process;
+mod supervised;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -7,6 +7,7 @@
 //! whatever it started too. Its pid is kept in the state dir: a worker that
 //! crashed cannot stop its children, so the next start stops any it left.
 
+use super::supervised::{by_name, Supervisors};
 use super::RunSpec;
 use crate::proto::ServiceState;
 use crate::worker::{Backoff, ServiceReport};
@@ -18,7 +19,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{watch, Mutex};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -36,15 +36,9 @@ pub struct ProcessContext {
     pub worker_name: String,
 }
 
-struct Supervised {
-    spec: RunSpec,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
 pub struct ProcessRuntime {
     ctx: ProcessContext,
-    running: Mutex<BTreeMap<String, Supervised>>,
+    running: Mutex<Supervisors>,
 }
 
 impl ProcessRuntime {
@@ -52,39 +46,19 @@ impl ProcessRuntime {
         reap_leftovers(&ctx.run_dir);
         ProcessRuntime {
             ctx,
-            running: Mutex::new(BTreeMap::new()),
+            running: Mutex::new(Supervisors::default()),
         }
     }
 
     pub async fn reconcile(&self, wanted: Vec<RunSpec>) {
-        let wanted: BTreeMap<String, RunSpec> = wanted.into_iter().map(|s| (s.name.clone(), s)).collect();
-        let mut running = self.running.lock().await;
-        let stale: Vec<String> = running
-            .iter()
-            .filter(|(n, s)| wanted.get(*n) != Some(&s.spec))
-            .map(|(n, _)| n.clone())
-            .collect();
-        let mut stopping = Vec::new();
-        for name in stale {
-            if let Some(s) = running.remove(&name) {
-                s.stop.cancel();
-                stopping.push((name, s.task));
-            }
-        }
-        for (name, task) in stopping {
-            let _ = task.await;
-            self.ctx.board.send_modify(|m| {
-                m.remove(&name);
-            });
-        }
-        for (name, spec) in wanted {
-            if running.contains_key(&name) {
-                continue;
-            }
-            let stop = CancellationToken::new();
-            let task = tokio::spawn(supervise(spec.clone(), stop.clone(), self.ctx.clone()));
-            running.insert(name, Supervised { spec, stop, task });
-        }
+        let ctx = &self.ctx;
+        self.running
+            .lock()
+            .await
+            .reconcile(by_name(wanted), &ctx.board, |spec, stop| {
+                tokio::spawn(supervise(spec, stop, ctx.clone()))
+            })
+            .await;
     }
 }
 

@@ -10,7 +10,10 @@
 //! say so (they are not skipped). The whole stack in Docker is
 //! `tests/e2e_docker.sh`.
 
+mod common;
+
 use bollard::query_parameters::ListContainersOptionsBuilder;
+use common::free_port;
 use edgeplane::proto::ServiceState;
 use edgeplane::tunnel::worker_side::LocalServices;
 use edgeplane::worker::runtime::docker::{DockerContext, DockerRuntime, OWNER_LABEL, SERVICE_LABEL, WORKER_LABEL};
@@ -74,14 +77,6 @@ fn context(owner: &str, worker: &str) -> (DockerContext, watch::Receiver<BTreeMa
         publish_all: false,
     };
     (ctx, reports)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn sample(port: u16, env: &[(&str, &str)]) -> RunSpec {

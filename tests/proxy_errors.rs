@@ -22,13 +22,7 @@ timeout = "300ms"
 #[tokio::test]
 async fn the_catalog_timeout_gives_504_and_a_dead_upstream_502() {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = dir.path().join("catalog.toml");
-    std::fs::write(&catalog, CATALOG).unwrap();
-    let c = TestCoordinator::start(edgeplane::coordinator::CoordinatorConfig {
-        catalog: Some(catalog),
-        ..fast_config()
-    })
-    .await;
+    let c = TestCoordinator::start(catalog_config(dir.path(), CATALOG)).await;
     let b = backend::start("slow-replica").await;
     let mut cfg = c.worker_config("cpu-1", dir.path());
     cfg.services = vec![("slow".into(), b.url.clone())];

@@ -8,14 +8,6 @@ use common::*;
 use edgeplane::proto::{ServiceState, WorkerEvent};
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Whether any live process carries `KEY=VALUE` in its environment.
 fn process_with_env(marker: &str) -> Vec<i32> {
     let mut found = Vec::new();
@@ -43,10 +35,9 @@ fn service_state(e: &WorkerEvent, name: &str) -> Option<(ServiceState, String)> 
 async fn process_runtime_starts_restarts_and_stops_what_it_is_assigned() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let catalog = dir.path().join("catalog.toml");
-    std::fs::write(
-        &catalog,
-        format!(
+    let config = catalog_config(
+        dir.path(),
+        &format!(
             r#"
 [[service]]
 name = "echo-model"
@@ -57,13 +48,8 @@ command = ["edgeplane", "sample-service", "--port", "{{port}}", "--name", "echo-
 readiness = {{ http = "/health" }}
 "#
         ),
-    )
-    .unwrap();
-    let c = TestCoordinator::start(edgeplane::coordinator::CoordinatorConfig {
-        catalog: Some(catalog),
-        ..fast_config()
-    })
-    .await;
+    );
+    let c = TestCoordinator::start(config).await;
     let mut watch = c.watch().await;
     let mut cfg = c.worker_config("runner", dir.path());
     cfg.runtime = "process".into();
@@ -247,10 +233,9 @@ async fn demo_runs_a_fleet_that_answers_and_leaves_nothing_behind() {
 async fn a_coordinator_restart_does_not_restart_placed_services() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let catalog = dir.path().join("catalog.toml");
-    std::fs::write(
-        &catalog,
-        format!(
+    let config = catalog_config(
+        dir.path(),
+        &format!(
             r#"
 [[service]]
 name = "steady-model"
@@ -260,12 +245,7 @@ command = ["edgeplane", "sample-service", "--port", "{{port}}", "--name", "stead
 readiness = {{ http = "/health" }}
 "#
         ),
-    )
-    .unwrap();
-    let config = edgeplane::coordinator::CoordinatorConfig {
-        catalog: Some(catalog),
-        ..fast_config()
-    };
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let c = TestCoordinator::start_on(listener, config.clone());

@@ -40,6 +40,25 @@ pub fn fast_config() -> CoordinatorConfig {
     }
 }
 
+/// `fast_config()` with the catalog `toml`, written into `dir`.
+pub fn catalog_config(dir: &std::path::Path, toml: &str) -> CoordinatorConfig {
+    let catalog = dir.join("catalog.toml");
+    std::fs::write(&catalog, toml).expect("write the test catalog");
+    CoordinatorConfig {
+        catalog: Some(catalog),
+        ..fast_config()
+    }
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub struct TestCoordinator {
     pub addr: SocketAddr,
     pub url: String,

@@ -11,16 +11,14 @@
 
 use super::listener::{self, Limited};
 use super::sniff::{sniff, Prefixed, Protocol};
-use crate::proxy::{is_service_path, ClientAddr, ClientConn, InlineUpstreams, ProxyService};
+use crate::proxy::{is_service_path, BoxFuture, ClientAddr, ClientConn, InlineUpstreams, ProxyService};
 use axum::body::Body;
 use axum::response::Response;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -30,7 +28,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
-use tower::ServiceExt;
+use tower::{Service as _, ServiceExt};
 use tracing::debug;
 
 /// What the front door serves HTTP/1 with.
@@ -47,8 +45,8 @@ pub struct Front {
     pub header_timeout: Duration,
 }
 
-/// A connection for the tonic server: HTTP/2, its first bytes put back.
-pub type H2Conn = Prefixed<TcpStream>;
+/// An accepted connection whose protocol is known, its first bytes put back.
+pub type Sniffed = Prefixed<TcpStream>;
 
 /// When the front door stops, and what it is still serving.
 #[derive(Clone)]
@@ -68,7 +66,7 @@ pub fn spawn(
     max_connections: usize,
     front: Arc<Front>,
     stop: Stop,
-) -> ReceiverStream<io::Result<H2Conn>> {
+) -> ReceiverStream<io::Result<Sniffed>> {
     let (h2_tx, h2_rx) = mpsc::channel(64);
     let mut accepted = listener::accept_limited(listener, max_connections);
     tokio::spawn(async move {
@@ -85,7 +83,7 @@ pub fn spawn(
     ReceiverStream::new(h2_rx)
 }
 
-async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<H2Conn>>, stop: Stop) {
+async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<Sniffed>>, stop: Stop) {
     let Limited { stream, slot } = conn;
     let info = stream.connect_info();
     let sniffed = tokio::select! {
@@ -111,7 +109,7 @@ async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<H2C
     }
 }
 
-async fn serve_http1(io: H2Conn, info: TcpConnectInfo, front: Arc<Front>, stop: Stop) {
+async fn serve_http1(io: Sniffed, info: TcpConnectInfo, front: Arc<Front>, stop: Stop) {
     let header_timeout = front.header_timeout;
     let conn = ClientConn {
         addr: info.remote_addr().and_then(|a| ClientAddr::new(a.ip())),
@@ -149,8 +147,6 @@ struct Http1Service {
     conn: ClientConn,
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
 impl hyper::service::Service<Request<Incoming>> for Http1Service {
     type Response = Response;
     type Error = Infallible;
@@ -160,7 +156,8 @@ impl hyper::service::Service<Request<Incoming>> for Http1Service {
         let mut req = req.map(Body::new);
         if is_service_path(req.uri().path()) {
             req.extensions_mut().insert(self.conn.clone());
-            Box::pin(self.front.proxy.clone().oneshot(req))
+            // Always ready, and already boxed: no `oneshot` and no second box.
+            self.front.proxy.clone().call(req)
         } else {
             req.extensions_mut().insert(self.info.clone());
             Box::pin(self.front.router.clone().oneshot(req))

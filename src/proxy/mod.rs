@@ -413,7 +413,8 @@ fn build_request(method: &Method, uri: http::Uri, headers: HeaderMap, body: Body
     r
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+/// What the proxy's tower service (and the front door, which shares it) returns.
+pub type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 /// Which face of the proxy a [`ProxyService`] is.
 #[derive(Clone, Copy, Debug)]

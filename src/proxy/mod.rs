@@ -323,10 +323,6 @@ impl Proxy {
     }
 }
 
-/// Why an attempt got no response head (a replica that could not be
-/// reached at all gets ejected for a while).
-type Failure = SendFailure;
-
 impl Proxy {
     /// Sends one attempt to one replica, directly or down its worker's
     /// tunnel. `in_flight` lives as long as the response body.
@@ -338,7 +334,7 @@ impl Proxy {
         wire: Wire,
         inline: Option<&Arc<InlineUpstreams>>,
         in_flight: balance::InFlight,
-    ) -> Result<Response, Failure> {
+    ) -> Result<Response, SendFailure> {
         match &ep.via {
             Via::Direct => {
                 // An HTTP/1 client connection of our own: its own upstream
@@ -356,7 +352,7 @@ impl Proxy {
                     .request(req)
                     .await
                     .map(|r| guarded(r, in_flight))
-                    .map_err(|e| Failure {
+                    .map_err(|e| SendFailure {
                         connect: e.is_connect(),
                         detail: crate::errors::chain(&e),
                     })
@@ -364,7 +360,7 @@ impl Proxy {
             Via::Tunnel(sender) => {
                 let mut sender = sender.clone();
                 if let Err(e) = sender.ready().await {
-                    return Err(Failure {
+                    return Err(SendFailure {
                         connect: true,
                         detail: format!("tunnel: {}", crate::errors::chain(&e)),
                     });
@@ -373,7 +369,7 @@ impl Proxy {
                 if let Ok(v) = HeaderValue::from_str(service) {
                     req.headers_mut().insert(crate::tunnel::SERVICE_HEADER, v);
                 }
-                let resp = sender.send_request(req).await.map_err(|e| Failure {
+                let resp = sender.send_request(req).await.map_err(|e| SendFailure {
                     connect: false,
                     detail: format!("tunnel: {}", crate::errors::chain(&e)),
                 })?;
@@ -381,7 +377,7 @@ impl Proxy {
                 // failed connect, and just as safe to retry elsewhere.
                 match resp.headers().get(crate::tunnel::FORWARD_ERROR_HEADER) {
                     None => Ok(guarded(resp, in_flight)),
-                    Some(kind) => Err(Failure {
+                    Some(kind) => Err(SendFailure {
                         connect: kind == "connect",
                         detail: format!("worker could not reach the service ({})", kind.to_str().unwrap_or("?")),
                     }),

@@ -7,6 +7,7 @@
 //! | `nginx` | wrk -> nginx (reverse proxy, upstream keepalive) -> backend |
 //! | `rathole` | wrk -> rathole server -> rathole client (reverse tunnel) -> backend |
 //! | `edgeplane direct` | wrk -> coordinator -> backend (the coordinator dials it) |
+//! | `edgeplane direct, fast path off` | the same, with `--no-http1-fast-path` (hyper serves the request) |
 //! | `edgeplane tunnel` | wrk -> coordinator -> HTTP/2 in the worker's gRPC tunnel -> worker -> backend |
 //!
 //! Fairness: every path gets the same wrk settings, and by default wrk is
@@ -544,28 +545,29 @@ async fn start_fleet(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
         procs.push(rc);
     }
 
-    for (key, label, mode) in [
-        ("direct", "edgeplane direct", "direct"),
-        ("tunnel", "edgeplane tunnel", "tunnel"),
+    for (key, label, mode, extra) in [
+        ("direct", "edgeplane direct", "direct", None),
+        (
+            "direct-hyper",
+            "edgeplane direct, fast path off",
+            "direct",
+            Some("--no-http1-fast-path"),
+        ),
+        ("tunnel", "edgeplane tunnel", "tunnel", None),
     ] {
         if !wanted(s, key) {
             continue;
         }
         let port = free_port()?;
         let coord_url = format!("http://127.0.0.1:{port}");
-        let mut coord = spawn(
-            dir,
-            &format!("coordinator-{mode}"),
-            cpu,
-            &tools.edgeplane,
-            &["coordinator".into(), "--listen".into(), format!("127.0.0.1:{port}")],
-            &[],
-        )?;
+        let mut args = vec!["coordinator".into(), "--listen".into(), format!("127.0.0.1:{port}")];
+        args.extend(extra.map(String::from));
+        let mut coord = spawn(dir, &format!("coordinator-{key}"), cpu, &tools.edgeplane, &args, &[])?;
         wait_for(&http, &mut [&mut coord], &format!("{coord_url}/health"), |st, _| {
             st == 200
         })
         .await?;
-        let state = dir.join(format!("state-{mode}"));
+        let state = dir.join(format!("state-{key}"));
         let mut worker = spawn(
             dir,
             &format!("worker-{mode}"),
@@ -576,7 +578,7 @@ async fn start_fleet(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
                 "--coordinator".into(),
                 coord_url.clone(),
                 "--name".into(),
-                format!("bench-{mode}"),
+                format!("bench-{key}"),
                 "--service".into(),
                 format!("notes={backend_url}"),
                 "--data-path".into(),
@@ -945,6 +947,14 @@ fn verdicts(rows: &[Summary]) -> Vec<String> {
             mark(d.p99_us <= n.p99_us),
             fmt_us(d.p99_us),
             fmt_us(n.p99_us)
+        ));
+    }
+    if let (Some(d), Some(h)) = (get("direct"), get("direct-hyper")) {
+        v.push(format!(
+            "- the HTTP/1 fast path against the same coordinator with it off: {:.2}x the throughput, p99 {} vs {}",
+            d.rps / h.rps,
+            fmt_us(d.p99_us),
+            fmt_us(h.p99_us)
         ));
     }
     if let (Some(t), Some(r)) = (get("tunnel"), get("rathole")) {

@@ -60,6 +60,12 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "EDGEPLANE_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub http_idle_timeout: Duration,
 
+    /// Serve `/service/` requests from HTTP/1 clients to direct replicas
+    /// with the byte-level fast path (`proxy::h1`). Off: hyper serves them,
+    /// as it serves everything the fast path hands over.
+    #[arg(long = "no-http1-fast-path", env = "EDGEPLANE_NO_HTTP1_FAST_PATH", action = clap::ArgAction::SetFalse)]
+    pub http1_fast_path: bool,
+
     /// On SIGINT/SIGTERM: how long streams get to close before connections are cut.
     #[arg(long, env = "EDGEPLANE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -114,6 +120,7 @@ impl Default for CoordinatorConfig {
             max_pending_handshakes: 1024,
             handshake_timeout: Duration::from_secs(5),
             http_idle_timeout: Duration::from_secs(60),
+            http1_fast_path: true,
             shutdown_grace: Duration::from_secs(5),
             http2_keepalive_interval: Duration::from_secs(20),
             http2_keepalive_timeout: Duration::from_secs(10),

@@ -8,10 +8,15 @@
 //! tower service, which drives its upstream connection in this connection's
 //! own task ([`crate::proxy::InlineUpstreams`]). Every other HTTP/1 request
 //! goes to the same router tonic serves, so both protocols see one API.
+//!
+//! Before hyper, an HTTP/1 connection meets the proxy's byte-level fast
+//! path ([`crate::proxy::h1`]), which serves plain `/service/` requests to
+//! direct replicas itself and hands the connection to hyper, with the bytes
+//! it has read, at the first request it does not take.
 
 use super::listener::{self, Limited};
 use super::sniff::{sniff, Prefixed, Protocol};
-use crate::proxy::{is_service_path, BoxFuture, ClientAddr, ClientConn, InlineUpstreams, ProxyService};
+use crate::proxy::{h1, is_service_path, BoxFuture, ClientAddr, ClientConn, InlineUpstreams, ProxyService};
 use axum::body::Body;
 use axum::response::Response;
 use http::Request;
@@ -43,6 +48,8 @@ pub struct Front {
     /// this to arrive, counted from the end of the previous response; this
     /// bounds idle keep-alive connections and slow senders alike.
     pub header_timeout: Duration,
+    /// `/service/` requests go through [`crate::proxy::h1`] first.
+    pub fast_path: bool,
 }
 
 /// An accepted connection whose protocol is known, its first bytes put back.
@@ -109,10 +116,27 @@ async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<Sni
     }
 }
 
-async fn serve_http1(io: Sniffed, info: TcpConnectInfo, front: Arc<Front>, stop: Stop) {
+async fn serve_http1(mut io: Sniffed, info: TcpConnectInfo, front: Arc<Front>, stop: Stop) {
     let header_timeout = front.header_timeout;
+    let addr = info.remote_addr().and_then(|a| ClientAddr::new(a.ip()));
+    if front.fast_path {
+        let settings = h1::Settings {
+            client: addr.as_ref(),
+            header_timeout,
+            drain: &stop.drain,
+        };
+        let ended = tokio::select! {
+            e = h1::serve(front.proxy.proxy(), &mut io, settings) => e,
+            _ = stop.cut.cancelled() => return,
+        };
+        match ended {
+            h1::Ended::Closed => return,
+            // What the fast path read goes to hyper first.
+            h1::Ended::HandOff(read) => io.unread(read),
+        }
+    }
     let conn = ClientConn {
-        addr: info.remote_addr().and_then(|a| ClientAddr::new(a.ip())),
+        addr,
         upstreams: Arc::new(InlineUpstreams::default()),
     };
     let service = Http1Service { front, info, conn };

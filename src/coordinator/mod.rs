@@ -164,6 +164,7 @@ impl Coordinator {
             router,
             first_byte_timeout: cfg.handshake_timeout,
             header_timeout: cfg.http_idle_timeout,
+            fast_path: cfg.http1_fast_path,
         });
         let stop_front = front::Stop {
             drain: stop_server.clone(),

@@ -5,6 +5,7 @@
 //! (gRPC, health, reflection, and HTTP/2 clients of the proxy); HTTP/1 is
 //! served by [`super::front`], so `/service/` requests skip the gRPC router.
 
+use bytes::{Bytes, BytesMut};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -62,9 +63,7 @@ pub async fn sniff<T: AsyncRead + Unpin>(mut io: T, timeout: Duration) -> Result
     Ok((
         protocol,
         Prefixed {
-            head: buf,
-            pos: 0,
-            len: n,
+            head: Bytes::copy_from_slice(&buf[..n]),
             inner: io,
             _slot: None,
         },
@@ -75,9 +74,8 @@ pub async fn sniff<T: AsyncRead + Unpin>(mut io: T, timeout: Duration) -> Result
 /// again first. It may hold its slot under the connection limit, which is
 /// given back when the connection is dropped.
 pub struct Prefixed<T> {
-    head: [u8; 4],
-    pos: usize,
-    len: usize,
+    /// Read again before anything from `inner`.
+    head: Bytes,
     inner: T,
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -87,6 +85,19 @@ impl<T> Prefixed<T> {
     pub fn holding(mut self, slot: OwnedSemaphorePermit) -> Self {
         self._slot = Some(slot);
         self
+    }
+
+    /// Puts `bytes` back in front of what is still to be read, for whoever
+    /// reads the connection next (the full HTTP/1 server after the fast path).
+    pub fn unread(&mut self, bytes: Bytes) {
+        if self.head.is_empty() {
+            self.head = bytes;
+        } else {
+            let mut both = BytesMut::with_capacity(bytes.len() + self.head.len());
+            both.extend_from_slice(&bytes);
+            both.extend_from_slice(&self.head);
+            self.head = both.freeze();
+        }
     }
 }
 
@@ -100,11 +111,9 @@ impl<T: Connected> Connected for Prefixed<T> {
 
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.pos < self.len {
-            let k = (self.len - self.pos).min(buf.remaining());
-            let (pos, head) = (self.pos, self.head);
-            buf.put_slice(&head[pos..pos + k]);
-            self.pos += k;
+        if !self.head.is_empty() {
+            let k = self.head.len().min(buf.remaining());
+            buf.put_slice(&self.head.split_to(k));
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -180,6 +189,21 @@ mod tests {
         }
         let (p, _) = task.await.unwrap().unwrap();
         assert_eq!(p, Protocol::Http2);
+    }
+
+    #[tokio::test]
+    async fn unread_bytes_come_first() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"GET /a HTTP/1.1\r\n\r\nrest").await.unwrap();
+        drop(client);
+        let (_, mut io) = sniff(server, Duration::from_secs(5)).await.unwrap();
+        let mut first = [0u8; 6];
+        io.read_exact(&mut first).await.unwrap();
+        io.unread(Bytes::from_static(b"PUT /a"));
+        io.unread(Bytes::from_static(b"<>"));
+        let mut all = Vec::new();
+        io.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"<>PUT /a HTTP/1.1\r\n\r\nrest");
     }
 
     #[tokio::test(start_paused = true)]

@@ -63,8 +63,19 @@ impl ProxyError {
     }
 
     pub fn into_response(self, request_id: &str) -> Response {
+        let body = self.body(request_id);
+        let mut r = (self.status(), axum::Json(body)).into_response();
+        if let Ok(v) = request_id.parse() {
+            r.headers_mut().insert("x-request-id", v);
+        }
+        r
+    }
+
+    /// The JSON a client gets: `error` (the stable code), `message`,
+    /// `request_id`, and the service and worker concerned where known.
+    pub fn body(&self, request_id: &str) -> serde_json::Value {
         let mut body = json!({ "error": self.code(), "message": self.to_string(), "request_id": request_id });
-        match &self {
+        match self {
             ProxyError::NoReadyEndpoint { service, reason } => {
                 body["service"] = service.clone().into();
                 body["reason"] = reason.code().into();
@@ -76,10 +87,6 @@ impl ProxyError {
             }
             _ => {}
         }
-        let mut r = (self.status(), axum::Json(body)).into_response();
-        if let Ok(v) = request_id.parse() {
-            r.headers_mut().insert("x-request-id", v);
-        }
-        r
+        body
     }
 }

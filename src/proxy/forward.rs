@@ -65,6 +65,10 @@ impl ClientAddr {
     pub fn new(ip: std::net::IpAddr) -> Option<Self> {
         HeaderValue::try_from(ip.to_string()).ok().map(ClientAddr)
     }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 /// Adds the `x-forwarded-*` headers for a request that arrived from `client`.
@@ -93,17 +97,21 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: Option<&ClientAddr>, origi
 /// The request id: the client's `x-request-id` if it sent a sane one, else a
 /// new one (a random v4 UUID, 32 hex digits).
 pub fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(|| {
+    request_id_from(headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()))
+}
+
+/// [`request_id`], given the client's value if it sent one.
+pub fn request_id_from(theirs: Option<&str>) -> String {
+    let sane = |v: &&str| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+    match theirs.filter(sane) {
+        Some(v) => v.to_string(),
+        None => {
             let bytes: [u8; 16] = rand::rng().random();
             let mut hex = [0u8; uuid::fmt::Simple::LENGTH];
             let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
             id.simple().encode_lower(&mut hex).to_string()
-        })
+        }
+    }
 }
 
 /// The request id as a header value. Marked sensitive, which tells HPACK

@@ -17,6 +17,7 @@
 mod balance;
 mod error;
 mod forward;
+pub mod h1;
 mod inline;
 
 pub use error::ProxyError;
@@ -33,7 +34,7 @@ pub struct ClientConn {
 }
 
 use crate::catalog::Catalog;
-use crate::routes::{Endpoint, RouteTable, Unavailable, Via};
+use crate::routes::{Endpoint, RouteTable, ServiceRoutes, Unavailable, Via};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -297,26 +298,13 @@ impl Proxy {
                     });
                 }
                 Ok(Err(failure)) => {
-                    if failure.connect {
-                        let until = self.now_ms() + self.config.eject_for.as_millis() as u64;
-                        ep.load.ejected_until_ms.store(until, Ordering::Relaxed);
-                    }
-                    tried.push(ep.clone());
-                    let others_left = routes.ready.iter().any(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r)));
-                    let retry = may_retry
-                        && others_left
-                        && tried.len() <= self.config.retries as usize
-                        && self.budget.withdraw();
-                    let detail = failure.detail;
-                    warn!(%service, worker = %ep.worker_name, error = %detail, retry, request_id = rid, "upstream request failed");
-                    if !retry {
+                    if !self.retry_after(service, &routes, &ep, &mut tried, may_retry, &failure, rid) {
                         return Err(ProxyError::Upstream {
                             service: service.to_string(),
                             worker: ep.worker_name.clone(),
-                            detail,
+                            detail: failure.detail,
                         });
                     }
-                    debug!(%service, "retrying on another replica");
                 }
             }
         }
@@ -324,6 +312,34 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// After a failed attempt on `ep`: ejects it for a while if it refused
+    /// the connection, records it as tried, and says whether another replica
+    /// is to be tried (one is left, and the retry limit and budget allow).
+    #[allow(clippy::too_many_arguments)]
+    fn retry_after(
+        &self,
+        service: &str,
+        routes: &ServiceRoutes,
+        ep: &Arc<Endpoint>,
+        tried: &mut Vec<Arc<Endpoint>>,
+        may_retry: bool,
+        failure: &SendFailure,
+        rid: &str,
+    ) -> bool {
+        if failure.connect {
+            let until = self.now_ms() + self.config.eject_for.as_millis() as u64;
+            ep.load.ejected_until_ms.store(until, Ordering::Relaxed);
+        }
+        tried.push(ep.clone());
+        let others_left = routes.ready.iter().any(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r)));
+        let retry = may_retry && others_left && tried.len() <= self.config.retries as usize && self.budget.withdraw();
+        warn!(%service, worker = %ep.worker_name, error = %failure.detail, retry, request_id = rid, "upstream request failed");
+        if retry {
+            debug!(%service, "retrying on another replica");
+        }
+        retry
+    }
+
     /// Sends one attempt to one replica, directly or down its worker's
     /// tunnel. `in_flight` lives as long as the response body.
     async fn send(
@@ -435,6 +451,11 @@ impl ProxyService {
             proxy,
             face: Face::Http,
         }
+    }
+
+    /// The proxy behind this face.
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
     }
 
     /// gRPC by catalog service name, for the router's fallback.

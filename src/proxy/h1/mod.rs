@@ -1,0 +1,590 @@
+//! The HTTP/1 fast path: `/service/` requests from an HTTP/1 client to a
+//! direct-mode replica, proxied by one loop that reads the head with
+//! `httparse`, writes the rewritten request to a kept upstream connection in
+//! one system call, and copies the response back as it arrives.
+//!
+//! Why a second HTTP/1 implementation beside hyper: on this path hyper's
+//! server and client each build a full `http::Request`/`Response` (header
+//! maps, URIs, boxed bodies) only for the proxy to take them apart again,
+//! and that costs more than the forwarding itself (BENCHMARKS.md: the
+//! coordinator spent about twice nginx's CPU per request). This loop works
+//! on the bytes, as nginx does.
+//!
+//! It takes only what it can vouch for: HTTP/1.1, origin-form `/service/`
+//! targets, no body or a `Content-Length` one small enough to replay, no
+//! `Expect`/`Upgrade`, a service with ready direct replicas. On anything
+//! else it hands the connection, with every byte it has read, to the full
+//! hyper server (which then serves it to the end), so errors, chunked
+//! uploads, large bodies, tunnels and the API behave exactly as before.
+
+mod chunked;
+mod request;
+mod response;
+
+use super::balance::{self, InFlight};
+use super::{ClientAddr, Proxy, ProxyError, SendFailure};
+use crate::routes::{Endpoint, ServiceRoutes, Via};
+use bytes::{Buf, Bytes, BytesMut};
+use chunked::ChunkedEnd;
+use request::Parsed;
+use response::Framing;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::retry::budget::Budget as _;
+use tracing::{debug, warn};
+
+/// `/service/` followed by the service name.
+const SERVICE_PATH: &str = "/service/";
+/// Largest request head read before the full server is asked to refuse it.
+const MAX_HEAD: usize = 64 * 1024;
+/// Largest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Upstream connections one client connection keeps.
+const MAX_UPSTREAMS: usize = 4;
+/// Response bytes copied in one piece.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How a client connection left the fast path.
+pub enum Ended {
+    /// Closed (by either side, by timeout or by shutdown).
+    Closed,
+    /// The full server takes over; these bytes were read and not used.
+    HandOff(Bytes),
+}
+
+/// One client connection's state on the fast path.
+pub struct Settings<'a> {
+    pub client: Option<&'a ClientAddr>,
+    /// The next request head must arrive within this, counted from the end
+    /// of the previous response.
+    pub header_timeout: Duration,
+    /// Stop between requests.
+    pub drain: &'a CancellationToken,
+}
+
+/// A kept upstream connection and what was read from it but not yet used.
+struct Upstream {
+    authority: http::uri::Authority,
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Serves `io` until it closes or needs the full server.
+pub async fn serve<IO>(proxy: &Proxy, io: &mut IO, s: Settings<'_>) -> Ended
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut inbuf = BytesMut::with_capacity(8 * 1024);
+    let mut out = Vec::with_capacity(4 * 1024);
+    let mut upstreams: Vec<Upstream> = Vec::new();
+    let idle = tokio::time::sleep(s.header_timeout);
+    tokio::pin!(idle);
+    loop {
+        idle.as_mut().reset(Instant::now() + s.header_timeout);
+        // Read until the whole request (head and body) is in `inbuf`.
+        let total = loop {
+            if !inbuf.is_empty() {
+                let mut h = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+                match request::parse(&inbuf, &mut h, proxy.config.max_replay_bytes) {
+                    Parsed::Other => return Ended::HandOff(inbuf.freeze()),
+                    Parsed::Fast(head) if inbuf.len() >= head.len + head.content_length => {
+                        break head.len + head.content_length;
+                    }
+                    Parsed::Fast(_) | Parsed::Partial => {}
+                }
+                if inbuf.len() > MAX_HEAD + proxy.config.max_replay_bytes {
+                    return Ended::HandOff(inbuf.freeze());
+                }
+            }
+            inbuf.reserve(4096);
+            tokio::select! {
+                biased;
+                _ = s.drain.cancelled(), if inbuf.is_empty() => return Ended::Closed,
+                r = io.read_buf(&mut inbuf) => match r {
+                    Ok(0) | Err(_) => return Ended::Closed,
+                    Ok(_) => {}
+                },
+                _ = idle.as_mut() => {
+                    debug!("HTTP/1 connection idle past the header timeout; closing");
+                    return Ended::Closed;
+                }
+            }
+        };
+        let mut h = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+        let Parsed::Fast(head) = request::parse(&inbuf[..total], &mut h, proxy.config.max_replay_bytes) else {
+            return Ended::HandOff(inbuf.freeze());
+        };
+        let Some((service, routes)) = direct_routes(proxy, head.name) else {
+            // Errors, tunnels, unknown names: the full server answers.
+            return Ended::HandOff(inbuf.freeze());
+        };
+        let body = &inbuf[head.len..total];
+        let rid = request_id(head.headers);
+        let mut ctx = Exchange {
+            proxy,
+            head: &head,
+            body,
+            rid: rid.as_bytes(),
+            service: &service,
+            routes: &routes,
+            client: s.client,
+        };
+        let keep = ctx.run(io, &mut upstreams, &mut out).await;
+        let close = head.close;
+        inbuf.advance(total);
+        if !keep || close {
+            let _ = io.shutdown().await;
+            return Ended::Closed;
+        }
+    }
+}
+
+/// The canonical name and routes of a service whose ready replicas can all
+/// be reached directly over plain HTTP; `None` for anything else.
+fn direct_routes(proxy: &Proxy, name: &str) -> Option<(String, Arc<ServiceRoutes>)> {
+    let table = proxy.routes.borrow().clone();
+    let service = proxy.resolve(name, &table).ok()?;
+    let routes = table.get(&service)?.clone();
+    if routes.unavailable().is_some() {
+        return None;
+    }
+    let direct = |e: &Arc<Endpoint>| {
+        matches!(e.via, Via::Direct) && e.origin.scheme_str() == Some("http") && e.origin.authority().is_some()
+    };
+    routes.ready.iter().all(direct).then_some((service, routes))
+}
+
+/// One request and its response.
+struct Exchange<'a> {
+    proxy: &'a Proxy,
+    head: &'a request::Head<'a>,
+    body: &'a [u8],
+    rid: &'a [u8],
+    service: &'a str,
+    routes: &'a ServiceRoutes,
+    client: Option<&'a ClientAddr>,
+}
+
+/// How an attempt failed.
+enum Failed {
+    /// Before any response byte: another replica may be tried.
+    Send(SendFailure),
+    /// The connection ended before any response byte; `written`: after
+    /// the request had gone out.
+    Quiet { detail: String, written: bool },
+    /// A response head that cannot be forwarded.
+    BadHead(String),
+}
+
+impl Exchange<'_> {
+    /// Proxies the request; whether the client connection can be kept.
+    async fn run<IO>(&mut self, io: &mut IO, upstreams: &mut Vec<Upstream>, out: &mut Vec<u8>) -> bool
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let p = self.proxy;
+        p.budget.deposit();
+        let timeout = p.catalog.timeout(self.service, p.config.timeout);
+        let may_retry = self.routes.ready.len() > 1 && p.config.retries > 0;
+        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+        loop {
+            let Some(ep) = balance::pick(&self.routes.ready, &tried, p.now_ms()) else {
+                unreachable!("retry stops before running out of replicas")
+            };
+            let in_flight = InFlight::start(&ep);
+            let attempt = tokio::time::timeout(timeout, self.attempt(&ep, upstreams, out)).await;
+            let failure = match attempt {
+                Ok(Ok((up, head))) => return self.relay(io, up, head, out, upstreams, in_flight).await,
+                Ok(Err(Failed::Send(f))) => f,
+                Ok(Err(Failed::Quiet { detail, .. })) => SendFailure { connect: false, detail },
+                Ok(Err(Failed::BadHead(detail))) => {
+                    warn!(service = self.service, worker = %ep.worker_name, error = %detail, request_id = %self.rid_str(), "upstream sent a response that cannot be forwarded");
+                    let e = ProxyError::Upstream {
+                        service: self.service.to_string(),
+                        worker: ep.worker_name.clone(),
+                        detail,
+                    };
+                    return self.error(io, e, out).await;
+                }
+                Err(_) => {
+                    warn!(service = self.service, worker = %ep.worker_name, ?timeout, request_id = %self.rid_str(), "upstream timed out");
+                    let e = ProxyError::Timeout {
+                        service: self.service.to_string(),
+                        worker: ep.worker_name.clone(),
+                        timeout: crate::duration::format_short(timeout),
+                    };
+                    return self.error(io, e, out).await;
+                }
+            };
+            drop(in_flight);
+            let rid = self.rid_str();
+            if !p.retry_after(self.service, self.routes, &ep, &mut tried, may_retry, &failure, &rid) {
+                let e = ProxyError::Upstream {
+                    service: self.service.to_string(),
+                    worker: ep.worker_name.clone(),
+                    detail: failure.detail,
+                };
+                return self.error(io, e, out).await;
+            }
+        }
+    }
+
+    fn rid_str(&self) -> String {
+        String::from_utf8_lossy(self.rid).into_owned()
+    }
+
+    /// Sends the request to `ep` and reads the response head; on success the
+    /// client's head is in `out` and the connection is returned.
+    async fn attempt(
+        &self,
+        ep: &Endpoint,
+        upstreams: &mut Vec<Upstream>,
+        out: &mut Vec<u8>,
+    ) -> Result<(Upstream, response::Head), Failed> {
+        let authority = ep.origin.authority().expect("checked by direct_routes");
+        let kept = upstreams
+            .iter()
+            .position(|u| &u.authority == authority)
+            .map(|i| upstreams.swap_remove(i))
+            .filter(still_open);
+        out.clear();
+        self.write_request(ep, authority, out);
+        let mut reused = kept.is_some();
+        let mut up = match kept {
+            Some(up) => up,
+            None => dial(authority, self.proxy.config.connect_timeout).await?,
+        };
+        loop {
+            match self.exchange_head(&mut up, out).await {
+                Ok(head) => return Ok((up, head)),
+                // A kept connection the peer closed as the request went out:
+                // the request was not processed, so it goes on a fresh one.
+                Err(Failed::Quiet { detail, written })
+                    if reused && (!written || request::idempotent(self.head.method)) =>
+                {
+                    debug!(error = %detail, "kept upstream connection was closed; redialing");
+                    out.clear();
+                    self.write_request(ep, authority, out);
+                    up = dial(authority, self.proxy.config.connect_timeout).await?;
+                    reused = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes the request in `out`, then reads the response head and leaves
+    /// the client's version of it in `out`.
+    async fn exchange_head(&self, up: &mut Upstream, out: &mut Vec<u8>) -> Result<response::Head, Failed> {
+        if let Err(e) = up.stream.write_all(out).await {
+            return Err(Failed::Quiet {
+                detail: format!("write: {e}"),
+                written: false,
+            });
+        }
+        let quiet = |detail: String| Failed::Quiet { detail, written: true };
+        out.clear();
+        up.buf.clear();
+        loop {
+            let got = up.buf.len();
+            if got > 0 {
+                match response::rewrite(&up.buf, self.head.method == "HEAD", self.rid, self.head.close, out) {
+                    Ok(Some(h)) if h.status < 200 => {
+                        up.buf.advance(h.len);
+                        continue;
+                    }
+                    Ok(Some(h)) => return Ok(h),
+                    Ok(None) if got > MAX_RESPONSE_HEAD => {
+                        return Err(Failed::BadHead("response head too large".into()));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Failed::BadHead(e.to_string())),
+                }
+            }
+            up.buf.reserve(READ_CHUNK);
+            match up.stream.read_buf(&mut up.buf).await {
+                Ok(0) if got == 0 => return Err(quiet("the connection closed before a response".into())),
+                Ok(0) => return Err(Failed::BadHead("the connection closed mid-head".into())),
+                Ok(_) => {}
+                Err(e) if got == 0 => return Err(quiet(format!("read: {e}"))),
+                Err(e) => return Err(Failed::BadHead(format!("read: {e}"))),
+            }
+        }
+    }
+
+    /// The request as the replica gets it: its path under the replica's
+    /// prefix, hop-by-hop headers out, `x-forwarded-*` and the request id in.
+    fn write_request(&self, ep: &Endpoint, authority: &http::uri::Authority, out: &mut Vec<u8>) {
+        let h = self.head;
+        out.extend_from_slice(h.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(ep.prefix.as_bytes());
+        out.extend_from_slice(if h.rest.is_empty() { b"/" } else { h.rest.as_bytes() });
+        if let Some(q) = h.query {
+            out.push(b'?');
+            out.extend_from_slice(q.as_bytes());
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        out.extend_from_slice(authority.host().as_bytes());
+        if let Some(port) = authority.port_u16().filter(|p| *p != 80) {
+            out.push(b':');
+            out.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        let mut host = None;
+        let mut forwarded_for = None;
+        for hd in h.headers {
+            let n = hd.name;
+            if n.eq_ignore_ascii_case("host") {
+                host = Some(hd.value);
+                continue;
+            }
+            if n.eq_ignore_ascii_case("x-forwarded-for") && self.client.is_some() {
+                forwarded_for.get_or_insert(hd.value);
+                continue;
+            }
+            if is_hop_by_hop(n)
+                || named_in_connection(h.headers, n)
+                || n.eq_ignore_ascii_case("x-forwarded-proto")
+                || n.eq_ignore_ascii_case("x-request-id")
+            {
+                continue;
+            }
+            if n.eq_ignore_ascii_case("x-forwarded-host")
+                && h.headers.iter().any(|x| x.name.eq_ignore_ascii_case("host"))
+            {
+                continue;
+            }
+            header(out, n.as_bytes(), hd.value);
+        }
+        if let Some(client) = self.client {
+            out.extend_from_slice(b"x-forwarded-for: ");
+            if let Some(prev) = forwarded_for {
+                out.extend_from_slice(prev);
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(client.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(v) = host {
+            header(out, b"x-forwarded-host", v);
+        }
+        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+        header(out, b"x-request-id", self.rid);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(self.body);
+    }
+
+    /// Writes the response head (in `out`) and copies the body as it
+    /// arrives; keeps the upstream connection when it can carry another
+    /// request. Whether the client connection can be kept.
+    async fn relay<IO>(
+        &self,
+        io: &mut IO,
+        mut up: Upstream,
+        head: response::Head,
+        out: &mut Vec<u8>,
+        upstreams: &mut Vec<Upstream>,
+        in_flight: InFlight,
+    ) -> bool
+    where
+        IO: AsyncWrite + Unpin,
+    {
+        up.buf.advance(head.len);
+        let mut framing = Body::new(head.framing);
+        let mut reusable = head.reusable;
+        let mut client_ok = true;
+        // What came with the head goes out with it, in one write.
+        let (n, done) = match framing.take(&up.buf) {
+            Ok(t) => t,
+            Err(e) => return self.body_failed(&e),
+        };
+        out.extend_from_slice(&up.buf[..n]);
+        if n < up.buf.len() {
+            reusable = false;
+        }
+        up.buf.clear();
+        if io.write_all(out).await.is_err() {
+            return false;
+        }
+        let mut finished = done;
+        while !finished {
+            up.buf.reserve(READ_CHUNK);
+            match up.stream.read_buf(&mut up.buf).await {
+                Ok(0) if framing.until_close() => finished = true,
+                Ok(0) => return self.body_failed("the connection closed mid-body"),
+                Ok(_) => {
+                    let (n, done) = match framing.take(&up.buf) {
+                        Ok(t) => t,
+                        Err(e) => return self.body_failed(&e),
+                    };
+                    if n < up.buf.len() {
+                        reusable = false;
+                    }
+                    if io.write_all(&up.buf[..n]).await.is_err() {
+                        client_ok = false;
+                        reusable = false;
+                        finished = true;
+                    }
+                    up.buf.clear();
+                    finished |= done;
+                }
+                Err(e) => return self.body_failed(&e.to_string()),
+            }
+        }
+        drop(in_flight);
+        if reusable {
+            if upstreams.len() >= MAX_UPSTREAMS {
+                upstreams.remove(0);
+            }
+            upstreams.push(up);
+        }
+        client_ok && !framing.until_close() && !head.closes_client
+    }
+
+    fn body_failed(&self, detail: &str) -> bool {
+        warn!(service = self.service, error = %detail, request_id = %self.rid_str(), "upstream response body broke off; closing the client connection");
+        false
+    }
+
+    /// Answers with a proxy error; whether the client connection can be kept.
+    async fn error<IO: AsyncWrite + Unpin>(&self, io: &mut IO, e: ProxyError, out: &mut Vec<u8>) -> bool {
+        let body = e.body(&self.rid_str()).to_string();
+        let status = e.status();
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        header(out, b"date", &response::http_date());
+        header(out, b"x-request-id", self.rid);
+        if self.head.close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if self.head.method != "HEAD" {
+            out.extend_from_slice(body.as_bytes());
+        }
+        io.write_all(out).await.is_ok()
+    }
+}
+
+/// Tracks a response body's framing as its bytes go through.
+struct Body {
+    framing: Framing,
+    left: u64,
+    chunked: ChunkedEnd,
+}
+
+impl Body {
+    fn new(framing: Framing) -> Self {
+        let left = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        Body {
+            framing,
+            left,
+            chunked: ChunkedEnd::default(),
+        }
+    }
+
+    fn until_close(&self) -> bool {
+        self.framing == Framing::UntilClose
+    }
+
+    /// How many of `buf`'s bytes belong to the body, and whether it ended.
+    fn take(&mut self, buf: &[u8]) -> Result<(usize, bool), String> {
+        Ok(match self.framing {
+            Framing::Empty => (0, true),
+            Framing::Length(_) => {
+                let n = self.left.min(buf.len() as u64);
+                self.left -= n;
+                (n as usize, self.left == 0)
+            }
+            Framing::Chunked => match self.chunked.advance(buf).map_err(|e| e.to_string())? {
+                Some(n) => (n, true),
+                None => (buf.len(), false),
+            },
+            Framing::UntilClose => (buf.len(), false),
+        })
+    }
+}
+
+/// A kept connection is used only if the peer has not closed it meanwhile
+/// (a read that would block means it is open and silent, as it should be).
+fn still_open(up: &Upstream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(up.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+async fn dial(authority: &http::uri::Authority, timeout: Duration) -> Result<Upstream, Failed> {
+    let failed = |detail: String| Failed::Send(SendFailure { connect: true, detail });
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(timeout, TcpStream::connect((authority.host(), port)))
+        .await
+        .map_err(|_| failed(format!("connect to {authority} timed out after {timeout:?}")))?
+        .map_err(|e| failed(format!("connect to {authority}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    Ok(Upstream {
+        authority: authority.clone(),
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+    })
+}
+
+fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The client's `x-request-id` if it sent a sane one, else a new one.
+fn request_id(headers: &[httparse::Header<'_>]) -> String {
+    let theirs = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
+        .and_then(|h| std::str::from_utf8(h.value).ok());
+    super::forward::request_id_from(theirs)
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1); `te` only when it is not `trailers`
+/// is dropped on the hyper path, and never sent by HTTP/1 clients of gRPC,
+/// so here it is always dropped.
+fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+        "te",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Whether a `Connection` header among `headers` names `name`.
+fn named_in_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .any(|h| is_token_in(h.value, name))
+}
+
+/// Whether the comma-separated list `value` holds `token` (any case).
+fn is_token_in(value: &[u8], token: &str) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}

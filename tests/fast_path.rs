@@ -1,0 +1,380 @@
+//! The HTTP/1 fast path (`proxy::h1`): byte-level proxying of `/service/`
+//! requests, checked against the full hyper path (`--no-http1-fast-path`)
+//! and with raw sockets on both sides, so that framing, pipelining, the
+//! hand-over to hyper mid-connection and broken upstreams are all visible.
+
+mod common;
+
+use common::*;
+use edgeplane::coordinator::CoordinatorConfig;
+use edgeplane::proto::ServiceState;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// One HTTP/1 message read off a socket: head (as text) and body bytes.
+struct Message {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Message {
+    /// `name: value` lines of the head, names lowercased, sorted; without
+    /// the start line and without the headers in `skip`.
+    fn headers(&self, skip: &[&str]) -> BTreeSet<String> {
+        self.head
+            .split("\r\n")
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
+            .filter(|(n, _)| !skip.contains(&n.as_str()))
+            .map(|(n, v)| format!("{n}: {v}"))
+            .collect()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers(&[])
+            .into_iter()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+    }
+}
+
+/// Reads more of `s` into `buf`; how many bytes came (0: closed).
+async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
+    let mut chunk = [0u8; 8192];
+    let k = s.read(&mut chunk).await.unwrap_or(0);
+    buf.extend_from_slice(&chunk[..k]);
+    k
+}
+
+/// Where a chunked body at the start of `buf` ends (after its trailers).
+fn chunked_end(buf: &[u8]) -> Option<usize> {
+    let last = if buf.starts_with(b"0\r\n") {
+        0
+    } else {
+        buf.windows(5).position(|w| w == b"\r\n0\r\n")? + 2
+    };
+    let rest = &buf[last + 3..];
+    if rest.starts_with(b"\r\n") {
+        return Some(last + 5);
+    }
+    Some(last + 3 + rest.windows(4).position(|w| w == b"\r\n\r\n")? + 4)
+}
+
+/// Reads one message from `s` (bytes after it stay in `buf`): a body framed
+/// by `content-length`, chunked (kept raw, framing included), or, for a
+/// response, until close.
+async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>, bodiless: bool) -> Option<Message> {
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if fill(s, buf).await == 0 {
+            return None;
+        }
+    };
+    let head = String::from_utf8(buf.drain(..end).collect()).unwrap();
+    let m = Message { head, body: vec![] };
+    let body = if bodiless || m.head.starts_with("HTTP/1.1 204") {
+        Vec::new()
+    } else if let Some(n) = m.header("content-length") {
+        let n: usize = n.parse().unwrap();
+        while buf.len() < n {
+            assert!(fill(s, buf).await > 0, "closed mid-body");
+        }
+        buf.drain(..n).collect()
+    } else if m.header("transfer-encoding").as_deref() == Some("chunked") {
+        loop {
+            if let Some(n) = chunked_end(buf) {
+                break buf.drain(..n).collect();
+            }
+            assert!(fill(s, buf).await > 0, "closed mid-body");
+        }
+    } else if m.head.starts_with("HTTP/") {
+        while fill(s, buf).await > 0 {}
+        std::mem::take(buf)
+    } else {
+        Vec::new()
+    };
+    Some(Message { body, ..m })
+}
+
+/// A raw HTTP/1 backend. By path:
+/// - `/head`: the request head it received, as the body, with hop-by-hop
+///   and misleading headers of its own in the response;
+/// - `/chunked`: a chunked body with a trailer, the last chunk sent only
+///   once `release` is notified;
+/// - `/until-close`: a body with no length, ended by closing;
+/// - `/garbage`: not HTTP at all;
+/// - anything else: `conn-{n} {method} {path} {body}`.
+async fn raw_backend(release: Arc<Notify>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let conns = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let n = conns.fetch_add(1, Ordering::SeqCst);
+            let release = release.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(req) = read_message(&mut s, &mut buf, false).await {
+                    let line = req.head.lines().next().unwrap_or("").to_string();
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    let reply = match path.split('?').next().unwrap_or("") {
+                        "/health" => "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_string(),
+                        "/head" => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: x-hop\r\nX-Hop: 1\r\n\
+                             Keep-Alive: timeout=5\r\nX-Request-Id: theirs\r\nContent-Length: {}\r\n\r\n{}",
+                            req.head.len(),
+                            req.head
+                        ),
+                        "/chunked" => {
+                            let first = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n";
+                            if s.write_all(first.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            release.notified().await;
+                            "4;ext=1\r\nlast\r\n0\r\nx-t: 1\r\n\r\n".to_string()
+                        }
+                        "/until-close" => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nall of it").await;
+                            return;
+                        }
+                        "/garbage" => "NOT HTTP\r\n\r\n".to_string(),
+                        _ if line.starts_with("HEAD ") => "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n".to_string(),
+                        _ => {
+                            let method = line.split(' ').next().unwrap_or("");
+                            let body = format!("conn-{n} {method} {path} {}", String::from_utf8_lossy(&req.body));
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+                        }
+                    };
+                    if s.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// A coordinator (with `config`) and one worker declaring `notes` at
+/// `backend`, reached directly; returns once the service is ready.
+async fn routed_to(backend: &str, config: CoordinatorConfig) -> (TestCoordinator, impl Sized) {
+    let c = TestCoordinator::start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = c.worker_config("fast-1", dir.path());
+    cfg.services = vec![("notes".into(), backend.to_string())];
+    cfg.data_path = "direct".into();
+    cfg.probe_interval = Duration::from_millis(50);
+    let (agent, stop) = start_agent(cfg).await;
+    let mut watch = c.watch().await;
+    watch.until_service(None, Some("notes-coa"), ServiceState::Ready).await;
+    (c, (agent, stop.drop_guard(), dir))
+}
+
+/// Sends `raw` on a new connection to `c`; the first response.
+async fn ask(c: &TestCoordinator, raw: &str) -> Message {
+    let mut s = TcpStream::connect(c.addr).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    within(read_message(&mut s, &mut Vec::new(), raw.starts_with("HEAD")))
+        .await
+        .expect("a response")
+}
+
+#[tokio::test]
+async fn headers_are_rewritten_exactly_as_the_full_server_does() {
+    let backend = raw_backend(Arc::new(Notify::new())).await;
+    let (fast, _g1) = routed_to(&backend, fast_config()).await;
+    let full_config = CoordinatorConfig {
+        http1_fast_path: false,
+        ..fast_config()
+    };
+    let (full, _g2) = routed_to(&backend, full_config).await;
+    let request = "POST /service/notes/head?q=1&r=%20 HTTP/1.1\r\nHost: example.test\r\n\
+                   Connection: keep-alive, x-secret\r\nX-Secret: s\r\nKeep-Alive: timeout=9\r\n\
+                   Proxy-Authorization: Basic eA==\r\nTE: gzip\r\nX-Forwarded-For: 10.0.0.1\r\n\
+                   X-Forwarded-Proto: https\r\nX-Request-Id: rid-42\r\nContent-Type: application/json\r\n\
+                   Content-Length: 2\r\n\r\n{}";
+    let (a, b) = (ask(&fast, request).await, ask(&full, request).await);
+    // What the backend received: the same request line and the same headers.
+    let (up_a, up_b) = (
+        Message {
+            head: String::from_utf8(a.body.clone()).unwrap(),
+            body: vec![],
+        },
+        Message {
+            head: String::from_utf8(b.body.clone()).unwrap(),
+            body: vec![],
+        },
+    );
+    assert_eq!(up_a.head.lines().next(), Some("POST /head?q=1&r=%20 HTTP/1.1"));
+    assert_eq!(up_a.head.lines().next(), up_b.head.lines().next());
+    assert_eq!(up_a.headers(&[]), up_b.headers(&[]));
+    let sent = up_a.headers(&[]);
+    for expected in [
+        "x-forwarded-for: 10.0.0.1, 127.0.0.1",
+        "x-forwarded-host: example.test",
+        "x-forwarded-proto: http",
+        "x-request-id: rid-42",
+        "content-type: application/json",
+        "content-length: 2",
+    ] {
+        assert!(sent.contains(expected), "{expected} not in {sent:?}");
+    }
+    for gone in ["connection", "keep-alive", "x-secret", "proxy-authorization", "te"] {
+        assert!(up_a.header(gone).is_none(), "{gone} was forwarded: {sent:?}");
+    }
+    // What the client received: the same status and headers (the date aside).
+    assert_eq!(a.head.lines().next(), Some("HTTP/1.1 200 OK"));
+    assert_eq!(a.headers(&["date"]), b.headers(&["date"]));
+    assert_eq!(a.header("x-request-id").as_deref(), Some("rid-42"));
+    assert!(a.header("x-hop").is_none() && a.header("keep-alive").is_none());
+    assert!(a.header("date").is_some_and(|d| httpdate::parse_http_date(&d).is_ok()));
+}
+
+#[tokio::test]
+async fn pipelined_requests_and_a_hand_over_mid_connection_are_answered_in_order() {
+    let backend = raw_backend(Arc::new(Notify::new())).await;
+    let (c, _guard) = routed_to(&backend, fast_config()).await;
+    let mut s = TcpStream::connect(c.addr).await.unwrap();
+    // All in one write: two fast-path requests, one the fast path hands to
+    // hyper (not a service path), and one hyper then serves.
+    s.write_all(
+        b"GET /service/notes/a HTTP/1.1\r\nhost: x\r\n\r\n\
+          POST /service/notes/b?x=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello\
+          GET /health HTTP/1.1\r\nhost: x\r\n\r\n\
+          PUT /service/notes-coa/d HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nbye",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut bodies = Vec::new();
+    for _ in 0..4 {
+        let m = within(read_message(&mut s, &mut buf, false)).await.expect("a response");
+        assert!(m.head.starts_with("HTTP/1.1 200"), "{}", m.head);
+        bodies.push(String::from_utf8(m.body).unwrap());
+    }
+    let conn = bodies[0].split(' ').next().unwrap().to_string();
+    assert_eq!(bodies[0], format!("{conn} GET /a "));
+    assert_eq!(
+        bodies[1],
+        format!("{conn} POST /b?x=1 hello"),
+        "same upstream connection"
+    );
+    assert!(
+        bodies[2].contains("\"status\""),
+        "the coordinator's own /health: {}",
+        bodies[2]
+    );
+    assert!(bodies[3].ends_with(" PUT /d bye"), "{}", bodies[3]);
+}
+
+#[tokio::test]
+async fn a_chunked_response_streams_through_and_both_connections_are_kept() {
+    let release = Arc::new(Notify::new());
+    let backend = raw_backend(release.clone()).await;
+    let (c, _guard) = routed_to(&backend, fast_config()).await;
+    let mut s = TcpStream::connect(c.addr).await.unwrap();
+    s.write_all(b"GET /service/notes/first HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let m = within(read_message(&mut s, &mut Vec::new(), false)).await.unwrap();
+    let first = String::from_utf8(m.body).unwrap();
+    let conn = first.split(' ').next().unwrap();
+    s.write_all(b"GET /service/notes/chunked HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The first chunk arrives while the backend still holds the rest.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.ends_with(b"5\r\nfirst\r\n") {
+        let k = within(s.read(&mut chunk)).await.unwrap();
+        assert!(k > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..k]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    release.notify_one();
+    // The rest, byte for byte: extensions and trailers included.
+    let rest = b"4;ext=1\r\nlast\r\n0\r\nx-t: 1\r\n\r\n";
+    let mut tail = vec![0u8; rest.len()];
+    within(s.read_exact(&mut tail)).await.unwrap();
+    assert_eq!(tail, rest);
+    // Same client connection, same upstream connection.
+    s.write_all(b"GET /service/notes/again HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let m = within(read_message(&mut s, &mut Vec::new(), false)).await.unwrap();
+    assert_eq!(String::from_utf8(m.body).unwrap(), format!("{conn} GET /again "));
+}
+
+#[tokio::test]
+async fn a_body_ended_by_close_and_a_broken_upstream_are_handled() {
+    let backend = raw_backend(Arc::new(Notify::new())).await;
+    let (c, _guard) = routed_to(&backend, fast_config()).await;
+
+    // No length: the client gets all of it, told the connection will close.
+    let m = ask(&c, "GET /service/notes/until-close HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(m.body, b"all of it");
+    assert_eq!(m.header("connection").as_deref(), Some("close"));
+
+    // Not HTTP: a 502 the client can act on, and the connection goes on.
+    let mut s = TcpStream::connect(c.addr).await.unwrap();
+    s.write_all(b"GET /service/notes/garbage HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let m = within(read_message(&mut s, &mut buf, false)).await.unwrap();
+    assert!(m.head.starts_with("HTTP/1.1 502"), "{}", m.head);
+    let v: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+    assert_eq!(v["error"], "upstream_failed");
+    assert_eq!(v["worker"], "fast-1");
+    assert!(m.header("x-request-id").is_some_and(|r| r == v["request_id"]));
+    s.write_all(b"HEAD /service/notes/x HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let m = within(read_message(&mut s, &mut buf, true)).await.unwrap();
+    assert!(m.head.starts_with("HTTP/1.1 200"), "{}", m.head);
+    assert!(
+        m.header("content-length").is_some(),
+        "HEAD keeps the length: {}",
+        m.head
+    );
+}
+
+#[tokio::test]
+async fn slow_and_idle_service_connections_are_closed() {
+    let backend = raw_backend(Arc::new(Notify::new())).await;
+    let config = CoordinatorConfig {
+        http_idle_timeout: Duration::from_millis(300),
+        ..fast_config()
+    };
+    let (c, _guard) = routed_to(&backend, config).await;
+
+    // A head that never ends, and a body that never comes: closed unanswered.
+    for partial in [
+        "GET /service/notes/x HTTP/1.1\r\nhost: x\r\n",
+        "POST /service/notes/x HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc",
+    ] {
+        let mut s = TcpStream::connect(c.addr).await.unwrap();
+        s.write_all(partial.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        within(s.read_to_end(&mut got)).await.unwrap();
+        assert!(got.is_empty(), "answered: {}", String::from_utf8_lossy(&got));
+    }
+
+    // Answered, then idle: closed.
+    let mut s = TcpStream::connect(c.addr).await.unwrap();
+    s.write_all(b"GET /service/notes/x HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    within(s.read_to_end(&mut got)).await.unwrap();
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}

@@ -104,6 +104,17 @@ async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>, bodiless: bool) -> O
     Some(Message { body, ..m })
 }
 
+/// What a test and its raw backend tell each other.
+#[derive(Default)]
+struct Signals {
+    /// `/chunked` sends its last chunk.
+    release: Notify,
+    /// A `/hold` request arrived.
+    held: Notify,
+    /// A `/hold` request's connection was closed by the proxy.
+    abandoned: Notify,
+}
+
 /// A raw HTTP/1 backend. By path:
 /// - `/head`: the request head it received, as the body, with hop-by-hop
 ///   and misleading headers of its own in the response;
@@ -111,15 +122,17 @@ async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>, bodiless: bool) -> O
 ///   once `release` is notified;
 /// - `/until-close`: a body with no length, ended by closing;
 /// - `/garbage`: not HTTP at all;
+/// - `/hold`: no answer; `abandoned` is notified when the proxy closes
+///   the connection;
 /// - anything else: `conn-{n} {method} {path} {body}`.
-async fn raw_backend(release: Arc<Notify>) -> String {
+async fn raw_backend(signals: Arc<Signals>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let conns = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             let n = conns.fetch_add(1, Ordering::SeqCst);
-            let release = release.clone();
+            let signals = signals.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 while let Some(req) = read_message(&mut s, &mut buf, false).await {
@@ -138,7 +151,7 @@ async fn raw_backend(release: Arc<Notify>) -> String {
                             if s.write_all(first.as_bytes()).await.is_err() {
                                 return;
                             }
-                            release.notified().await;
+                            signals.release.notified().await;
                             "4;ext=1\r\nlast\r\n0\r\nx-t: 1\r\n\r\n".to_string()
                         }
                         "/until-close" => {
@@ -146,6 +159,13 @@ async fn raw_backend(release: Arc<Notify>) -> String {
                             return;
                         }
                         "/garbage" => "NOT HTTP\r\n\r\n".to_string(),
+                        "/hold" => {
+                            signals.held.notify_one();
+                            let mut rest = Vec::new();
+                            let _ = s.read_to_end(&mut rest).await;
+                            signals.abandoned.notify_one();
+                            return;
+                        }
                         _ if line.starts_with("HEAD ") => "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n".to_string(),
                         _ => {
                             let method = line.split(' ').next().unwrap_or("");
@@ -189,7 +209,7 @@ async fn ask(c: &TestCoordinator, raw: &str) -> Message {
 
 #[tokio::test]
 async fn headers_are_rewritten_exactly_as_the_full_server_does() {
-    let backend = raw_backend(Arc::new(Notify::new())).await;
+    let backend = raw_backend(Default::default()).await;
     let (fast, _g1) = routed_to(&backend, fast_config()).await;
     let full_config = CoordinatorConfig {
         http1_fast_path: false,
@@ -240,7 +260,7 @@ async fn headers_are_rewritten_exactly_as_the_full_server_does() {
 
 #[tokio::test]
 async fn pipelined_requests_and_a_hand_over_mid_connection_are_answered_in_order() {
-    let backend = raw_backend(Arc::new(Notify::new())).await;
+    let backend = raw_backend(Default::default()).await;
     let (c, _guard) = routed_to(&backend, fast_config()).await;
     let mut s = TcpStream::connect(c.addr).await.unwrap();
     // All in one write: two fast-path requests, one the fast path hands to
@@ -277,8 +297,8 @@ async fn pipelined_requests_and_a_hand_over_mid_connection_are_answered_in_order
 
 #[tokio::test]
 async fn a_chunked_response_streams_through_and_both_connections_are_kept() {
-    let release = Arc::new(Notify::new());
-    let backend = raw_backend(release.clone()).await;
+    let signals = Arc::new(Signals::default());
+    let backend = raw_backend(signals.clone()).await;
     let (c, _guard) = routed_to(&backend, fast_config()).await;
     let mut s = TcpStream::connect(c.addr).await.unwrap();
     s.write_all(b"GET /service/notes/first HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -300,7 +320,7 @@ async fn a_chunked_response_streams_through_and_both_connections_are_kept() {
     }
     let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
     assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
-    release.notify_one();
+    signals.release.notify_one();
     // The rest, byte for byte: extensions and trailers included.
     let rest = b"4;ext=1\r\nlast\r\n0\r\nx-t: 1\r\n\r\n";
     let mut tail = vec![0u8; rest.len()];
@@ -316,7 +336,7 @@ async fn a_chunked_response_streams_through_and_both_connections_are_kept() {
 
 #[tokio::test]
 async fn a_body_ended_by_close_and_a_broken_upstream_are_handled() {
-    let backend = raw_backend(Arc::new(Notify::new())).await;
+    let backend = raw_backend(Default::default()).await;
     let (c, _guard) = routed_to(&backend, fast_config()).await;
 
     // No length: the client gets all of it, told the connection will close.
@@ -350,7 +370,7 @@ async fn a_body_ended_by_close_and_a_broken_upstream_are_handled() {
 
 #[tokio::test]
 async fn slow_and_idle_service_connections_are_closed() {
-    let backend = raw_backend(Arc::new(Notify::new())).await;
+    let backend = raw_backend(Default::default()).await;
     let config = CoordinatorConfig {
         http_idle_timeout: Duration::from_millis(300),
         ..fast_config()
@@ -377,4 +397,23 @@ async fn slow_and_idle_service_connections_are_closed() {
     let mut got = Vec::new();
     within(s.read_to_end(&mut got)).await.unwrap();
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_takes_its_upstream_request_with_it() {
+    let signals = Arc::new(Signals::default());
+    let backend = raw_backend(signals.clone()).await;
+    // The proxy timeout is far away: only the client's leaving can end it.
+    let config = CoordinatorConfig {
+        proxy_timeout: Duration::from_secs(600),
+        ..fast_config()
+    };
+    let (c, _guard) = routed_to(&backend, config).await;
+    let mut s = TcpStream::connect(c.addr).await.unwrap();
+    s.write_all(b"GET /service/notes/hold HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    within(signals.held.notified()).await;
+    drop(s);
+    within(signals.abandoned.notified()).await;
 }

@@ -81,6 +81,7 @@ where
     let mut inbuf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(4 * 1024);
     let mut upstreams: Vec<Upstream> = Vec::new();
+    let mut early = BytesMut::new();
     let idle = tokio::time::sleep(s.header_timeout);
     tokio::pin!(idle);
     loop {
@@ -133,9 +134,14 @@ where
             routes: &routes,
             client: s.client,
         };
-        let keep = ctx.run(io, &mut upstreams, &mut out).await;
+        let keep = ctx.run(io, &mut upstreams, &mut out, &mut early).await;
         let close = head.close;
         inbuf.advance(total);
+        // Bytes of the next request that came while this one was waiting.
+        if !early.is_empty() {
+            inbuf.extend_from_slice(&early);
+            early.clear();
+        }
         if !keep || close {
             let _ = io.shutdown().await;
             return Ended::Closed;
@@ -182,7 +188,13 @@ enum Failed {
 
 impl Exchange<'_> {
     /// Proxies the request; whether the client connection can be kept.
-    async fn run<IO>(&mut self, io: &mut IO, upstreams: &mut Vec<Upstream>, out: &mut Vec<u8>) -> bool
+    async fn run<IO>(
+        &mut self,
+        io: &mut IO,
+        upstreams: &mut Vec<Upstream>,
+        out: &mut Vec<u8>,
+        early: &mut BytesMut,
+    ) -> bool
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -196,7 +208,15 @@ impl Exchange<'_> {
                 unreachable!("retry stops before running out of replicas")
             };
             let in_flight = InFlight::start(&ep);
-            let attempt = tokio::time::timeout(timeout, self.attempt(&ep, upstreams, out)).await;
+            let attempt = tokio::select! {
+                a = tokio::time::timeout(timeout, self.attempt(&ep, upstreams, out)) => a,
+                // The client gave up: so does the upstream request (its
+                // connection is dropped, as nginx does by default).
+                () = client_gone(io, early) => {
+                    debug!(service = self.service, worker = %ep.worker_name, request_id = %self.rid_str(), "client closed before the response; upstream request abandoned");
+                    return false;
+                }
+            };
             let failure = match attempt {
                 Ok(Ok((up, head))) => return self.relay(io, up, head, out, upstreams, in_flight).await,
                 Ok(Err(Failed::Send(f))) => f,
@@ -516,6 +536,20 @@ impl Body {
             Framing::UntilClose => (buf.len(), false),
         })
     }
+}
+
+/// Resolves when the client closes its connection. What it sends in the
+/// meantime (a pipelined request) is kept in `early`, up to a bound past
+/// which the client is no longer watched.
+async fn client_gone<IO: AsyncRead + Unpin>(io: &mut IO, early: &mut BytesMut) {
+    while early.len() < MAX_HEAD {
+        early.reserve(4096);
+        match io.read_buf(early).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    std::future::pending().await
 }
 
 /// A kept connection is used only if the peer has not closed it meanwhile

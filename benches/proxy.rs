@@ -9,6 +9,7 @@
 //! | `edgeplane direct` | wrk -> coordinator -> backend (the coordinator dials it) |
 //! | `edgeplane direct, fast path off` | the same, with `--no-http1-fast-path` (hyper serves the request) |
 //! | `edgeplane tunnel` | wrk -> coordinator -> HTTP/2 in the worker's gRPC tunnel -> worker -> backend |
+//! | `edgeplane tunnel, fast path off` | the same, with `--no-http1-fast-path` |
 //!
 //! Fairness: every path gets the same wrk settings, and by default wrk is
 //! pinned to CPU 0 while everything on the server side (backend, nginx,
@@ -554,6 +555,12 @@ async fn start_fleet(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
             Some("--no-http1-fast-path"),
         ),
         ("tunnel", "edgeplane tunnel", "tunnel", None),
+        (
+            "tunnel-hyper",
+            "edgeplane tunnel, fast path off",
+            "tunnel",
+            Some("--no-http1-fast-path"),
+        ),
     ] {
         if !wanted(s, key) {
             continue;
@@ -954,6 +961,14 @@ fn verdicts(rows: &[Summary]) -> Vec<String> {
             "- the HTTP/1 fast path against the same coordinator with it off: {:.2}x the throughput, p99 {} vs {}",
             d.rps / h.rps,
             fmt_us(d.p99_us),
+            fmt_us(h.p99_us)
+        ));
+    }
+    if let (Some(t), Some(h)) = (get("tunnel"), get("tunnel-hyper")) {
+        v.push(format!(
+            "- tunnel mode, fast path (raw pipes) against fast path off (a tunnelled HTTP/2 request each): {:.2}x the throughput, p99 {} vs {}",
+            t.rps / h.rps,
+            fmt_us(t.p99_us),
             fmt_us(h.p99_us)
         ));
     }

@@ -21,7 +21,7 @@ pub mod h1;
 mod inline;
 
 pub use error::ProxyError;
-pub use forward::ClientAddr;
+pub use forward::{host_for, ClientAddr};
 pub use inline::{InlineUpstreams, SendFailure};
 
 /// What a client connection served by the front door gives each of its

@@ -5,7 +5,10 @@
 //! - [`pipe`]: the byte pipe over `WorkerControl/Tunnel`.
 //! - [`coordinator_side`]: admits a tunnel and runs the HTTP/2 client on it.
 //! - [`worker_side`]: runs the HTTP/2 server on it and forwards each request
-//!   to the local service named by `x-edgeplane-service`.
+//!   to the local service named by `x-edgeplane-service`; a `CONNECT` opens
+//!   a raw byte pipe to that service instead (an HTTP/2 stream copied to a
+//!   TCP connection), which the coordinator's HTTP/1 fast path uses as an
+//!   upstream connection, so HTTP/1 requests cross the tunnel as bytes.
 
 pub mod coordinator_side;
 pub mod pipe;
@@ -18,6 +21,10 @@ pub const SERVICE_HEADER: &str = "x-edgeplane-service";
 /// service could not be reached (`connect`) or failed before answering
 /// (`reset`), so the coordinator can retry on another replica.
 pub const FORWARD_ERROR_HEADER: &str = "x-edgeplane-forward-error";
+/// On the answer to a `CONNECT` (a raw pipe to a local service): the
+/// `Host` and the path prefix requests on the pipe must carry.
+pub const PIPE_HOST_HEADER: &str = "x-edgeplane-pipe-host";
+pub const PIPE_PREFIX_HEADER: &str = "x-edgeplane-pipe-prefix";
 /// Tunnel call metadata: which worker, and its session secret.
 pub const WORKER_ID_HEADER: &str = "x-edgeplane-worker-id";
 pub const RESUME_TOKEN_HEADER: &str = "x-edgeplane-resume-token";

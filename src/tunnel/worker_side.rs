@@ -15,9 +15,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+use tracing::debug;
 
 /// Where this worker reaches each of its services, by name: the URL the
 /// latest assignment gives, unless the runtime put the service somewhere
@@ -87,6 +89,84 @@ impl Forwarder {
             axum::Json(serde_json::json!({ "error": code, "message": message })),
         )
             .into_response()
+    }
+
+    /// A `CONNECT` from the coordinator: a raw byte pipe to the local
+    /// service named by [`SERVICE_HEADER`], for the coordinator's HTTP/1
+    /// fast path to use as an upstream connection. The answer tells it the
+    /// `Host` and path prefix the service expects, since nothing on this
+    /// side rewrites the bytes.
+    pub async fn connect(&self, mut req: Request<Incoming>) -> Response {
+        let service = req
+            .headers()
+            .get(SERVICE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let Some(service) = service else {
+            return Self::fail(
+                StatusCode::BAD_REQUEST,
+                "no_service_name",
+                format!("missing {SERVICE_HEADER}"),
+            );
+        };
+        let target = self
+            .services
+            .url(&service)
+            .as_deref()
+            .and_then(crate::routes::Endpoint::parse_url);
+        let Some((origin, prefix)) = target.filter(|(o, _)| o.scheme_str() == Some("http")) else {
+            return Self::fail(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                format!("this worker has no local HTTP address for `{service}`"),
+            );
+        };
+        let Some(host) = crate::proxy::host_for(&origin) else {
+            return Self::fail(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                format!("bad address for `{service}`"),
+            );
+        };
+        let authority = origin.authority().expect("parse_url keeps the authority");
+        let port = authority.port_u16().unwrap_or(80);
+        let dialed = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((authority.host(), port))).await;
+        let mut tcp = match dialed {
+            Ok(Ok(tcp)) => tcp,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("timed out after {CONNECT_TIMEOUT:?}"),
+                };
+                let mut r = Self::fail(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    format!("{service}: connect to {authority}: {why}"),
+                );
+                r.headers_mut()
+                    .insert(super::FORWARD_ERROR_HEADER, HeaderValue::from_static("connect"));
+                return r;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match upgrade.await {
+                Ok(up) => {
+                    let mut up = TokioIo::new(up);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut up, &mut tcp).await {
+                        debug!(%service, error = %e, "tunnel pipe ended");
+                    }
+                }
+                Err(e) => debug!(%service, error = %e, "tunnel pipe was not opened"),
+            }
+        });
+        let mut r = StatusCode::OK.into_response();
+        r.headers_mut().insert(super::PIPE_HOST_HEADER, host);
+        if let Ok(p) = HeaderValue::from_str(&prefix) {
+            r.headers_mut().insert(super::PIPE_PREFIX_HEADER, p);
+        }
+        r
     }
 
     /// One request from the coordinator.
@@ -200,7 +280,13 @@ pub async fn serve(
     let io = TokioIo::new(pipe(inbound, tx));
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let f = forwarder.clone();
-        async move { Ok::<_, std::convert::Infallible>(f.forward(req).await) }
+        async move {
+            Ok::<_, std::convert::Infallible>(if req.method() == http::Method::CONNECT {
+                f.connect(req).await
+            } else {
+                f.forward(req).await
+            })
+        }
     });
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(super::STREAM_WINDOW)

@@ -20,6 +20,7 @@
 mod chunked;
 mod request;
 mod response;
+mod upstream;
 
 use super::balance::{self, InFlight};
 use super::{ClientAddr, Proxy, ProxyError, SendFailure};
@@ -31,11 +32,11 @@ use response::Framing;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::retry::budget::Budget as _;
 use tracing::{debug, warn};
+use upstream::Upstream;
 
 /// `/service/` followed by the service name.
 const SERVICE_PATH: &str = "/service/";
@@ -64,13 +65,6 @@ pub struct Settings<'a> {
     pub header_timeout: Duration,
     /// Stop between requests.
     pub drain: &'a CancellationToken,
-}
-
-/// A kept upstream connection and what was read from it but not yet used.
-struct Upstream {
-    authority: http::uri::Authority,
-    stream: TcpStream,
-    buf: BytesMut,
 }
 
 /// Serves `io` until it closes or needs the full server.
@@ -158,10 +152,11 @@ fn direct_routes(proxy: &Proxy, name: &str) -> Option<(String, Arc<ServiceRoutes
     if routes.unavailable().is_some() {
         return None;
     }
-    let direct = |e: &Arc<Endpoint>| {
-        matches!(e.via, Via::Direct) && e.origin.scheme_str() == Some("http") && e.origin.authority().is_some()
+    let reachable = |e: &Arc<Endpoint>| match e.via {
+        Via::Direct => e.origin.scheme_str() == Some("http") && e.origin.authority().is_some(),
+        Via::Tunnel(_) => true,
     };
-    routes.ready.iter().all(direct).then_some((service, routes))
+    routes.ready.iter().all(reachable).then_some((service, routes))
 }
 
 /// One request and its response.
@@ -265,20 +260,21 @@ impl Exchange<'_> {
         upstreams: &mut Vec<Upstream>,
         out: &mut Vec<u8>,
     ) -> Result<(Upstream, response::Head), Failed> {
-        let authority = ep.origin.authority().expect("checked by direct_routes");
+        let service = self.service;
+        let open = || Upstream::open(ep, service, self.proxy.config.connect_timeout);
         let kept = upstreams
             .iter()
-            .position(|u| &u.authority == authority)
-            .map(|i| upstreams.swap_remove(i))
-            .filter(still_open);
-        out.clear();
-        self.write_request(ep, authority, out);
+            .position(|u| u.leads_to(ep, service))
+            .map(|i| upstreams.swap_remove(i));
+        let kept = kept.and_then(|mut up| up.still_open().then_some(up));
         let mut reused = kept.is_some();
         let mut up = match kept {
             Some(up) => up,
-            None => dial(authority, self.proxy.config.connect_timeout).await?,
+            None => open().await?,
         };
         loop {
+            out.clear();
+            self.write_request(&up, out);
             match self.exchange_head(&mut up, out).await {
                 Ok(head) => return Ok((up, head)),
                 // A kept connection the peer closed as the request went out:
@@ -287,9 +283,7 @@ impl Exchange<'_> {
                     if reused && (!written || request::idempotent(self.head.method)) =>
                 {
                     debug!(error = %detail, "kept upstream connection was closed; redialing");
-                    out.clear();
-                    self.write_request(ep, authority, out);
-                    up = dial(authority, self.proxy.config.connect_timeout).await?;
+                    up = open().await?;
                     reused = false;
                 }
                 Err(e) => return Err(e),
@@ -300,7 +294,7 @@ impl Exchange<'_> {
     /// Writes the request in `out`, then reads the response head and leaves
     /// the client's version of it in `out`.
     async fn exchange_head(&self, up: &mut Upstream, out: &mut Vec<u8>) -> Result<response::Head, Failed> {
-        if let Err(e) = up.stream.write_all(out).await {
+        if let Err(e) = up.io.write_all(out).await {
             return Err(Failed::Quiet {
                 detail: format!("write: {e}"),
                 written: false,
@@ -326,7 +320,7 @@ impl Exchange<'_> {
                 }
             }
             up.buf.reserve(READ_CHUNK);
-            match up.stream.read_buf(&mut up.buf).await {
+            match up.io.read_buf(&mut up.buf).await {
                 Ok(0) if got == 0 => return Err(quiet("the connection closed before a response".into())),
                 Ok(0) => return Err(Failed::BadHead("the connection closed mid-head".into())),
                 Ok(_) => {}
@@ -338,23 +332,18 @@ impl Exchange<'_> {
 
     /// The request as the replica gets it: its path under the replica's
     /// prefix, hop-by-hop headers out, `x-forwarded-*` and the request id in.
-    fn write_request(&self, ep: &Endpoint, authority: &http::uri::Authority, out: &mut Vec<u8>) {
+    fn write_request(&self, up: &Upstream, out: &mut Vec<u8>) {
         let h = self.head;
         out.extend_from_slice(h.method.as_bytes());
         out.push(b' ');
-        out.extend_from_slice(ep.prefix.as_bytes());
+        out.extend_from_slice(up.prefix.as_bytes());
         out.extend_from_slice(if h.rest.is_empty() { b"/" } else { h.rest.as_bytes() });
         if let Some(q) = h.query {
             out.push(b'?');
             out.extend_from_slice(q.as_bytes());
         }
-        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        out.extend_from_slice(authority.host().as_bytes());
-        if let Some(port) = authority.port_u16().filter(|p| *p != 80) {
-            out.push(b':');
-            out.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        header(out, b"host", &up.host);
         let mut host = None;
         let mut forwarded_for = None;
         for hd in h.headers {
@@ -434,7 +423,7 @@ impl Exchange<'_> {
         let mut finished = done;
         while !finished {
             up.buf.reserve(READ_CHUNK);
-            match up.stream.read_buf(&mut up.buf).await {
+            match up.io.read_buf(&mut up.buf).await {
                 Ok(0) if framing.until_close() => finished = true,
                 Ok(0) => return self.body_failed("the connection closed mid-body"),
                 Ok(_) => {
@@ -550,28 +539,6 @@ async fn client_gone<IO: AsyncRead + Unpin>(io: &mut IO, early: &mut BytesMut) {
         }
     }
     std::future::pending().await
-}
-
-/// A kept connection is used only if the peer has not closed it meanwhile
-/// (a read that would block means it is open and silent, as it should be).
-fn still_open(up: &Upstream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(up.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
-
-async fn dial(authority: &http::uri::Authority, timeout: Duration) -> Result<Upstream, Failed> {
-    let failed = |detail: String| Failed::Send(SendFailure { connect: true, detail });
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = tokio::time::timeout(timeout, TcpStream::connect((authority.host(), port)))
-        .await
-        .map_err(|_| failed(format!("connect to {authority} timed out after {timeout:?}")))?
-        .map_err(|e| failed(format!("connect to {authority}: {e}")))?;
-    let _ = stream.set_nodelay(true);
-    Ok(Upstream {
-        authority: authority.clone(),
-        stream,
-        buf: BytesMut::with_capacity(READ_CHUNK),
-    })
 }
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -1,0 +1,187 @@
+//! The fast path's upstream connections: a TCP connection to a direct
+//! replica, or a raw pipe down a worker's tunnel (an HTTP/2 `CONNECT`
+//! stream that the worker copies to a TCP connection of its own). Either
+//! way the request and response cross as HTTP/1 bytes, and the connection
+//! is kept for the client connection's next request.
+
+use super::{Failed, READ_CHUNK};
+use crate::proxy::SendFailure;
+use crate::routes::{Endpoint, TunnelSender, Via};
+use crate::tunnel::{FORWARD_ERROR_HEADER, PIPE_HOST_HEADER, PIPE_PREFIX_HEADER, SERVICE_HEADER};
+use bytes::BytesMut;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Which replica a kept connection leads to.
+#[derive(Debug, PartialEq, Eq)]
+enum Key {
+    Direct(http::uri::Authority),
+    /// One service on one worker (a pipe is bound to the service it was
+    /// opened for).
+    Tunnel {
+        worker: String,
+        service: String,
+    },
+}
+
+/// A kept upstream connection and what was read from it but not yet used.
+pub struct Upstream {
+    key: Key,
+    pub io: Io,
+    pub buf: BytesMut,
+    /// What the service expects in `Host` and in front of the path.
+    pub host: Vec<u8>,
+    pub prefix: String,
+}
+
+impl Upstream {
+    /// Whether this connection leads to `service` on `ep`.
+    pub fn leads_to(&self, ep: &Endpoint, service: &str) -> bool {
+        match (&self.key, &ep.via) {
+            (Key::Direct(a), Via::Direct) => ep.origin.authority() == Some(a),
+            (Key::Tunnel { worker, service: s }, Via::Tunnel(_)) => *worker == ep.worker_id && s == service,
+            _ => false,
+        }
+    }
+
+    /// Whether the peer has not closed it meanwhile (nothing to read is
+    /// what an open, idle connection looks like).
+    pub fn still_open(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        match &mut self.io {
+            Io::Tcp(s) => matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            Io::Pipe(p) => {
+                let waker = std::task::Waker::noop();
+                let mut cx = Context::from_waker(waker);
+                let mut buf = ReadBuf::new(&mut probe);
+                Pin::new(p).poll_read(&mut cx, &mut buf).is_pending()
+            }
+        }
+    }
+
+    /// Opens a connection to `service` on `ep`.
+    pub async fn open(ep: &Endpoint, service: &str, timeout: Duration) -> Result<Upstream, Failed> {
+        match &ep.via {
+            Via::Direct => dial(ep, timeout).await,
+            Via::Tunnel(sender) => pipe(ep, sender, service, timeout).await,
+        }
+    }
+}
+
+fn connect_failed(detail: String) -> Failed {
+    Failed::Send(SendFailure { connect: true, detail })
+}
+
+async fn dial(ep: &Endpoint, timeout: Duration) -> Result<Upstream, Failed> {
+    let Some(authority) = ep.origin.authority() else {
+        return Err(connect_failed(format!("no address for {}", ep.origin)));
+    };
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(timeout, TcpStream::connect((authority.host(), port)))
+        .await
+        .map_err(|_| connect_failed(format!("connect to {authority} timed out after {timeout:?}")))?
+        .map_err(|e| connect_failed(format!("connect to {authority}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let host = crate::proxy::host_for(&ep.origin).map_or_else(Vec::new, |h| h.as_bytes().to_vec());
+    Ok(Upstream {
+        key: Key::Direct(authority.clone()),
+        io: Io::Tcp(stream),
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        host,
+        prefix: ep.prefix.clone(),
+    })
+}
+
+/// Asks the worker for a raw pipe to `service` (see `tunnel::worker_side`).
+async fn pipe(ep: &Endpoint, sender: &TunnelSender, service: &str, timeout: Duration) -> Result<Upstream, Failed> {
+    let open = async {
+        let mut sender = sender.clone();
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("tunnel: {}", crate::errors::chain(&e)))?;
+        let req = http::Request::connect("service.tunnel:80")
+            .header(SERVICE_HEADER, service)
+            .body(axum::body::Body::empty())
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("tunnel: {}", crate::errors::chain(&e)))?;
+        if !resp.status().is_success() {
+            let kind = resp.headers().get(FORWARD_ERROR_HEADER).cloned();
+            return Err(format!(
+                "worker could not reach the service ({}; {})",
+                resp.status(),
+                kind.as_ref().and_then(|k| k.to_str().ok()).unwrap_or("?")
+            ));
+        }
+        let header = |n: &str| resp.headers().get(n).map(|v| v.as_bytes().to_vec());
+        let host = header(PIPE_HOST_HEADER).unwrap_or_default();
+        let prefix = header(PIPE_PREFIX_HEADER)
+            .and_then(|p| String::from_utf8(p).ok())
+            .unwrap_or_default();
+        let up = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| format!("tunnel pipe: {e}"))?;
+        Ok((up, host, prefix))
+    };
+    let (up, host, prefix) = tokio::time::timeout(timeout, open)
+        .await
+        .map_err(|_| connect_failed(format!("opening a tunnel pipe timed out after {timeout:?}")))?
+        .map_err(connect_failed)?;
+    Ok(Upstream {
+        key: Key::Tunnel {
+            worker: ep.worker_id.clone(),
+            service: service.to_string(),
+        },
+        io: Io::Pipe(TokioIo::new(up)),
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        host,
+        prefix,
+    })
+}
+
+/// The byte stream under an [`Upstream`].
+pub enum Io {
+    Tcp(TcpStream),
+    Pipe(TokioIo<Upgraded>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Pipe(p) => Pin::new(p).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Pipe(p) => Pin::new(p).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Pipe(p) => Pin::new(p).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Pipe(p) => Pin::new(p).poll_shutdown(cx),
+        }
+    }
+}

@@ -122,6 +122,8 @@ struct Signals {
 ///   once `release` is notified;
 /// - `/until-close`: a body with no length, ended by closing;
 /// - `/garbage`: not HTTP at all;
+/// - `/close-after`: an answer, then the connection closed without notice
+///   (as a server whose keep-alive timeout expired);
 /// - `/hold`: no answer; `abandoned` is notified when the proxy closes
 ///   the connection;
 /// - anything else: `conn-{n} {method} {path} {body}`.
@@ -138,7 +140,10 @@ async fn raw_backend(signals: Arc<Signals>) -> String {
                 while let Some(req) = read_message(&mut s, &mut buf, false).await {
                     let line = req.head.lines().next().unwrap_or("").to_string();
                     let path = line.split(' ').nth(1).unwrap_or("").to_string();
-                    let reply = match path.split('?').next().unwrap_or("") {
+                    // Served under `/p` as well (a service URL with a path prefix).
+                    let route = path.split('?').next().unwrap_or("");
+                    let route = route.strip_prefix("/p/").map_or(route, |r| &route[2..2 + r.len() + 1]);
+                    let reply = match route {
                         "/health" => "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_string(),
                         "/head" => format!(
                             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: x-hop\r\nX-Hop: 1\r\n\
@@ -159,6 +164,10 @@ async fn raw_backend(signals: Arc<Signals>) -> String {
                             return;
                         }
                         "/garbage" => "NOT HTTP\r\n\r\n".to_string(),
+                        "/close-after" => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone").await;
+                            return;
+                        }
                         "/hold" => {
                             signals.held.notify_one();
                             let mut rest = Vec::new();
@@ -186,11 +195,16 @@ async fn raw_backend(signals: Arc<Signals>) -> String {
 /// A coordinator (with `config`) and one worker declaring `notes` at
 /// `backend`, reached directly; returns once the service is ready.
 async fn routed_to(backend: &str, config: CoordinatorConfig) -> (TestCoordinator, impl Sized) {
+    routed_via(backend, config, "direct").await
+}
+
+/// The same, reached over `data_path` (`direct` or `tunnel`).
+async fn routed_via(backend: &str, config: CoordinatorConfig, data_path: &str) -> (TestCoordinator, impl Sized) {
     let c = TestCoordinator::start(config).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = c.worker_config("fast-1", dir.path());
     cfg.services = vec![("notes".into(), backend.to_string())];
-    cfg.data_path = "direct".into();
+    cfg.data_path = data_path.into();
     cfg.probe_interval = Duration::from_millis(50);
     let (agent, stop) = start_agent(cfg).await;
     let mut watch = c.watch().await;
@@ -209,13 +223,20 @@ async fn ask(c: &TestCoordinator, raw: &str) -> Message {
 
 #[tokio::test]
 async fn headers_are_rewritten_exactly_as_the_full_server_does() {
-    let backend = raw_backend(Default::default()).await;
-    let (fast, _g1) = routed_to(&backend, fast_config()).await;
+    for data_path in ["direct", "tunnel"] {
+        same_rewrite_as_the_full_server(data_path).await;
+    }
+}
+
+async fn same_rewrite_as_the_full_server(data_path: &str) {
+    // Under a path prefix, which a tunnel's worker tells the fast path.
+    let backend = format!("{}/p", raw_backend(Default::default()).await);
+    let (fast, _g1) = routed_via(&backend, fast_config(), data_path).await;
     let full_config = CoordinatorConfig {
         http1_fast_path: false,
         ..fast_config()
     };
-    let (full, _g2) = routed_to(&backend, full_config).await;
+    let (full, _g2) = routed_via(&backend, full_config, data_path).await;
     let request = "POST /service/notes/head?q=1&r=%20 HTTP/1.1\r\nHost: example.test\r\n\
                    Connection: keep-alive, x-secret\r\nX-Secret: s\r\nKeep-Alive: timeout=9\r\n\
                    Proxy-Authorization: Basic eA==\r\nTE: gzip\r\nX-Forwarded-For: 10.0.0.1\r\n\
@@ -233,9 +254,27 @@ async fn headers_are_rewritten_exactly_as_the_full_server_does() {
             body: vec![],
         },
     );
-    assert_eq!(up_a.head.lines().next(), Some("POST /head?q=1&r=%20 HTTP/1.1"));
+    assert_eq!(
+        up_a.head.lines().next(),
+        Some("POST /p/head?q=1&r=%20 HTTP/1.1"),
+        "{data_path}"
+    );
     assert_eq!(up_a.head.lines().next(), up_b.head.lines().next());
-    assert_eq!(up_a.headers(&[]), up_b.headers(&[]));
+    assert_eq!(up_a.headers(&[]), up_b.headers(&[]), "{data_path}");
+    // Bytes cross untouched on the fast path, the tunnel's pipes included:
+    // header names keep the client's case (hyper's path lowercases them).
+    assert!(
+        up_a.head.contains("\r\nContent-Type: application/json\r\n"),
+        "{data_path}: {}",
+        up_a.head
+    );
+    assert!(
+        up_b.head.contains("\r\ncontent-type: application/json\r\n"),
+        "{data_path}: {}",
+        up_b.head
+    );
+    let host = backend.trim_start_matches("http://").trim_end_matches("/p");
+    assert_eq!(up_a.header("host").as_deref(), Some(host), "{data_path}");
     let sent = up_a.headers(&[]);
     for expected in [
         "x-forwarded-for: 10.0.0.1, 127.0.0.1",
@@ -297,9 +336,15 @@ async fn pipelined_requests_and_a_hand_over_mid_connection_are_answered_in_order
 
 #[tokio::test]
 async fn a_chunked_response_streams_through_and_both_connections_are_kept() {
+    for data_path in ["direct", "tunnel"] {
+        chunked_streams_through(data_path).await;
+    }
+}
+
+async fn chunked_streams_through(data_path: &str) {
     let signals = Arc::new(Signals::default());
     let backend = raw_backend(signals.clone()).await;
-    let (c, _guard) = routed_to(&backend, fast_config()).await;
+    let (c, _guard) = routed_via(&backend, fast_config(), data_path).await;
     let mut s = TcpStream::connect(c.addr).await.unwrap();
     s.write_all(b"GET /service/notes/first HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -326,12 +371,52 @@ async fn a_chunked_response_streams_through_and_both_connections_are_kept() {
     let mut tail = vec![0u8; rest.len()];
     within(s.read_exact(&mut tail)).await.unwrap();
     assert_eq!(tail, rest);
-    // Same client connection, same upstream connection.
+    // Same client connection, same upstream connection (or tunnel pipe).
     s.write_all(b"GET /service/notes/again HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
     let m = within(read_message(&mut s, &mut Vec::new(), false)).await.unwrap();
-    assert_eq!(String::from_utf8(m.body).unwrap(), format!("{conn} GET /again "));
+    assert_eq!(
+        String::from_utf8(m.body).unwrap(),
+        format!("{conn} GET /again "),
+        "{data_path}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_connection_closed_after_its_answer_costs_no_request() {
+    for data_path in ["direct", "tunnel"] {
+        let backend = raw_backend(Default::default()).await;
+        let (c, _guard) = routed_via(&backend, fast_config(), data_path).await;
+        let mut s = TcpStream::connect(c.addr).await.unwrap();
+        let mut buf = Vec::new();
+        let mut conns = BTreeSet::new();
+        for i in 0..5 {
+            // The close may be seen before the next request goes out, or
+            // only when it meets a dead connection: a GET is safe to send
+            // again either way.
+            let path = if i % 2 == 0 { "close-after" } else { "x" };
+            let req = format!("GET /service/notes/{path} HTTP/1.1\r\nhost: x\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let m = within(read_message(&mut s, &mut buf, false)).await.expect("a response");
+            assert!(
+                m.head.starts_with("HTTP/1.1 200"),
+                "{data_path} request {i}: {}",
+                m.head
+            );
+            let body = String::from_utf8(m.body).unwrap();
+            if path == "x" {
+                conns.insert(body.split(' ').next().unwrap().to_string());
+            } else {
+                assert_eq!(body, "done");
+            }
+        }
+        assert_eq!(
+            conns.len(),
+            2,
+            "{data_path}: each request after a close needed a fresh connection"
+        );
+    }
 }
 
 #[tokio::test]

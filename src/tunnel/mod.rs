@@ -32,5 +32,10 @@ pub const RESUME_TOKEN_HEADER: &str = "x-edgeplane-resume-token";
 /// HTTP/2 flow-control windows inside the tunnel: large enough to keep a
 /// loopback-fast stream busy, bounded so one slow reader cannot make the
 /// other side buffer without limit.
+/// HTTP/2 streams open at once in one tunnel: tunnelled requests, and raw
+/// pipes (each held by a client connection of the coordinator's HTTP/1 fast
+/// path until that connection closes). Past it, new ones wait for a free
+/// stream until the proxy's connect timeout.
+pub const MAX_STREAMS: u32 = 4096;
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;

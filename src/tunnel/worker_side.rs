@@ -291,7 +291,9 @@ pub async fn serve(
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(super::STREAM_WINDOW)
         .initial_connection_window_size(super::CONNECTION_WINDOW)
-        .max_concurrent_streams(1024)
+        // Requests and raw pipes (one per client connection that used this
+        // worker over the fast path, held while that connection lives).
+        .max_concurrent_streams(super::MAX_STREAMS)
         .serve_connection(io, svc)
         .await
         .map_err(|e| format!("tunnel closed: {e}"))

@@ -502,3 +502,33 @@ async fn a_client_that_goes_away_takes_its_upstream_request_with_it() {
     drop(s);
     within(signals.abandoned.notified()).await;
 }
+
+#[tokio::test]
+async fn one_request_per_client_connection_still_reuses_upstream_connections() {
+    for data_path in ["direct", "tunnel"] {
+        let backend = raw_backend(Default::default()).await;
+        let (c, _guard) = routed_via(&backend, fast_config(), data_path).await;
+        let mut conns = BTreeSet::new();
+        for i in 0..4 {
+            let req = format!("GET /service/notes/one?i={i} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            let mut s = TcpStream::connect(c.addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut buf = Vec::new();
+            let m = within(read_message(&mut s, &mut buf, false)).await.expect("a response");
+            assert_eq!(m.header("connection").as_deref(), Some("close"), "{data_path}");
+            // Closed by the coordinator (after it kept the upstream connection).
+            within(s.read_to_end(&mut buf)).await.unwrap();
+            conns.insert(
+                String::from_utf8(m.body)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        // Four client connections, one after another: one upstream connection
+        // (or tunnel pipe) carried all four requests.
+        assert_eq!(conns.len(), 1, "{data_path}: {conns:?}");
+    }
+}

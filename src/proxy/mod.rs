@@ -105,6 +105,9 @@ pub struct Proxy {
     config: ProxyConfig,
     budget: TpsBudget,
     epoch: Instant,
+    /// Idle upstream connections of the HTTP/1 fast path that outlived
+    /// their client connection.
+    kept: h1::Shared,
 }
 
 impl Proxy {
@@ -126,6 +129,7 @@ impl Proxy {
             // Retries may add 20% to the load, and at least 10 per second.
             budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             epoch: Instant::now(),
+            kept: h1::Shared::default(),
         })
     }
 

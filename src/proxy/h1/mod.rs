@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::retry::budget::Budget as _;
 use tracing::{debug, warn};
+pub(crate) use upstream::Shared;
 use upstream::Upstream;
 
 /// `/service/` followed by the service name.
@@ -74,7 +75,11 @@ where
 {
     let mut inbuf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(4 * 1024);
-    let mut upstreams: Vec<Upstream> = Vec::new();
+    let mut own = upstream::Own {
+        list: Vec::new(),
+        shared: &proxy.kept,
+    };
+    let upstreams = &mut own.list;
     let mut early = BytesMut::new();
     let idle = tokio::time::sleep(s.header_timeout);
     tokio::pin!(idle);
@@ -128,7 +133,7 @@ where
             routes: &routes,
             client: s.client,
         };
-        let keep = ctx.run(io, &mut upstreams, &mut out, &mut early).await;
+        let keep = ctx.run(io, upstreams, &mut out, &mut early).await;
         let close = head.close;
         inbuf.advance(total);
         // Bytes of the next request that came while this one was waiting.
@@ -137,6 +142,8 @@ where
             early.clear();
         }
         if !keep || close {
+            // Kept for other client connections before this one is seen to close.
+            proxy.kept.give(upstreams.drain(..));
             let _ = io.shutdown().await;
             return Ended::Closed;
         }
@@ -265,7 +272,8 @@ impl Exchange<'_> {
         let kept = upstreams
             .iter()
             .position(|u| u.leads_to(ep, service))
-            .map(|i| upstreams.swap_remove(i));
+            .map(|i| upstreams.swap_remove(i))
+            .or_else(|| self.proxy.kept.take(ep, service));
         let kept = kept.and_then(|mut up| up.still_open().then_some(up));
         let mut reused = kept.is_some();
         let mut up = match kept {

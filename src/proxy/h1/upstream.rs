@@ -31,18 +31,18 @@ enum Key {
 }
 
 /// A kept upstream connection and what was read from it but not yet used.
-pub struct Upstream {
+pub(crate) struct Upstream {
     key: Key,
-    pub io: Io,
-    pub buf: BytesMut,
+    pub(super) io: Io,
+    pub(super) buf: BytesMut,
     /// What the service expects in `Host` and in front of the path.
-    pub host: Vec<u8>,
-    pub prefix: String,
+    pub(super) host: Vec<u8>,
+    pub(super) prefix: String,
 }
 
 impl Upstream {
     /// Whether this connection leads to `service` on `ep`.
-    pub fn leads_to(&self, ep: &Endpoint, service: &str) -> bool {
+    pub(super) fn leads_to(&self, ep: &Endpoint, service: &str) -> bool {
         match (&self.key, &ep.via) {
             (Key::Direct(a), Via::Direct) => ep.origin.authority() == Some(a),
             (Key::Tunnel { worker, service: s }, Via::Tunnel(_)) => *worker == ep.worker_id && s == service,
@@ -52,7 +52,7 @@ impl Upstream {
 
     /// Whether the peer has not closed it meanwhile (nothing to read is
     /// what an open, idle connection looks like).
-    pub fn still_open(&mut self) -> bool {
+    pub(super) fn still_open(&mut self) -> bool {
         let mut probe = [0u8; 1];
         match &mut self.io {
             Io::Tcp(s) => matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
@@ -66,7 +66,7 @@ impl Upstream {
     }
 
     /// Opens a connection to `service` on `ep`.
-    pub async fn open(ep: &Endpoint, service: &str, timeout: Duration) -> Result<Upstream, Failed> {
+    pub(super) async fn open(ep: &Endpoint, service: &str, timeout: Duration) -> Result<Upstream, Failed> {
         match &ep.via {
             Via::Direct => dial(ep, timeout).await,
             Via::Tunnel(sender) => pipe(ep, sender, service, timeout).await,
@@ -148,8 +148,67 @@ async fn pipe(ep: &Endpoint, sender: &TunnelSender, service: &str, timeout: Dura
     })
 }
 
+/// Idle upstream connections left by client connections that closed, for
+/// the next client connection to the same replica: without it a client that
+/// sends one request per connection would cost a connect (and, through a
+/// tunnel, a pipe opened by the worker) per request. Touched only when a
+/// client connection ends or misses in its own list, not per request.
+pub(crate) struct Shared {
+    idle: std::sync::Mutex<std::collections::VecDeque<Upstream>>,
+}
+
+/// Idle connections kept for all client connections together.
+const MAX_SHARED: usize = 256;
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            idle: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Upstream>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A kept connection to `service` on `ep`, if any (the newest first).
+    pub(super) fn take(&self, ep: &Endpoint, service: &str) -> Option<Upstream> {
+        let mut idle = self.lock();
+        let i = idle.iter().rposition(|u| u.leads_to(ep, service))?;
+        idle.remove(i)
+    }
+
+    /// Keeps `ups` (the oldest kept ones go first past the bound).
+    pub(super) fn give(&self, ups: impl IntoIterator<Item = Upstream>) {
+        let mut idle = self.lock();
+        for up in ups {
+            if idle.len() >= MAX_SHARED {
+                idle.pop_front();
+            }
+            idle.push_back(up);
+        }
+    }
+}
+
+/// A client connection's own idle upstream connections, handed to the
+/// shared ones when the client connection ends (however it ends).
+pub(super) struct Own<'a> {
+    pub(super) list: Vec<Upstream>,
+    pub(super) shared: &'a Shared,
+}
+
+impl Drop for Own<'_> {
+    fn drop(&mut self) {
+        if !self.list.is_empty() {
+            self.shared.give(self.list.drain(..));
+        }
+    }
+}
+
 /// The byte stream under an [`Upstream`].
-pub enum Io {
+pub(super) enum Io {
     Tcp(TcpStream),
     Pipe(TokioIo<Upgraded>),
 }

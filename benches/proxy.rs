@@ -956,21 +956,22 @@ fn verdicts(rows: &[Summary]) -> Vec<String> {
             fmt_us(n.p99_us)
         ));
     }
-    if let (Some(d), Some(h)) = (get("direct"), get("direct-hyper")) {
-        v.push(format!(
-            "- the HTTP/1 fast path against the same coordinator with it off: {:.2}x the throughput, p99 {} vs {}",
-            d.rps / h.rps,
-            fmt_us(d.p99_us),
-            fmt_us(h.p99_us)
-        ));
-    }
-    if let (Some(t), Some(h)) = (get("tunnel"), get("tunnel-hyper")) {
-        v.push(format!(
-            "- tunnel mode, fast path (raw pipes) against fast path off (a tunnelled HTTP/2 request each): {:.2}x the throughput, p99 {} vs {}",
-            t.rps / h.rps,
-            fmt_us(t.p99_us),
-            fmt_us(h.p99_us)
-        ));
+    for (fast, off, what) in [
+        ("direct", "direct-hyper", "the HTTP/1 fast path, direct mode"),
+        (
+            "tunnel",
+            "tunnel-hyper",
+            "the HTTP/1 fast path, tunnel mode (raw pipes)",
+        ),
+    ] {
+        if let (Some(f), Some(h)) = (get(fast), get(off)) {
+            v.push(format!(
+                "- {what}, against the same coordinator with it off: {:.2}x the throughput, p99 {} vs {}",
+                f.rps / h.rps,
+                fmt_us(f.p99_us),
+                fmt_us(h.p99_us)
+            ));
+        }
     }
     if let (Some(t), Some(r)) = (get("tunnel"), get("rathole")) {
         v.push(format!(

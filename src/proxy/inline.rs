@@ -181,12 +181,7 @@ fn reset(detail: &str) -> SendFailure {
 
 async fn dial(authority: &Authority, timeout: Duration) -> Result<Upstream, SendFailure> {
     let failed = |detail: String| SendFailure { connect: true, detail };
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = tokio::time::timeout(timeout, TcpStream::connect((authority.host(), port)))
-        .await
-        .map_err(|_| failed(format!("connect to {authority} timed out after {timeout:?}")))?
-        .map_err(|e| failed(format!("connect to {authority}: {e}")))?;
-    let _ = stream.set_nodelay(true);
+    let stream = connect_tcp(authority, timeout).await.map_err(failed)?;
     let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(format!("handshake with {authority}: {e}")))?;
@@ -195,6 +190,18 @@ async fn dial(authority: &Authority, timeout: Duration) -> Result<Upstream, Send
         sender,
         conn: Some(Box::pin(conn)),
     })
+}
+
+/// A TCP connection to `authority` (port 80 unless it says otherwise), with
+/// Nagle off: proxied requests are written whole and must go at once.
+pub(crate) async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStream, String> {
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(timeout, TcpStream::connect((authority.host(), port)))
+        .await
+        .map_err(|_| format!("connect to {authority} timed out after {timeout:?}"))?
+        .map_err(|e| format!("connect to {authority}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// A response body that drives its upstream connection while it is read,

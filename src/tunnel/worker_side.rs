@@ -91,6 +91,27 @@ impl Forwarder {
             .into_response()
     }
 
+    /// The service a request names (in [`SERVICE_HEADER`]) and where this
+    /// worker reaches it: origin and path prefix; or the answer to give.
+    fn target(&self, service: Option<String>) -> Result<(String, http::Uri, String), Box<Response>> {
+        let Some(service) = service else {
+            return Err(Box::new(Self::fail(
+                StatusCode::BAD_REQUEST,
+                "no_service_name",
+                format!("missing {SERVICE_HEADER}"),
+            )));
+        };
+        let url = self.services.url(&service);
+        match url.as_deref().and_then(crate::routes::Endpoint::parse_url) {
+            Some((origin, prefix)) => Ok((service, origin, prefix)),
+            None => Err(Box::new(Self::fail(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                format!("this worker has no local address for `{service}`"),
+            ))),
+        }
+    }
+
     /// A `CONNECT` from the coordinator: a raw byte pipe to the local
     /// service named by [`SERVICE_HEADER`], for the coordinator's HTTP/1
     /// fast path to use as an upstream connection. The answer tells it the
@@ -102,33 +123,24 @@ impl Forwarder {
             .get(SERVICE_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let Some(service) = service else {
-            return Self::fail(
-                StatusCode::BAD_REQUEST,
-                "no_service_name",
-                format!("missing {SERVICE_HEADER}"),
-            );
+        let (service, origin, prefix) = match self.target(service) {
+            Ok(t) => t,
+            Err(r) => return *r,
         };
-        let target = self
-            .services
-            .url(&service)
-            .as_deref()
-            .and_then(crate::routes::Endpoint::parse_url);
-        let Some((origin, prefix)) = target.filter(|(o, _)| o.scheme_str() == Some("http")) else {
+        if origin.scheme_str() != Some("http") {
             return Self::fail(
                 StatusCode::BAD_GATEWAY,
                 "upstream_failed",
-                format!("this worker has no local HTTP address for `{service}`"),
+                format!("`{service}` is not plain HTTP here; no raw pipe to it"),
             );
-        };
-        let Some(host) = crate::proxy::host_for(&origin) else {
+        }
+        let (Some(host), Some(authority)) = (crate::proxy::host_for(&origin), origin.authority()) else {
             return Self::fail(
                 StatusCode::BAD_GATEWAY,
                 "upstream_failed",
                 format!("bad address for `{service}`"),
             );
         };
-        let authority = origin.authority().expect("parse_url keeps the authority");
         let port = authority.port_u16().unwrap_or(80);
         let dialed = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((authority.host(), port))).await;
         let mut tcp = match dialed {
@@ -176,20 +188,9 @@ impl Forwarder {
             .headers
             .remove(SERVICE_HEADER)
             .and_then(|v| v.to_str().ok().map(str::to_string));
-        let Some(service) = service else {
-            return Self::fail(
-                StatusCode::BAD_REQUEST,
-                "no_service_name",
-                format!("missing {SERVICE_HEADER}"),
-            );
-        };
-        let url = self.services.url(&service);
-        let Some((origin, prefix)) = url.as_deref().and_then(crate::routes::Endpoint::parse_url) else {
-            return Self::fail(
-                StatusCode::BAD_GATEWAY,
-                "upstream_failed",
-                format!("this worker has no local address for `{service}`"),
-            );
+        let (service, origin, prefix) = match self.target(service) {
+            Ok(t) => t,
+            Err(r) => return *r,
         };
         let grpc = parts
             .headers

@@ -82,12 +82,9 @@ async fn dial(ep: &Endpoint, timeout: Duration) -> Result<Upstream, Failed> {
     let Some(authority) = ep.origin.authority() else {
         return Err(connect_failed(format!("no address for {}", ep.origin)));
     };
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = tokio::time::timeout(timeout, TcpStream::connect((authority.host(), port)))
+    let stream = crate::proxy::inline::connect_tcp(authority, timeout)
         .await
-        .map_err(|_| connect_failed(format!("connect to {authority} timed out after {timeout:?}")))?
-        .map_err(|e| connect_failed(format!("connect to {authority}: {e}")))?;
-    let _ = stream.set_nodelay(true);
+        .map_err(connect_failed)?;
     let host = crate::proxy::host_for(&ep.origin).map_or_else(Vec::new, |h| h.as_bytes().to_vec());
     Ok(Upstream {
         key: Key::Direct(authority.clone()),

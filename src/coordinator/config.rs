@@ -202,6 +202,20 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_path_is_on_unless_turned_off() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            c: CoordinatorConfig,
+        }
+        use clap::Parser as _;
+        let on = Cli::try_parse_from(["coordinator"]).unwrap().c;
+        assert!(on.http1_fast_path && CoordinatorConfig::default().http1_fast_path);
+        let off = Cli::try_parse_from(["coordinator", "--no-http1-fast-path"]).unwrap().c;
+        assert!(!off.http1_fast_path);
+    }
+
+    #[test]
     fn inconsistent_timeouts_are_refused() {
         let mut c = CoordinatorConfig::default();
         assert_eq!(c.validate(), Ok(()));

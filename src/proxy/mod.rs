@@ -13,6 +13,11 @@
 //!    replicas just ejected for refusing connections ([`balance`]);
 //! 5. **forward**: hop-by-hop headers out, `x-forwarded-*` and `x-request-id`
 //!    in, the body streamed both ways, a per-service timeout (504) ([`forward`]).
+//!
+//! Plain HTTP/1.1 requests from the front door meet [`h1`] first: the same
+//! stages (and the same balancing, retry and error code) applied to the
+//! bytes, without building `http` types; whatever it does not take comes
+//! here.
 
 mod balance;
 mod error;

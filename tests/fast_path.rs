@@ -532,3 +532,52 @@ async fn one_request_per_client_connection_still_reuses_upstream_connections() {
         assert_eq!(conns.len(), 1, "{data_path}: {conns:?}");
     }
 }
+
+#[tokio::test]
+async fn services_sharing_an_address_keep_their_own_path_prefixes_on_one_connection() {
+    let backend = raw_backend(Default::default()).await;
+    let c = TestCoordinator::start(fast_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = c.worker_config("fast-1", dir.path());
+    cfg.services = vec![
+        ("notes".into(), format!("{backend}/p")),
+        ("other".into(), format!("{backend}/q")),
+    ];
+    cfg.data_path = "direct".into();
+    cfg.probe_interval = Duration::from_millis(50);
+    let (_agent, stop) = start_agent(cfg).await;
+    let _stop = stop.drop_guard();
+    let mut watch = c.watch().await;
+    watch
+        .until(|e| {
+            let ready = |name: &str| {
+                e.worker.as_ref().is_some_and(|w| {
+                    w.services
+                        .iter()
+                        .any(|s| s.name == name && s.state == ServiceState::Ready as i32)
+                })
+            };
+            ready("notes-coa") && ready("other")
+        })
+        .await;
+
+    let mut s = TcpStream::connect(c.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    for (name, path) in [("notes", "x"), ("other", "x"), ("notes", "y")] {
+        let req = format!("GET /service/{name}/{path} HTTP/1.1\r\nhost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let m = within(read_message(&mut s, &mut buf, false)).await.expect("a response");
+        seen.push(String::from_utf8(m.body).unwrap());
+    }
+    let conn = seen[0].split(' ').next().unwrap().to_string();
+    // One upstream connection (one address), each request under its own prefix.
+    assert_eq!(
+        seen,
+        [
+            format!("{conn} GET /p/x "),
+            format!("{conn} GET /q/x "),
+            format!("{conn} GET /p/y ")
+        ]
+    );
+}

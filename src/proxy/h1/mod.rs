@@ -282,7 +282,7 @@ impl Exchange<'_> {
         };
         loop {
             out.clear();
-            self.write_request(&up, out);
+            self.write_request(ep, &up, out);
             match self.exchange_head(&mut up, out).await {
                 Ok(head) => return Ok((up, head)),
                 // A kept connection the peer closed as the request went out:
@@ -340,11 +340,11 @@ impl Exchange<'_> {
 
     /// The request as the replica gets it: its path under the replica's
     /// prefix, hop-by-hop headers out, `x-forwarded-*` and the request id in.
-    fn write_request(&self, up: &Upstream, out: &mut Vec<u8>) {
+    fn write_request(&self, ep: &Endpoint, up: &Upstream, out: &mut Vec<u8>) {
         let h = self.head;
         out.extend_from_slice(h.method.as_bytes());
         out.push(b' ');
-        out.extend_from_slice(up.prefix.as_bytes());
+        out.extend_from_slice(up.prefix(ep).as_bytes());
         out.extend_from_slice(if h.rest.is_empty() { b"/" } else { h.rest.as_bytes() });
         if let Some(q) = h.query {
             out.push(b'?');

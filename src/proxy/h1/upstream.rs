@@ -19,14 +19,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Which replica a kept connection leads to.
-#[derive(Debug, PartialEq, Eq)]
 enum Key {
+    /// Any service at this address: each request takes its path prefix
+    /// from its own endpoint (two services may share an address).
     Direct(http::uri::Authority),
-    /// One service on one worker (a pipe is bound to the service it was
-    /// opened for).
+    /// One service on one worker: a pipe is bound to the service it was
+    /// opened for, and the worker told the prefix that service wants.
     Tunnel {
         worker: String,
         service: String,
+        prefix: String,
     },
 }
 
@@ -35,9 +37,9 @@ pub(crate) struct Upstream {
     key: Key,
     pub(super) io: Io,
     pub(super) buf: BytesMut,
-    /// What the service expects in `Host` and in front of the path.
+    /// What the service expects in `Host` (the same for every service at
+    /// one address).
     pub(super) host: Vec<u8>,
-    pub(super) prefix: String,
 }
 
 impl Upstream {
@@ -45,8 +47,16 @@ impl Upstream {
     pub(super) fn leads_to(&self, ep: &Endpoint, service: &str) -> bool {
         match (&self.key, &ep.via) {
             (Key::Direct(a), Via::Direct) => ep.origin.authority() == Some(a),
-            (Key::Tunnel { worker, service: s }, Via::Tunnel(_)) => *worker == ep.worker_id && s == service,
+            (Key::Tunnel { worker, service: s, .. }, Via::Tunnel(_)) => *worker == ep.worker_id && s == service,
             _ => false,
+        }
+    }
+
+    /// The path prefix a request to `ep` carries on this connection.
+    pub(super) fn prefix<'a>(&'a self, ep: &'a Endpoint) -> &'a str {
+        match &self.key {
+            Key::Direct(_) => &ep.prefix,
+            Key::Tunnel { prefix, .. } => prefix,
         }
     }
 
@@ -91,7 +101,6 @@ async fn dial(ep: &Endpoint, timeout: Duration) -> Result<Upstream, Failed> {
         io: Io::Tcp(stream),
         buf: BytesMut::with_capacity(READ_CHUNK),
         host,
-        prefix: ep.prefix.clone(),
     })
 }
 
@@ -137,11 +146,11 @@ async fn pipe(ep: &Endpoint, sender: &TunnelSender, service: &str, timeout: Dura
         key: Key::Tunnel {
             worker: ep.worker_id.clone(),
             service: service.to_string(),
+            prefix,
         },
         io: Io::Pipe(TokioIo::new(up)),
         buf: BytesMut::with_capacity(READ_CHUNK),
         host,
-        prefix,
     })
 }
 

@@ -192,26 +192,6 @@ async fn raw_backend(signals: Arc<Signals>) -> String {
     url
 }
 
-/// A coordinator (with `config`) and one worker declaring `notes` at
-/// `backend`, reached directly; returns once the service is ready.
-async fn routed_to(backend: &str, config: CoordinatorConfig) -> (TestCoordinator, impl Sized) {
-    routed_via(backend, config, "direct").await
-}
-
-/// The same, reached over `data_path` (`direct` or `tunnel`).
-async fn routed_via(backend: &str, config: CoordinatorConfig, data_path: &str) -> (TestCoordinator, impl Sized) {
-    let c = TestCoordinator::start(config).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = c.worker_config("fast-1", dir.path());
-    cfg.services = vec![("notes".into(), backend.to_string())];
-    cfg.data_path = data_path.into();
-    cfg.probe_interval = Duration::from_millis(50);
-    let (agent, stop) = start_agent(cfg).await;
-    let mut watch = c.watch().await;
-    watch.until_service(None, Some("notes-coa"), ServiceState::Ready).await;
-    (c, (agent, stop.drop_guard(), dir))
-}
-
 /// Sends `raw` on a new connection to `c`; the first response.
 async fn ask(c: &TestCoordinator, raw: &str) -> Message {
     let mut s = TcpStream::connect(c.addr).await.unwrap();
@@ -231,12 +211,12 @@ async fn headers_are_rewritten_exactly_as_the_full_server_does() {
 async fn same_rewrite_as_the_full_server(data_path: &str) {
     // Under a path prefix, which a tunnel's worker tells the fast path.
     let backend = format!("{}/p", raw_backend(Default::default()).await);
-    let (fast, _g1) = routed_via(&backend, fast_config(), data_path).await;
+    let (fast, _g1) = notes_routed_to(&backend, fast_config(), data_path).await;
     let full_config = CoordinatorConfig {
         http1_fast_path: false,
         ..fast_config()
     };
-    let (full, _g2) = routed_via(&backend, full_config, data_path).await;
+    let (full, _g2) = notes_routed_to(&backend, full_config, data_path).await;
     let request = "POST /service/notes/head?q=1&r=%20 HTTP/1.1\r\nHost: example.test\r\n\
                    Connection: keep-alive, x-secret\r\nX-Secret: s\r\nKeep-Alive: timeout=9\r\n\
                    Proxy-Authorization: Basic eA==\r\nTE: gzip\r\nX-Forwarded-For: 10.0.0.1\r\n\
@@ -300,7 +280,7 @@ async fn same_rewrite_as_the_full_server(data_path: &str) {
 #[tokio::test]
 async fn pipelined_requests_and_a_hand_over_mid_connection_are_answered_in_order() {
     let backend = raw_backend(Default::default()).await;
-    let (c, _guard) = routed_to(&backend, fast_config()).await;
+    let (c, _guard) = notes_routed_to(&backend, fast_config(), "direct").await;
     let mut s = TcpStream::connect(c.addr).await.unwrap();
     // All in one write: two fast-path requests, one the fast path hands to
     // hyper (not a service path), and one hyper then serves.
@@ -344,7 +324,7 @@ async fn a_chunked_response_streams_through_and_both_connections_are_kept() {
 async fn chunked_streams_through(data_path: &str) {
     let signals = Arc::new(Signals::default());
     let backend = raw_backend(signals.clone()).await;
-    let (c, _guard) = routed_via(&backend, fast_config(), data_path).await;
+    let (c, _guard) = notes_routed_to(&backend, fast_config(), data_path).await;
     let mut s = TcpStream::connect(c.addr).await.unwrap();
     s.write_all(b"GET /service/notes/first HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -387,7 +367,7 @@ async fn chunked_streams_through(data_path: &str) {
 async fn an_upstream_connection_closed_after_its_answer_costs_no_request() {
     for data_path in ["direct", "tunnel"] {
         let backend = raw_backend(Default::default()).await;
-        let (c, _guard) = routed_via(&backend, fast_config(), data_path).await;
+        let (c, _guard) = notes_routed_to(&backend, fast_config(), data_path).await;
         let mut s = TcpStream::connect(c.addr).await.unwrap();
         let mut buf = Vec::new();
         let mut conns = BTreeSet::new();
@@ -422,7 +402,7 @@ async fn an_upstream_connection_closed_after_its_answer_costs_no_request() {
 #[tokio::test]
 async fn a_body_ended_by_close_and_a_broken_upstream_are_handled() {
     let backend = raw_backend(Default::default()).await;
-    let (c, _guard) = routed_to(&backend, fast_config()).await;
+    let (c, _guard) = notes_routed_to(&backend, fast_config(), "direct").await;
 
     // No length: the client gets all of it, told the connection will close.
     let m = ask(&c, "GET /service/notes/until-close HTTP/1.1\r\nhost: x\r\n\r\n").await;
@@ -439,7 +419,7 @@ async fn a_body_ended_by_close_and_a_broken_upstream_are_handled() {
     assert!(m.head.starts_with("HTTP/1.1 502"), "{}", m.head);
     let v: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
     assert_eq!(v["error"], "upstream_failed");
-    assert_eq!(v["worker"], "fast-1");
+    assert_eq!(v["worker"], NOTES_WORKER);
     assert!(m.header("x-request-id").is_some_and(|r| r == v["request_id"]));
     s.write_all(b"HEAD /service/notes/x HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -460,7 +440,7 @@ async fn slow_and_idle_service_connections_are_closed() {
         http_idle_timeout: Duration::from_millis(300),
         ..fast_config()
     };
-    let (c, _guard) = routed_to(&backend, config).await;
+    let (c, _guard) = notes_routed_to(&backend, config, "direct").await;
 
     // A head that never ends, and a body that never comes: closed unanswered.
     for partial in [
@@ -493,7 +473,7 @@ async fn a_client_that_goes_away_takes_its_upstream_request_with_it() {
         proxy_timeout: Duration::from_secs(600),
         ..fast_config()
     };
-    let (c, _guard) = routed_to(&backend, config).await;
+    let (c, _guard) = notes_routed_to(&backend, config, "direct").await;
     let mut s = TcpStream::connect(c.addr).await.unwrap();
     s.write_all(b"GET /service/notes/hold HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -507,7 +487,7 @@ async fn a_client_that_goes_away_takes_its_upstream_request_with_it() {
 async fn one_request_per_client_connection_still_reuses_upstream_connections() {
     for data_path in ["direct", "tunnel"] {
         let backend = raw_backend(Default::default()).await;
-        let (c, _guard) = routed_via(&backend, fast_config(), data_path).await;
+        let (c, _guard) = notes_routed_to(&backend, fast_config(), data_path).await;
         let mut conns = BTreeSet::new();
         for i in 0..4 {
             let req = format!("GET /service/notes/one?i={i} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");

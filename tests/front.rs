@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use edgeplane::coordinator::CoordinatorConfig;
-use edgeplane::proto::ServiceState;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,21 +75,6 @@ async fn numbering_backend_closing(closer: Option<(mpsc::Receiver<()>, mpsc::Sen
     url
 }
 
-/// A coordinator with one worker declaring `notes` (-> `notes-coa`) at
-/// `backend`, reached directly; returns once the service is ready.
-async fn routed_to(backend: &str, config: CoordinatorConfig) -> (TestCoordinator, impl Sized) {
-    let c = TestCoordinator::start(config).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = c.worker_config("front-1", dir.path());
-    cfg.services = vec![("notes".into(), backend.to_string())];
-    cfg.data_path = "direct".into();
-    cfg.probe_interval = Duration::from_millis(50);
-    let (agent, stop) = start_agent(cfg).await;
-    let mut watch = c.watch().await;
-    watch.until_service(None, Some("notes-coa"), ServiceState::Ready).await;
-    (c, (agent, stop.drop_guard(), dir))
-}
-
 /// A client that keeps one connection and reuses it.
 fn one_connection_client() -> reqwest::Client {
     reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap()
@@ -99,7 +83,7 @@ fn one_connection_client() -> reqwest::Client {
 #[tokio::test]
 async fn a_client_connection_keeps_its_upstream_connection() {
     let backend = numbering_backend().await;
-    let (c, _guard) = routed_to(&backend, fast_config()).await;
+    let (c, _guard) = notes_routed_to(&backend, fast_config(), "direct").await;
     let client = one_connection_client();
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..20 {
@@ -120,7 +104,7 @@ async fn an_upstream_that_closed_an_idle_connection_costs_no_request() {
     let (close, close_rx) = mpsc::channel(1);
     let (closed_tx, mut closed) = mpsc::channel(1);
     let backend = numbering_backend_closing(Some((close_rx, closed_tx))).await;
-    let (c, _guard) = routed_to(&backend, fast_config()).await;
+    let (c, _guard) = notes_routed_to(&backend, fast_config(), "direct").await;
     let client = one_connection_client();
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..10 {
@@ -189,7 +173,7 @@ async fn silent_slow_and_idle_connections_are_closed() {
 #[tokio::test]
 async fn http1_and_http2_clients_get_the_same_proxy_on_one_port() {
     let backend = numbering_backend().await;
-    let (c, _guard) = routed_to(&backend, fast_config()).await;
+    let (c, _guard) = notes_routed_to(&backend, fast_config(), "direct").await;
     let h1 = reqwest::Client::new();
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     for (client, version) in [(&h1, reqwest::Version::HTTP_11), (&h2, reqwest::Version::HTTP_2)] {
@@ -256,14 +240,11 @@ async fn shutdown_lets_a_request_in_flight_finish_and_cuts_it_after_the_grace() 
         let release = Arc::new(tokio::sync::Notify::new());
         let backend = holding_backend(arrived_tx, release.clone()).await;
         let grace = Duration::from_millis(800);
-        let (c, _guard) = routed_to(
-            &backend,
-            CoordinatorConfig {
-                shutdown_grace: grace,
-                ..fast_config()
-            },
-        )
-        .await;
+        let config = CoordinatorConfig {
+            shutdown_grace: grace,
+            ..fast_config()
+        };
+        let (c, _guard) = notes_routed_to(&backend, config, "direct").await;
         let request = tokio::spawn(reqwest::get(format!("{}/service/notes/slow", c.url)));
         within(arrived.recv()).await.unwrap();
 

@@ -60,9 +60,9 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "EDGEPLANE_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub http_idle_timeout: Duration,
 
-    /// Serve `/service/` requests from HTTP/1 clients to direct replicas
-    /// with the byte-level fast path (`proxy::h1`). Off: hyper serves them,
-    /// as it serves everything the fast path hands over.
+    /// Serve `/service/` requests from HTTP/1 clients with the byte-level
+    /// fast path (`proxy::h1`; raw pipes through tunnels). Off: hyper serves
+    /// them, as it serves everything the fast path hands over.
     #[arg(long = "no-http1-fast-path", env = "EDGEPLANE_NO_HTTP1_FAST_PATH", action = clap::ArgAction::SetFalse)]
     pub http1_fast_path: bool,
 

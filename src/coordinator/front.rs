@@ -10,9 +10,9 @@
 //! goes to the same router tonic serves, so both protocols see one API.
 //!
 //! Before hyper, an HTTP/1 connection meets the proxy's byte-level fast
-//! path ([`crate::proxy::h1`]), which serves plain `/service/` requests to
-//! direct replicas itself and hands the connection to hyper, with the bytes
-//! it has read, at the first request it does not take.
+//! path ([`crate::proxy::h1`]), which serves plain `/service/` requests
+//! itself and hands the connection to hyper, with the bytes it has read, at
+//! the first request it does not take.
 
 use super::listener::{self, Limited};
 use super::sniff::{sniff, Prefixed, Protocol};

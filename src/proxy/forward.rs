@@ -26,6 +26,13 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Whether `name` (any case) is a hop-by-hop header: [`HOP_BY_HOP`],
+/// `trailer` or `te`. For the HTTP/1 fast path, which sees names as text.
+pub(super) fn is_hop_by_hop_name(name: &str) -> bool {
+    let is = |h: &str| name.eq_ignore_ascii_case(h);
+    HOP_BY_HOP.iter().any(|h| is(h.as_str())) || is(header::TRAILER.as_str()) || is(header::TE.as_str())
+}
+
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 /// `te: trailers` is kept for gRPC, which needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -50,6 +50,32 @@ pub fn catalog_config(dir: &std::path::Path, toml: &str) -> CoordinatorConfig {
     }
 }
 
+/// The worker [`notes_routed_to`] starts.
+pub const NOTES_WORKER: &str = "notes-worker";
+
+/// A coordinator (with `config`) and one worker declaring `notes` (-> the
+/// catalog's `notes-coa`) at `backend`, reached over `data_path` (`direct`
+/// or `tunnel`); returns once the service is ready. The second value keeps
+/// the worker running until dropped.
+pub async fn notes_routed_to(
+    backend: &str,
+    config: CoordinatorConfig,
+    data_path: &str,
+) -> (TestCoordinator, impl Sized) {
+    let c = TestCoordinator::start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = c.worker_config(NOTES_WORKER, dir.path());
+    cfg.services = vec![("notes".into(), backend.to_string())];
+    cfg.data_path = data_path.into();
+    cfg.probe_interval = Duration::from_millis(50);
+    let (agent, stop) = start_agent(cfg).await;
+    let mut watch = c.watch().await;
+    watch
+        .until_service(None, Some("notes-coa"), edgeplane::proto::ServiceState::Ready)
+        .await;
+    (c, (agent, stop.drop_guard(), dir))
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,7 +1,8 @@
-//! The HTTP/1 fast path: `/service/` requests from an HTTP/1 client to a
-//! direct-mode replica, proxied by one loop that reads the head with
-//! `httparse`, writes the rewritten request to a kept upstream connection in
-//! one system call, and copies the response back as it arrives.
+//! The HTTP/1 fast path: `/service/` requests from an HTTP/1 client,
+//! proxied by one loop that reads the head with `httparse`, writes the
+//! rewritten request to a kept upstream connection (a TCP connection to a
+//! direct replica, or a raw pipe down a worker's tunnel) in one write, and
+//! copies the response back as it arrives.
 //!
 //! Why a second HTTP/1 implementation beside hyper: on this path hyper's
 //! server and client each build a full `http::Request`/`Response` (header
@@ -12,10 +13,10 @@
 //!
 //! It takes only what it can vouch for: HTTP/1.1, origin-form `/service/`
 //! targets, no body or a `Content-Length` one small enough to replay, no
-//! `Expect`/`Upgrade`, a service with ready direct replicas. On anything
-//! else it hands the connection, with every byte it has read, to the full
-//! hyper server (which then serves it to the end), so errors, chunked
-//! uploads, large bodies, tunnels and the API behave exactly as before.
+//! `Expect`/`Upgrade`, a service with ready replicas it can reach. On
+//! anything else it hands the connection, with every byte it has read, to
+//! the full hyper server (which then serves it to the end), so errors,
+//! chunked uploads, large bodies, HTTP/2 and the API behave exactly as before.
 
 mod chunked;
 mod request;
@@ -39,8 +40,6 @@ use tracing::{debug, warn};
 pub(crate) use upstream::Shared;
 use upstream::Upstream;
 
-/// `/service/` followed by the service name.
-const SERVICE_PATH: &str = "/service/";
 /// Largest request head read before the full server is asked to refuse it.
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest upstream response head accepted.
@@ -58,7 +57,7 @@ pub enum Ended {
     HandOff(Bytes),
 }
 
-/// One client connection's state on the fast path.
+/// What the fast path needs to know about one client connection.
 pub struct Settings<'a> {
     pub client: Option<&'a ClientAddr>,
     /// The next request head must arrive within this, counted from the end
@@ -114,17 +113,20 @@ where
                 }
             }
         };
+        // Parsed again: the borrow of `inbuf` a head holds cannot leave the
+        // read loop above, which goes on writing to `inbuf`.
         let mut h = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
         let Parsed::Fast(head) = request::parse(&inbuf[..total], &mut h, proxy.config.max_replay_bytes) else {
             return Ended::HandOff(inbuf.freeze());
         };
-        let Some((service, routes)) = direct_routes(proxy, head.name) else {
-            // Errors, tunnels, unknown names: the full server answers.
+        let Some((service, routes)) = fast_routes(proxy, head.name) else {
+            // Unknown names and services with no ready replica (the full
+            // server answers with the error), or replicas it cannot reach.
             return Ended::HandOff(inbuf.freeze());
         };
         let body = &inbuf[head.len..total];
         let rid = request_id(head.headers);
-        let mut ctx = Exchange {
+        let ctx = Exchange {
             proxy,
             head: &head,
             body,
@@ -150,9 +152,10 @@ where
     }
 }
 
-/// The canonical name and routes of a service whose ready replicas can all
-/// be reached directly over plain HTTP; `None` for anything else.
-fn direct_routes(proxy: &Proxy, name: &str) -> Option<(String, Arc<ServiceRoutes>)> {
+/// The canonical name and routes of a service whose ready replicas the fast
+/// path can all reach (plain HTTP when direct, or a tunnel); `None` for
+/// anything else.
+fn fast_routes(proxy: &Proxy, name: &str) -> Option<(String, Arc<ServiceRoutes>)> {
     let table = proxy.routes.borrow().clone();
     let service = proxy.resolve(name, &table).ok()?;
     let routes = table.get(&service)?.clone();
@@ -190,13 +193,7 @@ enum Failed {
 
 impl Exchange<'_> {
     /// Proxies the request; whether the client connection can be kept.
-    async fn run<IO>(
-        &mut self,
-        io: &mut IO,
-        upstreams: &mut Vec<Upstream>,
-        out: &mut Vec<u8>,
-        early: &mut BytesMut,
-    ) -> bool
+    async fn run<IO>(&self, io: &mut IO, upstreams: &mut Vec<Upstream>, out: &mut Vec<u8>, early: &mut BytesMut) -> bool
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -287,9 +284,7 @@ impl Exchange<'_> {
                 Ok(head) => return Ok((up, head)),
                 // A kept connection the peer closed as the request went out:
                 // the request was not processed, so it goes on a fresh one.
-                Err(Failed::Quiet { detail, written })
-                    if reused && (!written || request::idempotent(self.head.method)) =>
-                {
+                Err(Failed::Quiet { detail, written }) if reused && (!written || idempotent(self.head.method)) => {
                     debug!(error = %detail, "kept upstream connection was closed; redialing");
                     up = open().await?;
                     reused = false;
@@ -354,6 +349,8 @@ impl Exchange<'_> {
         header(out, b"host", &up.host);
         let mut host = None;
         let mut forwarded_for = None;
+        let has_host = h.headers.iter().any(|x| x.name.eq_ignore_ascii_case("host"));
+        let listed = has_connection(h.headers);
         for hd in h.headers {
             let n = hd.name;
             if n.eq_ignore_ascii_case("host") {
@@ -365,14 +362,10 @@ impl Exchange<'_> {
                 continue;
             }
             if is_hop_by_hop(n)
-                || named_in_connection(h.headers, n)
+                || (listed && named_in_connection(h.headers, n))
                 || n.eq_ignore_ascii_case("x-forwarded-proto")
                 || n.eq_ignore_ascii_case("x-request-id")
-            {
-                continue;
-            }
-            if n.eq_ignore_ascii_case("x-forwarded-host")
-                && h.headers.iter().any(|x| x.name.eq_ignore_ascii_case("host"))
+                || (has_host && n.eq_ignore_ascii_case("x-forwarded-host"))
             {
                 continue;
             }
@@ -565,22 +558,23 @@ fn request_id(headers: &[httparse::Header<'_>]) -> String {
     super::forward::request_id_from(theirs)
 }
 
-/// Hop-by-hop headers (RFC 9110 7.6.1); `te` only when it is not `trailers`
-/// is dropped on the hyper path, and never sent by HTTP/1 clients of gRPC,
-/// so here it is always dropped.
+/// Hop-by-hop headers (RFC 9110 7.6.1), the hyper path's list. `te` is
+/// dropped even as `te: trailers`, which the hyper path keeps for gRPC: no
+/// gRPC call comes this way.
 fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "transfer-encoding",
-        "upgrade",
-        "trailer",
-        "te",
-    ];
-    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    super::forward::is_hop_by_hop_name(name)
+}
+
+/// Methods that may be sent again on a fresh connection when a reused one
+/// turned out to be closed (RFC 9110 9.2.2).
+fn idempotent(method: &str) -> bool {
+    http::Method::from_bytes(method.as_bytes()).is_ok_and(|m| m.is_idempotent())
+}
+
+/// Whether `headers` has a `Connection` header (most have none, and then no
+/// other header needs checking against it).
+fn has_connection(headers: &[httparse::Header<'_>]) -> bool {
+    headers.iter().any(|h| h.name.eq_ignore_ascii_case("connection"))
 }
 
 /// Whether a `Connection` header among `headers` names `name`.

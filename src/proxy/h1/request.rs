@@ -58,7 +58,10 @@ pub fn parse<'b>(buf: &'b [u8], headers: &'b mut [httparse::Header<'b>], max_bod
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let Some(after) = path.strip_prefix(super::SERVICE_PATH) else {
+    let Some(after) = path
+        .strip_prefix(crate::proxy::SERVICE_PREFIX)
+        .and_then(|p| p.strip_prefix('/'))
+    else {
         return Parsed::Other;
     };
     let (name, rest) = match after.find('/') {
@@ -109,12 +112,6 @@ pub fn parse_length(v: &[u8]) -> Option<usize> {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// Methods that may be sent again on a fresh connection when a reused one
-/// turned out to be closed (RFC 9110 9.2.2).
-pub fn idempotent(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE")
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! (RFC 9112 6.3) worked out so the body can be copied as it comes.
 
 use super::request::parse_length;
-use super::{is_hop_by_hop, is_token_in, named_in_connection};
+use super::{has_connection, is_hop_by_hop, is_token_in, named_in_connection};
 
 /// Most headers accepted in a response head.
 pub const MAX_HEADERS: usize = 100;
@@ -123,9 +123,10 @@ pub fn rewrite(
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let listed = has_connection(resp.headers);
     for h in resp.headers.iter() {
         let keep_framing = h.name.eq_ignore_ascii_case("transfer-encoding") && framing == Framing::Chunked;
-        let hop = !keep_framing && (is_hop_by_hop(h.name) || named_in_connection(resp.headers, h.name));
+        let hop = !keep_framing && (is_hop_by_hop(h.name) || (listed && named_in_connection(resp.headers, h.name)));
         if hop || h.name.eq_ignore_ascii_case("x-request-id") {
             continue;
         }

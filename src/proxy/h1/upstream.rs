@@ -159,20 +159,13 @@ async fn pipe(ep: &Endpoint, sender: &TunnelSender, service: &str, timeout: Dura
 /// sends one request per connection would cost a connect (and, through a
 /// tunnel, a pipe opened by the worker) per request. Touched only when a
 /// client connection ends or misses in its own list, not per request.
+#[derive(Default)]
 pub(crate) struct Shared {
     idle: std::sync::Mutex<std::collections::VecDeque<Upstream>>,
 }
 
 /// Idle connections kept for all client connections together.
 const MAX_SHARED: usize = 256;
-
-impl Default for Shared {
-    fn default() -> Self {
-        Shared {
-            idle: std::sync::Mutex::new(std::collections::VecDeque::new()),
-        }
-    }
-}
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Upstream>> {

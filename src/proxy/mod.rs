@@ -27,6 +27,7 @@ mod inline;
 
 pub use error::ProxyError;
 pub use forward::{host_for, ClientAddr};
+pub(crate) use inline::connect_tcp;
 pub use inline::{InlineUpstreams, SendFailure};
 
 /// What a client connection served by the front door gives each of its

@@ -15,7 +15,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -141,26 +140,19 @@ impl Forwarder {
                 format!("bad address for `{service}`"),
             );
         };
-        let port = authority.port_u16().unwrap_or(80);
-        let dialed = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((authority.host(), port))).await;
-        let mut tcp = match dialed {
-            Ok(Ok(tcp)) => tcp,
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("timed out after {CONNECT_TIMEOUT:?}"),
-                };
+        let mut tcp = match crate::proxy::connect_tcp(authority, CONNECT_TIMEOUT).await {
+            Ok(tcp) => tcp,
+            Err(detail) => {
                 let mut r = Self::fail(
                     StatusCode::BAD_GATEWAY,
                     "upstream_failed",
-                    format!("{service}: connect to {authority}: {why}"),
+                    format!("{service}: {detail}"),
                 );
                 r.headers_mut()
                     .insert(super::FORWARD_ERROR_HEADER, HeaderValue::from_static("connect"));
                 return r;
             }
         };
-        let _ = tcp.set_nodelay(true);
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             match upgrade.await {

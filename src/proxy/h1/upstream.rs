@@ -92,7 +92,7 @@ async fn dial(ep: &Endpoint, timeout: Duration) -> Result<Upstream, Failed> {
     let Some(authority) = ep.origin.authority() else {
         return Err(connect_failed(format!("no address for {}", ep.origin)));
     };
-    let stream = crate::proxy::inline::connect_tcp(authority, timeout)
+    let stream = crate::proxy::connect_tcp(authority, timeout)
         .await
         .map_err(connect_failed)?;
     let host = crate::proxy::host_for(&ep.origin).map_or_else(Vec::new, |h| h.as_bytes().to_vec());

@@ -16,7 +16,9 @@
 
 use super::listener::{self, Limited};
 use super::sniff::{sniff, Prefixed, Protocol};
-use crate::proxy::{h1, is_service_path, BoxFuture, ClientAddr, ClientConn, InlineUpstreams, ProxyService};
+use crate::proxy::{
+    h1, is_service_path, BoxFuture, ClientAddr, ClientConn, InlineUpstreams, ProxyService, MAX_REQUEST_HEAD,
+};
 use axum::body::Body;
 use axum::response::Response;
 use http::Request;
@@ -94,7 +96,7 @@ async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<Sni
     let Limited { stream, slot } = conn;
     let info = stream.connect_info();
     let sniffed = tokio::select! {
-        s = sniff(stream, front.first_byte_timeout) => s,
+        s = sniff(stream, front.first_byte_timeout, MAX_REQUEST_HEAD) => s,
         // Shutting down: a connection that has not spoken yet is not waited for.
         _ = stop.drain.cancelled() => return,
     };
@@ -131,6 +133,7 @@ async fn serve_http1(mut io: Sniffed, info: TcpConnectInfo, front: Arc<Front>, s
         };
         match ended {
             h1::Ended::Closed => return,
+            h1::Ended::Refused => return linger(&mut io).await,
             // What the fast path read goes to hyper first.
             h1::Ended::HandOff(read) => io.unread(read),
         }
@@ -143,7 +146,9 @@ async fn serve_http1(mut io: Sniffed, info: TcpConnectInfo, front: Arc<Front>, s
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(io), service);
+        // A longer head is answered 431, as the fast path's bound says.
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .serve_connection(TokioIo::new(&mut io), service);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         biased;
@@ -158,7 +163,35 @@ async fn serve_http1(mut io: Sniffed, info: TcpConnectInfo, front: Arc<Front>, s
     };
     if let Err(e) = result {
         debug!(error = %e, "HTTP/1 connection ended");
+        linger(&mut io).await;
     }
+}
+
+/// How long, and how many bytes, a connection closed on an error is still
+/// read from before it is dropped.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// After an error answer (431 for a head too large, 400 for a malformed
+/// one) the client may still be sending: closing with its bytes unread
+/// makes the kernel reset the connection, and a reset can discard the
+/// answer before the client reads it. So the write side is shut and what
+/// still comes is read and dropped, within a bound (as nginx's lingering
+/// close does).
+async fn linger(io: &mut Sniffed) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = io.shutdown().await;
+    let mut sink = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    let drain = async {
+        while total < LINGER_BYTES {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// One HTTP/1 connection's service: the connection's address and its own
@@ -177,6 +210,9 @@ impl hyper::service::Service<Request<Incoming>> for Http1Service {
     type Future = BoxFuture;
 
     fn call(&self, req: Request<Incoming>) -> BoxFuture {
+        if let Some(refusal) = host_refusal(&req).or_else(|| head_refusal(&req)) {
+            return Box::pin(std::future::ready(Ok(refusal)));
+        }
         let mut req = req.map(Body::new);
         if is_service_path(req.uri().path()) {
             req.extensions_mut().insert(self.conn.clone());
@@ -187,4 +223,46 @@ impl hyper::service::Service<Request<Incoming>> for Http1Service {
             Box::pin(self.front.router.clone().oneshot(req))
         }
     }
+}
+
+/// RFC 9112 3.2: an HTTP/1.1 request with no `Host`, or more than one, gets
+/// 400. (HTTP/1.0 needs none.) Checked here, where every HTTP/1 request
+/// passes: the fast path hands such requests over rather than answer them.
+fn host_refusal<B>(req: &Request<B>) -> Option<Response> {
+    if req.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let hosts = req.headers().get_all(http::header::HOST).iter().count();
+    (hosts != 1).then(|| {
+        super::http::error(
+            http::StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("an HTTP/1.1 request needs exactly one Host header; this one has {hosts}"),
+        )
+    })
+}
+
+/// A head past [`MAX_REQUEST_HEAD`] that the HTTP/1 server's buffer bound
+/// let through (it bounds its buffer, not the head exactly): 431, with the
+/// same JSON the fast path gives.
+fn head_refusal<B>(req: &Request<B>) -> Option<Response> {
+    // Request line and header lines as they were on the wire, about.
+    let size = req.method().as_str().len()
+        + req.uri().to_string().len()
+        + 12
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    (size > MAX_REQUEST_HEAD).then(|| {
+        let rid = crate::proxy::request_id(req.headers());
+        let mut r = crate::proxy::ProxyError::HeadersTooLarge {
+            limit: MAX_REQUEST_HEAD,
+        }
+        .into_response(&rid);
+        r.headers_mut()
+            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        r
+    })
 }

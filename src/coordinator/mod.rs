@@ -178,6 +178,8 @@ impl Coordinator {
             .http2_keepalive_interval(Some(cfg.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(cfg.http2_keepalive_timeout))
             .max_concurrent_streams(Some(cfg.max_streams_per_connection))
+            // The same bound on request heads as HTTP/1's (431 past it).
+            .http2_max_header_list_size(crate::proxy::MAX_REQUEST_HEAD as u32)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, stop_server.clone().cancelled_owned());
         let mut server = tokio::spawn(server);

@@ -11,6 +11,9 @@ pub enum ProxyError {
     NoServiceName,
     #[error("no service named `{0}` (not in the catalog, and no worker declares it)")]
     UnknownService(String),
+    /// A path no route serves, from a client that is not making a gRPC call.
+    #[error("nothing is served at `{0}`; services are under /service/{{name}}/...")]
+    NotFound(String),
     #[error("{}", .reason.explain(.service))]
     NoReadyEndpoint { service: String, reason: Unavailable },
     #[error("upstream `{service}` on worker `{worker}` failed: {detail}")]
@@ -27,17 +30,21 @@ pub enum ProxyError {
     },
     #[error("request body: {0}")]
     Body(String),
+    /// A request head (or the header list it makes) past the bound.
+    #[error("request headers too large: more than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoServiceName => StatusCode::NOT_FOUND,
-            ProxyError::UnknownService(_) => StatusCode::NOT_FOUND,
+            ProxyError::UnknownService(_) | ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::NoReadyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Body(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -45,20 +52,25 @@ impl ProxyError {
         match self {
             ProxyError::NoServiceName => "no_service_name",
             ProxyError::UnknownService(_) => "unknown_service",
+            ProxyError::NotFound(_) => "not_found",
             ProxyError::NoReadyEndpoint { .. } => "no_ready_endpoint",
             ProxyError::Upstream { .. } => "upstream_failed",
             ProxyError::Timeout { .. } => "upstream_timeout",
             ProxyError::Body(_) => "bad_request_body",
+            ProxyError::HeadersTooLarge { .. } => "request_headers_too_large",
         }
     }
 
     /// As a gRPC status code, for calls routed by gRPC service name.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            ProxyError::NoServiceName | ProxyError::UnknownService(_) => tonic::Code::Unimplemented,
+            ProxyError::NoServiceName | ProxyError::UnknownService(_) | ProxyError::NotFound(_) => {
+                tonic::Code::Unimplemented
+            }
             ProxyError::NoReadyEndpoint { .. } | ProxyError::Upstream { .. } => tonic::Code::Unavailable,
             ProxyError::Timeout { .. } => tonic::Code::DeadlineExceeded,
             ProxyError::Body(_) => tonic::Code::InvalidArgument,
+            ProxyError::HeadersTooLarge { .. } => tonic::Code::ResourceExhausted,
         }
     }
 

@@ -146,6 +146,54 @@ pub fn host_for(origin: &http::Uri) -> Option<HeaderValue> {
     }
 }
 
+/// Whether `segment` is `.` or `..`, spelled plainly or with `%2e`: how
+/// many dots, or 0 for any other segment. Servers behind the proxy decode
+/// `%2e` before resolving dot segments, so both spellings count.
+fn dots(segment: &str) -> usize {
+    if segment.len() > 6 || segment.is_empty() {
+        return 0;
+    }
+    let lower = segment.to_ascii_lowercase();
+    match lower.replace("%2e", ".").as_str() {
+        "." => 1,
+        ".." => 2,
+        _ => 0,
+    }
+}
+
+/// Whether `path` has a `.` or `..` segment (in any spelling [`dots`] knows).
+pub fn has_dot_segment(path: &str) -> bool {
+    (path.contains("/.") || path.contains("%2e") || path.contains("%2E")) && path.split('/').any(|s| dots(s) > 0)
+}
+
+/// `path` with its dot segments resolved (RFC 3986 5.2.4), so that
+/// `/service/notes/../x` names the service `x` (as a browser would have sent
+/// it) and no `..` reaches a replica to climb out of its path prefix there.
+/// `..` never climbs above the root.
+pub fn remove_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
+    if !has_dot_segment(path) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, s) in segments.iter().enumerate() {
+        match dots(s) {
+            0 => out.push(s),
+            n => {
+                if n == 2 {
+                    out.pop();
+                }
+                // A trailing dot segment leaves a directory: `/a/b/..` is `/a/`.
+                if i == last {
+                    out.push("");
+                }
+            }
+        }
+    }
+    std::borrow::Cow::Owned(format!("/{}", out.join("/")))
+}
+
 /// `prefix` + `rest` (which starts with `/`), keeping the query.
 pub fn upstream_path(prefix: &str, rest: &str, query: Option<&str>) -> Option<PathAndQuery> {
     let mut s = String::with_capacity(prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
@@ -211,6 +259,27 @@ mod tests {
         );
         assert_eq!(upstream_path("/api", "/x", None).unwrap(), "/api/x");
         assert_eq!(upstream_path("", "", None).unwrap(), "/");
+    }
+
+    #[test]
+    fn dot_segments_are_resolved_in_every_spelling() {
+        for (path, want) in [
+            ("/service/notes/x", "/service/notes/x"),
+            ("/service/notes/../outside", "/service/outside"),
+            ("/service/notes/%2e%2e/outside", "/service/outside"),
+            ("/service/notes/%2E./x", "/service/x"),
+            ("/service/notes/.%2E/x", "/service/x"),
+            ("/service/notes/a/./b", "/service/notes/a/b"),
+            ("/service/notes/a/%2e/b", "/service/notes/a/b"),
+            ("/service/notes/a/..", "/service/notes/"),
+            ("/service/notes/a/.", "/service/notes/a/"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/service/notes/..a/.b/a..", "/service/notes/..a/.b/a.."),
+            ("/service/notes/%2e%2e%2e", "/service/notes/%2e%2e%2e"),
+        ] {
+            assert_eq!(remove_dot_segments(path), want, "{path}");
+            assert_eq!(has_dot_segment(path), path != want, "{path}");
+        }
     }
 
     #[test]

@@ -26,7 +26,16 @@ pub mod h1;
 mod inline;
 
 pub use error::ProxyError;
-pub use forward::{host_for, ClientAddr};
+pub(crate) use forward::has_dot_segment;
+pub use forward::{host_for, request_id, ClientAddr};
+
+/// Largest HTTP request head (request line and headers) the coordinator
+/// accepts, on every path: the HTTP/1 fast path, the HTTP/1 server it hands
+/// over to, and the HTTP/2 server's header list. One number, so that what
+/// one path refuses with 431 no other path forwards; and well inside what
+/// the tunnel's HTTP/2 settings allow ([`crate::tunnel::MAX_HEADER_LIST`]).
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+const _: () = assert!(2 * MAX_REQUEST_HEAD <= crate::tunnel::MAX_HEADER_LIST as usize);
 pub(crate) use inline::connect_tcp;
 pub use inline::{InlineUpstreams, SendFailure};
 
@@ -157,7 +166,8 @@ impl Proxy {
     /// `/service/{name}/{rest}`.
     async fn http(self: Arc<Self>, req: Request<Body>) -> Response {
         let rid = forward::request_id(req.headers());
-        let path = req.uri().path();
+        let normalized = forward::remove_dot_segments(req.uri().path());
+        let path = normalized.as_ref();
         let path = path
             .strip_prefix(SERVICE_PREFIX)
             .unwrap_or(path)
@@ -181,9 +191,17 @@ impl Proxy {
         }
     }
 
-    /// A gRPC call not served by the coordinator itself.
+    /// A gRPC call not served by the coordinator itself; anything else no
+    /// route claims (`GET /nonexistent`, `OPTIONS *`) is a plain 404.
     async fn grpc(self: Arc<Self>, req: Request<Body>) -> Response {
         let rid = forward::request_id(req.headers());
+        let is_grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if !is_grpc {
+            return ProxyError::NotFound(req.uri().path().to_string()).into_response(&rid);
+        }
         let path = req.uri().path().to_string();
         let grpc_service = path.trim_start_matches('/').split('/').next().unwrap_or("");
         let Some(entry) = self.catalog.by_grpc_service(grpc_service) else {
@@ -244,13 +262,24 @@ impl Proxy {
         let inline = conn.map(|c| c.upstreams.clone());
 
         // Small bodies are kept so a failed attempt can be replayed.
+        // A streamed body that breaks (malformed chunked framing, a client
+        // that leaves mid-body) is the client's fault: `client_body` says
+        // so when the attempt fails because of it.
+        let client_body = Arc::new(std::sync::OnceLock::<String>::new());
         let (replay, mut streaming): (Option<Bytes>, Option<Body>) = match http_body::Body::size_hint(&body).exact() {
             Some(0) => (Some(Bytes::new()), None),
             Some(n) if n as usize <= self.config.max_replay_bytes => {
                 let collected = body.collect().await.map_err(|e| ProxyError::Body(e.to_string()))?;
                 (Some(collected.to_bytes()), None)
             }
-            _ => (None, Some(body)),
+            _ => {
+                let broke = client_body.clone();
+                let watched = body.map_err(move |e| {
+                    let _ = broke.set(crate::errors::chain(&e));
+                    e
+                });
+                (None, Some(Body::new(watched)))
+            }
         };
         self.budget.deposit();
         let timeout = self.catalog.timeout(service, self.config.timeout);
@@ -288,6 +317,9 @@ impl Proxy {
                 std::mem::take(&mut headers)
             };
             let upstream = build_request(&parts.method, uri, attempt_headers, body, wire);
+            if matches!(ep.via, Via::Tunnel(_)) {
+                tunnel_headers_fit(&upstream)?;
+            }
             // The replica counts as busy until the response body has gone through.
             let in_flight = balance::InFlight::start(&ep);
             let sent = self.send(&ep, service, upstream, wire, inline.as_ref(), in_flight);
@@ -308,6 +340,10 @@ impl Proxy {
                     });
                 }
                 Ok(Err(failure)) => {
+                    if let Some(e) = client_body.get() {
+                        debug!(%service, error = %e, request_id = rid, "request body broke off");
+                        return Err(ProxyError::Body(e.clone()));
+                    }
                     if !self.retry_after(service, &routes, &ep, &mut tried, may_retry, &failure, rid) {
                         return Err(ProxyError::Upstream {
                             service: service.to_string(),
@@ -395,6 +431,14 @@ impl Proxy {
                 if let Ok(v) = HeaderValue::from_str(service) {
                     req.headers_mut().insert(crate::tunnel::SERVICE_HEADER, v);
                 }
+                // Checked by the caller ([`tunnel_headers_fit`]); a request
+                // that got here anyway must not reset the worker's tunnel.
+                if let Err(e) = tunnel_headers_fit(&req) {
+                    return Err(SendFailure {
+                        connect: false,
+                        detail: e.to_string(),
+                    });
+                }
                 let resp = sender.send_request(req).await.map_err(|e| SendFailure {
                     connect: false,
                     detail: format!("tunnel: {}", crate::errors::chain(&e)),
@@ -411,6 +455,30 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The header list a request would put in the tunnel's HTTP/2 HEADERS
+/// block (RFC 9113 6.5.2: name, value and 32 bytes a field, pseudo-headers
+/// included) must stay within half of what the worker's side decodes:
+/// HPACK's encoding of a field can exceed its plain size by a few bytes,
+/// never by a factor of two.
+fn tunnel_headers_fit(req: &Request<Body>) -> Result<(), ProxyError> {
+    let limit = crate::tunnel::MAX_HEADER_LIST as usize / 2;
+    let pseudo = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len())
+        + 4 * 32
+        + 8;
+    let size = pseudo
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum::<usize>();
+    if size > limit {
+        return Err(ProxyError::HeadersTooLarge { limit });
+    }
+    Ok(())
 }
 
 /// A response whose body holds `in_flight` until it has been sent on.

@@ -35,6 +35,7 @@ pub fn admit(registry: Arc<Registry>, request: Request<Streaming<TunnelChunk>>) 
             .initial_stream_window_size(super::STREAM_WINDOW)
             .initial_connection_window_size(super::CONNECTION_WINDOW)
             .max_concurrent_reset_streams(1024)
+            .max_header_list_size(super::MAX_HEADER_LIST)
             .handshake::<_, axum::body::Body>(io)
             .await;
         let (sender, conn) = match handshake {

@@ -29,13 +29,22 @@ pub const PIPE_PREFIX_HEADER: &str = "x-edgeplane-pipe-prefix";
 pub const WORKER_ID_HEADER: &str = "x-edgeplane-worker-id";
 pub const RESUME_TOKEN_HEADER: &str = "x-edgeplane-resume-token";
 
-/// HTTP/2 flow-control windows inside the tunnel: large enough to keep a
-/// loopback-fast stream busy, bounded so one slow reader cannot make the
-/// other side buffer without limit.
+/// The header list (RFC 9113 6.5.2: names, values and 32 bytes per field)
+/// either side of the tunnel accepts in one HEADERS block. The coordinator
+/// never sends a larger one: it accepts request heads of at most
+/// `proxy::MAX_REQUEST_HEAD`, adds a few headers of its own, and checks the
+/// total before a request enters the tunnel. Why it matters: a header block
+/// past what the peer's HTTP/2 server decodes is a connection error there,
+/// which would fail every request in flight on that worker.
+pub const MAX_HEADER_LIST: u32 = 256 * 1024;
+
 /// HTTP/2 streams open at once in one tunnel: tunnelled requests, and raw
 /// pipes (each held by a client connection of the coordinator's HTTP/1 fast
 /// path until that connection closes). Past it, new ones wait for a free
 /// stream until the proxy's connect timeout.
 pub const MAX_STREAMS: u32 = 4096;
+/// HTTP/2 flow-control windows inside the tunnel: large enough to keep a
+/// loopback-fast stream busy, bounded so one slow reader cannot make the
+/// other side buffer without limit.
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;

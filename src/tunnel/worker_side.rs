@@ -287,6 +287,7 @@ pub async fn serve(
         // Requests and raw pipes (one per client connection that used this
         // worker over the fast path, held while that connection lives).
         .max_concurrent_streams(super::MAX_STREAMS)
+        .max_header_list_size(super::MAX_HEADER_LIST)
         .serve_connection(io, svc)
         .await
         .map_err(|e| format!("tunnel closed: {e}"))

@@ -20,6 +20,8 @@ pub enum ChunkedError {
     BadDataEnd,
     #[error("trailers longer than {MAX_TRAILERS} bytes")]
     LongTrailers,
+    #[error("a trailer holds a bare CR or a NUL")]
+    BareCr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +142,10 @@ impl ChunkedEnd {
                             seen_cr: false,
                         },
                         (false, b'\r') => State::Trailer { line, seen_cr: true },
+                        // RFC 9112 2.2: a bare CR must not be forwarded (a
+                        // client could take it for a line end); nor NUL.
+                        (true, _) => return Err(ChunkedError::BareCr),
+                        (false, 0) => return Err(ChunkedError::BareCr),
                         _ => State::Trailer {
                             line: line + 1,
                             seen_cr: false,
@@ -203,6 +209,9 @@ mod tests {
         assert_eq!(end_of(b"11111111111111111\r\n", 100), Err(ChunkedError::BadSize));
         let long = [b"1;".as_slice(), &[b'a'; MAX_LINE]].concat();
         assert_eq!(end_of(&long, 100), Err(ChunkedError::LongLine));
+        assert_eq!(end_of(b"0\r\nx-t: a\rb\r\n\r\n", 100), Err(ChunkedError::BareCr));
+        assert_eq!(end_of(b"0\r\nx-t: a\0b\r\n\r\n", 100), Err(ChunkedError::BareCr));
+        assert_eq!(end_of(b"0\r\n\rx\r\n", 100), Err(ChunkedError::BareCr));
         let trailers = [b"0\r\n".as_slice(), &[b'a'; MAX_TRAILERS + 1]].concat();
         assert_eq!(end_of(&trailers, 1000), Err(ChunkedError::LongTrailers));
     }

@@ -40,8 +40,9 @@ use tracing::{debug, warn};
 pub(crate) use upstream::Shared;
 use upstream::Upstream;
 
-/// Largest request head read before the full server is asked to refuse it.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest request head read before the full server is asked to refuse it
+/// (with 431, at the same bound: [`crate::proxy::MAX_REQUEST_HEAD`]).
+const MAX_HEAD: usize = crate::proxy::MAX_REQUEST_HEAD;
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Upstream connections one client connection keeps.
@@ -55,6 +56,10 @@ pub enum Ended {
     Closed,
     /// The full server takes over; these bytes were read and not used.
     HandOff(Bytes),
+    /// Refused with an error answer while the client may still be sending:
+    /// the caller reads what comes for a while before closing, so that a
+    /// reset does not destroy the answer.
+    Refused,
 }
 
 /// What the fast path needs to know about one client connection.
@@ -90,13 +95,13 @@ where
                 let mut h = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
                 match request::parse(&inbuf, &mut h, proxy.config.max_replay_bytes) {
                     Parsed::Other => return Ended::HandOff(inbuf.freeze()),
+                    // The same bound, and the same answer, as the full server's.
+                    Parsed::Fast(head) if head.len > MAX_HEAD => return refuse_head(io, &mut out).await,
+                    Parsed::Partial if inbuf.len() > MAX_HEAD => return refuse_head(io, &mut out).await,
                     Parsed::Fast(head) if inbuf.len() >= head.len + head.content_length => {
                         break head.len + head.content_length;
                     }
                     Parsed::Fast(_) | Parsed::Partial => {}
-                }
-                if inbuf.len() > MAX_HEAD + proxy.config.max_replay_bytes {
-                    return Ended::HandOff(inbuf.freeze());
                 }
             }
             inbuf.reserve(4096);
@@ -217,7 +222,11 @@ impl Exchange<'_> {
                 }
             };
             let failure = match attempt {
-                Ok(Ok((up, head))) => return self.relay(io, up, head, out, upstreams, in_flight).await,
+                Ok(Ok((up, head))) => {
+                    return self
+                        .relay(io, up, head, out, upstreams, in_flight, &ep.worker_name)
+                        .await
+                }
                 Ok(Err(Failed::Send(f))) => f,
                 Ok(Err(Failed::Quiet { detail, .. })) => SendFailure { connect: false, detail },
                 Ok(Err(Failed::BadHead(detail))) => {
@@ -362,7 +371,7 @@ impl Exchange<'_> {
                 continue;
             }
             if is_hop_by_hop(n)
-                || (listed && named_in_connection(h.headers, n))
+                || (listed && !frames_the_message(n) && named_in_connection(h.headers, n))
                 || n.eq_ignore_ascii_case("x-forwarded-proto")
                 || n.eq_ignore_ascii_case("x-request-id")
                 || (has_host && n.eq_ignore_ascii_case("x-forwarded-host"))
@@ -392,6 +401,7 @@ impl Exchange<'_> {
     /// Writes the response head (in `out`) and copies the body as it
     /// arrives; keeps the upstream connection when it can carry another
     /// request. Whether the client connection can be kept.
+    #[allow(clippy::too_many_arguments)]
     async fn relay<IO>(
         &self,
         io: &mut IO,
@@ -400,6 +410,7 @@ impl Exchange<'_> {
         out: &mut Vec<u8>,
         upstreams: &mut Vec<Upstream>,
         in_flight: InFlight,
+        worker: &str,
     ) -> bool
     where
         IO: AsyncWrite + Unpin,
@@ -408,10 +419,20 @@ impl Exchange<'_> {
         let mut framing = Body::new(head.framing);
         let mut reusable = head.reusable;
         let mut client_ok = true;
-        // What came with the head goes out with it, in one write.
+        // What came with the head goes out with it, in one write; if that
+        // is already broken, nothing has reached the client and it gets a 502.
         let (n, done) = match framing.take(&up.buf) {
             Ok(t) => t,
-            Err(e) => return self.body_failed(&e),
+            Err(e) => {
+                warn!(service = self.service, worker, error = %e, request_id = %self.rid_str(), "upstream response body is malformed");
+                let e = ProxyError::Upstream {
+                    service: self.service.to_string(),
+                    worker: worker.to_string(),
+                    detail: format!("malformed response body: {e}"),
+                };
+                self.error(io, e, out).await;
+                return false;
+            }
         };
         out.extend_from_slice(&up.buf[..n]);
         if n < up.buf.len() {
@@ -463,27 +484,44 @@ impl Exchange<'_> {
 
     /// Answers with a proxy error; whether the client connection can be kept.
     async fn error<IO: AsyncWrite + Unpin>(&self, io: &mut IO, e: ProxyError, out: &mut Vec<u8>) -> bool {
-        let body = e.body(&self.rid_str()).to_string();
-        let status = e.status();
-        out.clear();
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        header(out, b"date", &response::http_date());
-        header(out, b"x-request-id", self.rid);
-        if self.head.close {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        if self.head.method != "HEAD" {
-            out.extend_from_slice(body.as_bytes());
-        }
+        write_error(out, &e, self.rid, self.head.close, self.head.method == "HEAD");
         io.write_all(out).await.is_ok()
     }
+}
+
+/// A proxy error as an HTTP/1.1 answer in `out`: the JSON the hyper path
+/// gives too.
+fn write_error(out: &mut Vec<u8>, e: &ProxyError, rid: &[u8], close: bool, head_request: bool) {
+    let body = e.body(&String::from_utf8_lossy(rid)).to_string();
+    let status = e.status();
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    header(out, b"date", &response::http_date());
+    header(out, b"x-request-id", rid);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_request {
+        out.extend_from_slice(body.as_bytes());
+    }
+}
+
+/// A request head past [`MAX_HEAD`]: 431, and the connection is closed
+/// (nothing of it crossed to a replica).
+async fn refuse_head<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut Vec<u8>) -> Ended {
+    debug!(limit = MAX_HEAD, "request head too large; 431");
+    let rid = super::forward::request_id_from(None);
+    let e = ProxyError::HeadersTooLarge { limit: MAX_HEAD };
+    write_error(out, &e, rid.as_bytes(), true, false);
+    let _ = io.write_all(out).await;
+    Ended::Refused
 }
 
 /// Tracks a response body's framing as its bytes go through.
@@ -569,6 +607,15 @@ fn is_hop_by_hop(name: &str) -> bool {
 /// turned out to be closed (RFC 9110 9.2.2).
 fn idempotent(method: &str) -> bool {
     http::Method::from_bytes(method.as_bytes()).is_ok_and(|m| m.is_idempotent())
+}
+
+/// Headers that frame the message (RFC 9112 6): whatever `Connection`
+/// names, these are never dropped from a message whose body is forwarded
+/// with the framing they gave it. Dropping `Content-Length` while writing
+/// the body was request smuggling: the replica read the body as the next
+/// request on a connection other clients share.
+fn frames_the_message(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
 }
 
 /// Whether `headers` has a `Connection` header (most have none, and then no

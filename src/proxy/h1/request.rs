@@ -68,14 +68,19 @@ pub fn parse<'b>(buf: &'b [u8], headers: &'b mut [httparse::Header<'b>], max_bod
         Some(i) => (&after[..i], &after[i..]),
         None => (after, ""),
     };
-    if name.is_empty() {
+    // Dot segments are resolved by the full server before routing
+    // (`forward::remove_dot_segments`), so that none reaches a replica.
+    if name.is_empty() || crate::proxy::has_dot_segment(path) {
         return Parsed::Other;
     }
     let mut content_length = None;
     let mut close = false;
+    let mut hosts = 0;
     for h in req.headers.iter() {
         let n = h.name;
-        if n.eq_ignore_ascii_case("content-length") {
+        if n.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if n.eq_ignore_ascii_case("content-length") {
             let v = match parse_length(h.value) {
                 Some(v) if content_length.is_none() => v,
                 _ => return Parsed::Other,
@@ -89,6 +94,10 @@ pub fn parse<'b>(buf: &'b [u8], headers: &'b mut [httparse::Header<'b>], max_bod
         } else if n.eq_ignore_ascii_case("connection") && is_token_in(h.value, "close") {
             close = true;
         }
+    }
+    // RFC 9112 3.2: exactly one `Host`; the full server refuses the rest.
+    if hosts != 1 {
+        return Parsed::Other;
     }
     let content_length = content_length.unwrap_or(0);
     if content_length > max_body {
@@ -134,9 +143,9 @@ mod tests {
 
     #[test]
     fn service_requests_are_taken() {
-        let r = fast("POST /service/notes/convert?a=1 HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+        let r = fast("POST /service/notes/convert?a=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}").unwrap();
         assert_eq!(r, ("notes".into(), "/convert".into(), Some("a=1".into()), 2, false));
-        let r = fast("GET /service/notes HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n").unwrap();
+        let r = fast("GET /service/notes HTTP/1.1\r\nhost: h\r\nConnection: keep-alive, Close\r\n\r\n").unwrap();
         assert_eq!(r, ("notes".into(), "".into(), None, 0, true));
     }
 
@@ -144,17 +153,22 @@ mod tests {
     fn everything_else_goes_to_the_full_server() {
         for raw in [
             "GET /health HTTP/1.1\r\n\r\n",
-            "GET /service/ HTTP/1.1\r\n\r\n",
-            "GET /servicex/a HTTP/1.1\r\n\r\n",
-            "GET /service/a HTTP/1.0\r\n\r\n",
-            "GET http://h/service/a HTTP/1.1\r\n\r\n",
-            "POST /service/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST /service/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
-            "GET /service/a HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-            "POST /service/a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
-            "POST /service/a HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
-            "POST /service/a HTTP/1.1\r\nContent-Length: 2048\r\n\r\n",
-            "GET /service/a\x01 HTTP/1.1\r\n\r\n",
+            "GET /service/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /servicex/a HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /service/a HTTP/1.0\r\nHost: h\r\n\r\n",
+            "GET http://h/service/a HTTP/1.1\r\nHost: h\r\n\r\n",
+            "POST /service/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /service/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "GET /service/a HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+            "POST /service/a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST /service/a HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\n",
+            "POST /service/a HTTP/1.1\r\nHost: h\r\nContent-Length: 2048\r\n\r\n",
+            "GET /service/a\x01 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /service/a HTTP/1.1\r\n\r\n",
+            "GET /service/a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET /service/a/../b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /service/a/%2E%2e/b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /service/a/./b HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert!(fast(raw).is_none(), "{raw:?}");
         }

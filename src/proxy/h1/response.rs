@@ -3,7 +3,7 @@
 //! (RFC 9112 6.3) worked out so the body can be copied as it comes.
 
 use super::request::parse_length;
-use super::{has_connection, is_hop_by_hop, is_token_in, named_in_connection};
+use super::{frames_the_message, has_connection, is_hop_by_hop, is_token_in, named_in_connection};
 
 /// Most headers accepted in a response head.
 pub const MAX_HEADERS: usize = 100;
@@ -126,7 +126,11 @@ pub fn rewrite(
     let listed = has_connection(resp.headers);
     for h in resp.headers.iter() {
         let keep_framing = h.name.eq_ignore_ascii_case("transfer-encoding") && framing == Framing::Chunked;
-        let hop = !keep_framing && (is_hop_by_hop(h.name) || (listed && named_in_connection(resp.headers, h.name)));
+        // `Connection` naming `Content-Length` would otherwise send the
+        // body without its length, and the client would read the rest of
+        // it as the next response.
+        let named = listed && !frames_the_message(h.name) && named_in_connection(resp.headers, h.name);
+        let hop = !keep_framing && (is_hop_by_hop(h.name) || named);
         if hop || h.name.eq_ignore_ascii_case("x-request-id") {
             continue;
         }
@@ -216,6 +220,22 @@ mod tests {
             false,
         );
         assert_eq!(out.matches("ate: ").count(), 1, "the upstream's date is kept: {out}");
+    }
+
+    #[test]
+    fn connection_cannot_take_the_framing_off_a_response() {
+        let (h, out) = run(
+            "HTTP/1.1 200 OK\r\nConnection: content-length, transfer-encoding\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        );
+        assert_eq!(h.framing, Framing::Length(2));
+        assert!(out.contains("\r\nContent-Length: 2\r\n"), "{out}");
+        let (h, out) = run(
+            "HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(out.contains("\r\nTransfer-Encoding: chunked\r\n"), "{out}");
     }
 
     #[test]

@@ -172,6 +172,43 @@ async fn a_head_too_large_gets_431_and_nothing_else_on_the_worker_notices() {
     }
 }
 
+/// The same mistake the other way: a replica's response head too large for
+/// the tunnel would have failed the worker's tunnel. On every path a head
+/// past the bound is a 502 for that one request.
+#[tokio::test]
+async fn a_response_head_too_large_is_a_502_and_nothing_else_on_the_worker_notices() {
+    for (data_path, fast) in PATHS {
+        let ctx = format!("{data_path}, fast path {fast}");
+        let (signals, c, _guard) = routed(data_path, fast).await;
+        let mut busy = TcpStream::connect(c.addr).await.unwrap();
+        busy.write_all(b"GET /service/notes/chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut busy_got = Vec::new();
+        while !text(&busy_got).contains("first\r\n") {
+            assert!(within(fill(&mut busy, &mut busy_got)).await > 0, "{ctx}");
+        }
+        let m = ask(&c, "GET /service/notes/huge-head HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(
+            m.head.starts_with("HTTP/1.1 502"),
+            "{ctx}: {}",
+            &m.head[..m.head.len().min(200)]
+        );
+        assert!(text(&m.body).contains("upstream_failed"), "{ctx}");
+        signals.release.notify_one();
+        let body_at = busy_got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        while chunked_end(&busy_got[body_at..]).is_none() {
+            assert!(
+                within(fill(&mut busy, &mut busy_got)).await > 0,
+                "{ctx}: the request in flight was cut: {}",
+                text(&busy_got)
+            );
+        }
+        let again = ask(&c, "GET /service/notes/after HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(again.head.starts_with("HTTP/1.1 200"), "{ctx}: {}", again.head);
+    }
+}
+
 /// HTTP/2 clients meet the same bound on their header list.
 #[tokio::test]
 async fn an_http2_header_list_too_large_is_refused_and_the_connection_serves_on() {

@@ -247,14 +247,7 @@ fn host_refusal<B>(req: &Request<B>) -> Option<Response> {
 /// same JSON the fast path gives.
 fn head_refusal<B>(req: &Request<B>) -> Option<Response> {
     // Request line and header lines as they were on the wire, about.
-    let size = req.method().as_str().len()
-        + req.uri().to_string().len()
-        + 12
-        + req
-            .headers()
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
+    let size = req.method().as_str().len() + req.uri().to_string().len() + 12 + crate::proxy::head_bytes(req.headers());
     (size > MAX_REQUEST_HEAD).then(|| {
         let rid = crate::proxy::request_id(req.headers());
         let mut r = crate::proxy::ProxyError::HeadersTooLarge {

@@ -63,6 +63,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// About how many bytes `headers` take as HTTP/1 header lines
+/// (`name: value\r\n`), to hold heads to one bound on every path.
+pub fn head_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
+}
+
+/// A header list's size as HTTP/2 counts it (RFC 9113 6.5.2: name, value
+/// and 32 bytes a field), without the pseudo-headers.
+pub fn header_list_size(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum()
+}
+
 /// A client's address as an `x-forwarded-for` value, formatted once per
 /// connection rather than on every request.
 #[derive(Clone, Debug)]

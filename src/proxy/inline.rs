@@ -182,7 +182,11 @@ fn reset(detail: &str) -> SendFailure {
 async fn dial(authority: &Authority, timeout: Duration) -> Result<Upstream, SendFailure> {
     let failed = |detail: String| SendFailure { connect: true, detail };
     let stream = connect_tcp(authority, timeout).await.map_err(failed)?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+    let (sender, conn) = http1::Builder::new()
+        // The fast path's bound on response heads: longer ones are a 502
+        // on every path.
+        .max_buf_size(super::MAX_RESPONSE_HEAD)
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(format!("handshake with {authority}: {e}")))?;
     Ok(Upstream {

@@ -27,7 +27,7 @@ mod inline;
 
 pub use error::ProxyError;
 pub(crate) use forward::has_dot_segment;
-pub use forward::{host_for, request_id, ClientAddr};
+pub use forward::{head_bytes, header_list_size, host_for, request_id, ClientAddr};
 
 /// Largest HTTP request head (request line and headers) the coordinator
 /// accepts, on every path: the HTTP/1 fast path, the HTTP/1 server it hands
@@ -36,6 +36,10 @@ pub use forward::{host_for, request_id, ClientAddr};
 /// the tunnel's HTTP/2 settings allow ([`crate::tunnel::MAX_HEADER_LIST`]).
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const _: () = assert!(2 * MAX_REQUEST_HEAD <= crate::tunnel::MAX_HEADER_LIST as usize);
+/// Largest response head taken from a replica over HTTP/1, on every path
+/// (the fast path, and the HTTP/1 clients of the coordinator and of the
+/// worker's tunnel): past it the client gets a 502.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 pub(crate) use inline::connect_tcp;
 pub use inline::{InlineUpstreams, SendFailure};
 
@@ -131,6 +135,7 @@ impl Proxy {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
         let http1 = Client::builder(TokioExecutor::new())
+            .http1_max_buf_size(MAX_RESPONSE_HEAD)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector.clone());
@@ -324,6 +329,15 @@ impl Proxy {
             let in_flight = balance::InFlight::start(&ep);
             let sent = self.send(&ep, service, upstream, wire, inline.as_ref(), in_flight);
             match tokio::time::timeout(timeout, sent).await {
+                // The HTTP/1 client bounds its buffer, not the head exactly.
+                Ok(Ok(resp)) if forward::head_bytes(resp.headers()) > MAX_RESPONSE_HEAD => {
+                    warn!(%service, worker = %ep.worker_name, request_id = rid, "upstream response head too large");
+                    return Err(ProxyError::Upstream {
+                        service: service.to_string(),
+                        worker: ep.worker_name.clone(),
+                        detail: format!("response head larger than {MAX_RESPONSE_HEAD} bytes"),
+                    });
+                }
                 Ok(Ok(mut resp)) => {
                     forward::strip_hop_by_hop(resp.headers_mut());
                     if let Some(v) = rid_value {
@@ -469,12 +483,7 @@ fn tunnel_headers_fit(req: &Request<Body>) -> Result<(), ProxyError> {
         + req.uri().authority().map_or(0, |a| a.as_str().len())
         + 4 * 32
         + 8;
-    let size = pseudo
-        + req
-            .headers()
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 32)
-            .sum::<usize>();
+    let size = pseudo + forward::header_list_size(req.headers());
     if size > limit {
         return Err(ProxyError::HeadersTooLarge { limit });
     }

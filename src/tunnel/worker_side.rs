@@ -227,6 +227,16 @@ impl Forwarder {
                 }),
         };
         match sent {
+            // A head past what the coordinator's side of the tunnel decodes
+            // would be a connection error there, failing every request on
+            // this worker: the one response becomes a 502 instead.
+            Ok(resp) if crate::proxy::header_list_size(resp.headers()) > super::MAX_HEADER_LIST as usize / 2 => {
+                Self::fail(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    format!("{service}: response headers larger than the tunnel carries"),
+                )
+            }
             Ok(resp) => resp,
             Err(e) => {
                 let detail = e.detail;

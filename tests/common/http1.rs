@@ -126,6 +126,7 @@ impl Signals {
 ///   once `release` is notified;
 /// - `/until-close`: a body with no length, ended by closing;
 /// - `/garbage`: not HTTP at all;
+/// - `/huge-head`: a response head of 100 KB;
 /// - `/bare-cr-trailer`: a chunked body whose trailer holds a bare CR;
 /// - `/close-after`: an answer, then the connection closed without notice
 ///   (as a server whose keep-alive timeout expired);
@@ -174,6 +175,10 @@ pub async fn raw_backend(signals: Arc<Signals>) -> String {
                             return;
                         }
                         "/garbage" => "NOT HTTP\r\n\r\n".to_string(),
+                        "/huge-head" => format!(
+                            "HTTP/1.1 200 OK\r\nX-Huge: {}\r\ncontent-length: 2\r\n\r\nok",
+                            "h".repeat(100_000)
+                        ),
                         "/bare-cr-trailer" => {
                             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: a\rb\r\n\r\n"
                                 .to_string()

@@ -44,7 +44,7 @@ use upstream::Upstream;
 /// (with 431, at the same bound: [`crate::proxy::MAX_REQUEST_HEAD`]).
 const MAX_HEAD: usize = crate::proxy::MAX_REQUEST_HEAD;
 /// Largest upstream response head accepted.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_RESPONSE_HEAD: usize = crate::proxy::MAX_RESPONSE_HEAD;
 /// Upstream connections one client connection keeps.
 const MAX_UPSTREAMS: usize = 4;
 /// Response bytes copied in one piece.
@@ -319,6 +319,9 @@ impl Exchange<'_> {
             let got = up.buf.len();
             if got > 0 {
                 match response::rewrite(&up.buf, self.head.method == "HEAD", self.rid, self.head.close, out) {
+                    Ok(Some(h)) if h.len > MAX_RESPONSE_HEAD => {
+                        return Err(Failed::BadHead("response head too large".into()));
+                    }
                     Ok(Some(h)) if h.status < 200 => {
                         up.buf.advance(h.len);
                         continue;

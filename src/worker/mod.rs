@@ -13,7 +13,7 @@ pub mod runtime;
 mod session;
 
 pub use backoff::Backoff;
-pub use config::{docker_answers, normalize_url, parse_bytes, WorkerConfig};
+pub use config::{docker_answers, normalize_url, parse_bytes, WorkerConfig, WorkerConfigError};
 pub use identity::{default_state_dir, load_or_create_instance_id, IdentityError};
 pub use probe::grpc_health;
 
@@ -159,10 +159,14 @@ impl AgentHandle {
 pub enum AgentError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] WorkerConfigError),
 }
 
-/// Starts an agent; it runs until `shutdown` is cancelled.
+/// Starts an agent; it runs until `shutdown` is cancelled. A configuration
+/// the coordinator would refuse is refused here, before anything is dialled.
 pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentHandle, AgentError> {
+    config.validate()?;
     let name = config
         .name
         .clone()

@@ -30,6 +30,19 @@ async fn send(tx: &Outbox, m: Result<CoordinatorMessage, Status>) -> bool {
     matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(m)).await, Ok(Ok(())))
 }
 
+/// Puts a service name a worker used into its catalog form: an alias
+/// (`notes`) becomes the service's name (`notes-coa`), in declarations and
+/// status reports alike, so the registry and every view built from it hold
+/// one service, not the service and its alias side by side. Names the
+/// catalog does not know stay as they are.
+fn catalog_name(shared: &ControlShared, name: &mut String) {
+    if let Some(e) = shared.catalog.resolve(name) {
+        if e.name != *name {
+            *name = e.name.clone();
+        }
+    }
+}
+
 /// Waits for the Hello. Errors are already sent to the worker.
 async fn handshake(
     shared: &ControlShared,
@@ -67,9 +80,7 @@ pub async fn run(
     };
     // Declared services go by their catalog names (`notes` is `notes-coa`).
     for d in &mut hello.services {
-        if let Some(e) = shared.catalog.resolve(&d.name) {
-            d.name = e.name.clone();
-        }
+        catalog_name(&shared, &mut d.name);
     }
     let registry = &shared.registry;
     let (link, mut notices) = SessionLink::new(registry.clock().now_ms());
@@ -162,7 +173,11 @@ async fn serve(
                             // read them loses acks, never the session.
                             let _ = tx.try_send(msg(Out::KeepaliveAck(KeepaliveAck { seq: k.seq })));
                         }
-                        Some(In::ServiceStatus(s)) => registry.service_status(id, generation, s),
+                        Some(In::ServiceStatus(mut s)) => {
+                            // Reported under the name the worker declared it by.
+                            catalog_name(shared, &mut s.service);
+                            registry.service_status(id, generation, s)
+                        }
                         Some(In::Hello(_)) => {
                             let st = Status::failed_precondition("Hello may be sent only once per stream");
                             send(tx, Err(st)).await;

@@ -100,8 +100,35 @@ impl AgentCtx {
             .map(|s| (s.name.clone(), s.url.clone()))
             .collect();
         self.local.set_assigned(urls);
+        self.drop_renamed_placeholders(a);
         let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
         probes.apply(wanted, &self.board, &self.local, self.config.probe_interval);
+    }
+
+    /// A service declared by an alias (`--service notes=URL`) comes back in
+    /// the assignment under its catalog name (`notes-coa`), and is probed and
+    /// reported under that name from then on. The "declared, so ready"
+    /// placeholder the board holds under the declared name goes: kept, it
+    /// would be sent again at every session start, after or before the
+    /// probe's state depending on how the names sort, and could report a
+    /// failing service ready.
+    fn drop_renamed_placeholders(&self, a: &Assignment) {
+        let assigned: std::collections::BTreeSet<&str> = a.services.iter().map(|s| s.name.as_str()).collect();
+        let renamed: Vec<&str> = self
+            .config
+            .services
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| !assigned.contains(name))
+            .collect();
+        if renamed.is_empty() {
+            return;
+        }
+        self.board.send_if_modified(|board| {
+            let before = board.len();
+            board.retain(|name, _| !renamed.contains(&name.as_str()));
+            board.len() != before
+        });
     }
 }
 

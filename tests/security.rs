@@ -207,6 +207,68 @@ async fn pending_handshakes_are_bounded() {
     c.stop().await;
 }
 
+/// A channel to the coordinator from `source` (a loopback address other
+/// than 127.0.0.1 stands for another host).
+async fn channel_from(c: &TestCoordinator, source: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(c.url.clone())
+        .unwrap()
+        .local_address(Some(source.parse().unwrap()))
+        .connect()
+        .await
+        .expect("connect from another loopback address")
+}
+
+#[tokio::test]
+async fn pending_handshakes_are_bounded_per_address() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        max_pending_handshakes_per_address: 3,
+        handshake_timeout: Duration::from_secs(30),
+        ..fast_config()
+    })
+    .await;
+    // One peer holds its address's share with streams that never say Hello
+    // (no join token is set, so anyone may open them).
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(c.raw().await);
+    }
+
+    // Its next stream is refused at once: by the Connect call itself, not
+    // after a handshake window.
+    let refused = match within(RawWorker::try_open(c.channel().await, None)).await {
+        Err(status) => status,
+        Ok(_) => panic!("a fourth idle stream from one address was admitted"),
+    };
+    assert_code(&refused, Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("127.0.0.1") && refused.message().contains("per address"),
+        "the message says which bound was hit: {refused:?}"
+    );
+
+    // A worker from another address still gets in, while the silent
+    // streams are all still open.
+    let mut other = RawWorker::open(channel_from(&c, "127.0.0.2").await, None).await;
+    let welcome = other.hello(hello("elsewhere", "i-elsewhere", "")).await;
+    assert!(!welcome.worker_id.is_empty());
+    assert_eq!(
+        listed(&c).await.into_iter().map(|w| w.0).collect::<Vec<_>>(),
+        [welcome.worker_id]
+    );
+
+    // Once the peer's streams go away, its address may connect again.
+    drop(silent);
+    let mut back = within(async {
+        loop {
+            if let Ok(raw) = RawWorker::try_open(c.channel().await, None).await {
+                return raw;
+            }
+        }
+    })
+    .await;
+    back.hello(hello("back-home", "i-back", "")).await;
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn oversized_messages_are_refused() {
     let c = TestCoordinator::start(CoordinatorConfig {

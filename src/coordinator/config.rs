@@ -8,6 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Enough for a host running many workers that all reconnect at once (a
+/// coordinator restart), few enough that one address holds a sliver of
+/// the total pool.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS: usize = 64;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct CoordinatorConfig {
     /// Where to serve gRPC and HTTP: a port alone (all interfaces) or HOST:PORT.
@@ -50,6 +55,12 @@ pub struct CoordinatorConfig {
     /// Connect streams allowed to wait for their Hello at once.
     #[arg(long, env = "EDGEPLANE_MAX_PENDING_HANDSHAKES", default_value_t = 1024)]
     pub max_pending_handshakes: usize,
+
+    /// Of those, streams from one source address (IPv6: one /64) at most;
+    /// past it that address's next streams are refused at once, so one peer
+    /// cannot keep every other worker out.
+    #[arg(long, env = "EDGEPLANE_MAX_PENDING_HANDSHAKES_PER_ADDRESS", default_value_t = DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS)]
+    pub max_pending_handshakes_per_address: usize,
 
     /// A Connect stream that sends no Hello within this is ended.
     #[arg(long, env = "EDGEPLANE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -131,6 +142,7 @@ impl Default for CoordinatorConfig {
             max_connections: 25_000,
             max_message_bytes: 1024 * 1024,
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_address: DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS,
             handshake_timeout: Duration::from_secs(5),
             http_idle_timeout: Duration::from_secs(60),
             http1_fast_path: true,
@@ -171,6 +183,9 @@ impl CoordinatorConfig {
         }
         if self.max_pending_handshakes == 0 {
             return Err(ConfigError::Zero("max pending handshakes"));
+        }
+        if self.max_pending_handshakes_per_address == 0 {
+            return Err(ConfigError::Zero("max pending handshakes per address"));
         }
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::Zero("handshake timeout"));

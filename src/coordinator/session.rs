@@ -1,10 +1,12 @@
 //! One worker's Connect stream, from Hello to close.
 //!
-//! The handshake is bounded (a permit from a fixed pool, a deadline for the
-//! Hello); after it, every inbound message stamps the session's heartbeat
-//! with one atomic store, and the registry learns of the close at once.
+//! The handshake is bounded (a permit from [`super::handshakes`], in total
+//! and per address, and a deadline for the Hello); after it, every inbound
+//! message stamps the session's heartbeat with one atomic store, and the
+//! registry learns of the close at once.
 
 use super::control::ControlShared;
+use super::handshakes::Permit;
 use crate::proto::{
     coordinator_message::Msg as Out, worker_message::Msg as In, CoordinatorMessage, Drain, Goodbye, Hello,
     KeepaliveAck, Welcome, WorkerMessage,
@@ -12,7 +14,7 @@ use crate::proto::{
 use crate::registry::{limits, Notice, RegisterError, SessionLink};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -48,7 +50,7 @@ async fn handshake(
     shared: &ControlShared,
     inbound: &mut Streaming<WorkerMessage>,
     tx: &Outbox,
-    _permit: OwnedSemaphorePermit,
+    _permit: Permit,
 ) -> Option<Hello> {
     let deadline = shared.config.handshake_timeout;
     let refusal = match tokio::time::timeout(deadline, inbound.message()).await {
@@ -69,12 +71,7 @@ async fn handshake(
     None
 }
 
-pub async fn run(
-    shared: Arc<ControlShared>,
-    mut inbound: Streaming<WorkerMessage>,
-    tx: Outbox,
-    permit: OwnedSemaphorePermit,
-) {
+pub async fn run(shared: Arc<ControlShared>, mut inbound: Streaming<WorkerMessage>, tx: Outbox, permit: Permit) {
     let Some(mut hello) = handshake(&shared, &mut inbound, &tx, permit).await else {
         return;
     };

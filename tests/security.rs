@@ -154,6 +154,96 @@ async fn admin_token_guards_grpc_and_http_but_not_health() {
     c.stop().await;
 }
 
+/// Opens a Connect stream sending `authorization` exactly as given.
+async fn connect_with_authorization(channel: Channel, authorization: &str) -> Result<RawWorker, tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("authorization", authorization.parse().unwrap());
+    let rx = edgeplane::proto::worker_control_client::WorkerControlClient::new(channel)
+        .connect(req)
+        .await?
+        .into_inner();
+    Ok(RawWorker { tx, rx })
+}
+
+/// The authentication scheme is case-insensitive (RFC 9110 §11.1), so
+/// `bearer` works as `Bearer` does, for the join and the admin token alike;
+/// the token alone decides, in any spelling of the scheme.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_the_token_still_decides() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        join_token: Some("s3cret-join".into()),
+        admin_token: Some("adm1n-t0ken".into()),
+        ..fast_config()
+    })
+    .await;
+
+    // Join token, on Connect.
+    for (i, scheme) in ["bearer", "BEARER", "bEaReR"].into_iter().enumerate() {
+        let mut raw = within(connect_with_authorization(
+            c.channel().await,
+            &format!("{scheme} s3cret-join"),
+        ))
+        .await
+        .unwrap_or_else(|s| panic!("`{scheme}` with the right join token was refused: {s:?}"));
+        let welcome = raw
+            .hello(hello(&format!("lower-{i}"), &format!("i-lower-{i}"), ""))
+            .await;
+        assert!(!welcome.worker_id.is_empty());
+    }
+    for wrong in [
+        "bearer not-the-token",
+        "bearer S3CRET-JOIN",
+        "bearer",
+        "bearers3cret-join",
+    ] {
+        let status = match within(connect_with_authorization(c.channel().await, wrong)).await {
+            Err(status) => status,
+            Ok(_) => panic!("`{wrong}` was admitted"),
+        };
+        assert_code(&status, Code::Unauthenticated);
+    }
+    let names = listed_with(&c, "bearer adm1n-t0ken")
+        .await
+        .expect("`bearer` with the right admin token lists");
+    assert_eq!(names, ["lower-0", "lower-1", "lower-2"]);
+
+    // Admin token, on the gRPC Admin API...
+    for wrong in ["bearer wrong", "bearer ADM1N-T0KEN", "bearer s3cret-join"] {
+        let status = listed_with(&c, wrong).await.expect_err(wrong);
+        assert_code(&status, Code::Unauthenticated);
+    }
+    // ...and on the HTTP admin API.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/admin/workers", c.url);
+    for (authorization, want) in [
+        ("bearer adm1n-t0ken", reqwest::StatusCode::OK),
+        ("BEARER adm1n-t0ken", reqwest::StatusCode::OK),
+        ("bearer wrong", reqwest::StatusCode::UNAUTHORIZED),
+        ("bearer ADM1N-T0KEN", reqwest::StatusCode::UNAUTHORIZED),
+        ("bearer s3cret-join", reqwest::StatusCode::UNAUTHORIZED),
+    ] {
+        let r = http
+            .get(&url)
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{authorization}");
+    }
+    c.stop().await;
+}
+
+/// Names of the workers the gRPC Admin API lists, asked with `authorization`.
+async fn listed_with(c: &TestCoordinator, authorization: &str) -> Result<Vec<String>, tonic::Status> {
+    let mut req = tonic::Request::new(ListWorkersRequest::default());
+    req.metadata_mut()
+        .insert("authorization", authorization.parse().unwrap());
+    let list = c.admin().await.list_workers(req).await?.into_inner();
+    Ok(list.workers.into_iter().map(|w| w.name).collect())
+}
+
 #[tokio::test]
 async fn a_client_that_never_says_hello_is_dropped() {
     let c = TestCoordinator::start(fast_config()).await;

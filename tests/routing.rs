@@ -37,6 +37,7 @@ both_paths!(
     a_loading_service_gets_no_traffic_and_health_follows_readiness,
     grpc_calls_are_routed_by_service_name_with_trailers,
     services_and_gaps_show_providers_and_shortfalls,
+    a_service_declared_by_its_alias_is_one_catalog_service,
 );
 
 /// A worker declaring `notes-coa` at `b`, probing every 20 ms.
@@ -420,6 +421,130 @@ async fn services_and_gaps_show_providers_and_shortfalls(path: Path) {
         (llm.ready, llm.gap.as_str(), llm.requires.as_str()),
         (0, "critical", "gpu")
     );
+}
+
+/// A service name that sorts after every other: a worker sends the
+/// reports of one snapshot in name order, so once this one is shown, every
+/// report the worker sent before it has been applied.
+const BARRIER: &str = "zz-barrier";
+
+/// Reports [`BARRIER`] and waits until the coordinator shows it.
+async fn reports_applied(agent: &AgentHandle, watch: &mut Watcher) {
+    agent.set_service(BARRIER, edgeplane::proto::ServiceState::Ready, "barrier");
+    watch
+        .until_service(Some(agent.name()), Some(BARRIER), edgeplane::proto::ServiceState::Ready)
+        .await;
+}
+
+/// `GET /api/admin/services`, without the barrier.
+async fn admin_services(c: &TestCoordinator) -> Vec<serde_json::Value> {
+    let services: serde_json::Value = http()
+        .get(format!("{}/api/admin/services", c.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut services = services.as_array().unwrap().clone();
+    services.retain(|s| s["name"] != BARRIER);
+    services
+}
+
+/// `--service notes=URL` declares the catalog's `notes-coa`: the admin
+/// views show that one service, served by the worker, and no `notes` of
+/// its own beside it.
+async fn a_service_declared_by_its_alias_is_one_catalog_service(path: Path) {
+    let c = TestCoordinator::start(fast_config()).await;
+    let b = backend::start("replica-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut watch = c.watch().await;
+    let (w, _s) = notes_worker(path, &c, "cpu-1", &b, dir.path()).await;
+    watch
+        .until_service(Some("cpu-1"), Some("notes-coa"), edgeplane::proto::ServiceState::Ready)
+        .await;
+    reports_applied(&w, &mut watch).await;
+
+    let services = admin_services(&c).await;
+    let names: Vec<&str> = services.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert!(
+        !names.contains(&"notes"),
+        "the alias became a service of its own: {names:?}"
+    );
+    let notes = services.iter().find(|s| s["name"] == "notes-coa").unwrap();
+    assert_eq!(notes["in_catalog"], true);
+    assert_eq!(notes["ready"], 1, "{notes}");
+    let providers = notes["providers"].as_array().unwrap();
+    assert_eq!(providers.len(), 1, "{notes}");
+    assert_eq!(
+        (
+            &providers[0]["worker"],
+            &providers[0]["state"],
+            &providers[0]["routable"]
+        ),
+        (&"cpu-1".into(), &"ready".into(), &true.into())
+    );
+
+    // The worker's own record names it the same way.
+    let workers: serde_json::Value = http()
+        .get(format!("{}/api/admin/workers", c.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let declared: Vec<&str> = workers[0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .filter(|n| *n != BARRIER)
+        .collect();
+    assert_eq!(declared, ["notes-coa"], "{workers}");
+}
+
+/// A service declared by its alias keeps the state its probe found when the
+/// worker reconnects: the worker's placeholder under the alias ("declared,
+/// so ready") must not come back and overwrite it.
+#[tokio::test]
+async fn an_alias_declared_service_keeps_its_probed_state_across_a_reconnect() {
+    let c = TestCoordinator::start(fast_config()).await;
+    let b = backend::start("uploads").await;
+    b.set_ready(false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut watch = c.watch().await;
+    let mut cfg = c.worker_config("cpu-1", dir.path());
+    cfg.data_path = "direct".into();
+    // `upload` sorts after `document-processing`: a placeholder sent under
+    // it at session start would land last.
+    cfg.services = vec![("upload".into(), b.url.clone())];
+    cfg.probe_interval = Duration::from_millis(20);
+    let (w, _s) = start_agent(cfg).await;
+    watch
+        .until_service(
+            Some("cpu-1"),
+            Some("document-processing"),
+            edgeplane::proto::ServiceState::Loading,
+        )
+        .await;
+
+    c.registry.close_all("test: make the worker reconnect");
+    within(w.wait_for(|s| s.connected && s.sessions == 2)).await;
+    reports_applied(&w, &mut watch).await;
+
+    let services = admin_services(&c).await;
+    let names: Vec<&str> = services.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert!(!names.contains(&"upload"), "{names:?}");
+    let docs = services.iter().find(|s| s["name"] == "document-processing").unwrap();
+    assert_eq!(
+        docs["ready"], 0,
+        "a service that never passed its check is routed: {docs}"
+    );
+    assert_eq!(docs["providers"][0]["state"], "loading", "{docs}");
+    let r = http().get(format!("{}/service/upload/x", c.url)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(b.hits(), 0);
 }
 
 #[tokio::test]

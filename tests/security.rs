@@ -154,6 +154,96 @@ async fn admin_token_guards_grpc_and_http_but_not_health() {
     c.stop().await;
 }
 
+/// Opens a Connect stream sending `authorization` exactly as given.
+async fn connect_with_authorization(channel: Channel, authorization: &str) -> Result<RawWorker, tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("authorization", authorization.parse().unwrap());
+    let rx = edgeplane::proto::worker_control_client::WorkerControlClient::new(channel)
+        .connect(req)
+        .await?
+        .into_inner();
+    Ok(RawWorker { tx, rx })
+}
+
+/// The authentication scheme is case-insensitive (RFC 9110 §11.1), so
+/// `bearer` works as `Bearer` does, for the join and the admin token alike;
+/// the token alone decides, in any spelling of the scheme.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_the_token_still_decides() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        join_token: Some("s3cret-join".into()),
+        admin_token: Some("adm1n-t0ken".into()),
+        ..fast_config()
+    })
+    .await;
+
+    // Join token, on Connect.
+    for (i, scheme) in ["bearer", "BEARER", "bEaReR"].into_iter().enumerate() {
+        let mut raw = within(connect_with_authorization(
+            c.channel().await,
+            &format!("{scheme} s3cret-join"),
+        ))
+        .await
+        .unwrap_or_else(|s| panic!("`{scheme}` with the right join token was refused: {s:?}"));
+        let welcome = raw
+            .hello(hello(&format!("lower-{i}"), &format!("i-lower-{i}"), ""))
+            .await;
+        assert!(!welcome.worker_id.is_empty());
+    }
+    for wrong in [
+        "bearer not-the-token",
+        "bearer S3CRET-JOIN",
+        "bearer",
+        "bearers3cret-join",
+    ] {
+        let status = match within(connect_with_authorization(c.channel().await, wrong)).await {
+            Err(status) => status,
+            Ok(_) => panic!("`{wrong}` was admitted"),
+        };
+        assert_code(&status, Code::Unauthenticated);
+    }
+    let names = listed_with(&c, "bearer adm1n-t0ken")
+        .await
+        .expect("`bearer` with the right admin token lists");
+    assert_eq!(names, ["lower-0", "lower-1", "lower-2"]);
+
+    // Admin token, on the gRPC Admin API...
+    for wrong in ["bearer wrong", "bearer ADM1N-T0KEN", "bearer s3cret-join"] {
+        let status = listed_with(&c, wrong).await.expect_err(wrong);
+        assert_code(&status, Code::Unauthenticated);
+    }
+    // ...and on the HTTP admin API.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/admin/workers", c.url);
+    for (authorization, want) in [
+        ("bearer adm1n-t0ken", reqwest::StatusCode::OK),
+        ("BEARER adm1n-t0ken", reqwest::StatusCode::OK),
+        ("bearer wrong", reqwest::StatusCode::UNAUTHORIZED),
+        ("bearer ADM1N-T0KEN", reqwest::StatusCode::UNAUTHORIZED),
+        ("bearer s3cret-join", reqwest::StatusCode::UNAUTHORIZED),
+    ] {
+        let r = http
+            .get(&url)
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{authorization}");
+    }
+    c.stop().await;
+}
+
+/// Names of the workers the gRPC Admin API lists, asked with `authorization`.
+async fn listed_with(c: &TestCoordinator, authorization: &str) -> Result<Vec<String>, tonic::Status> {
+    let mut req = tonic::Request::new(ListWorkersRequest::default());
+    req.metadata_mut()
+        .insert("authorization", authorization.parse().unwrap());
+    let list = c.admin().await.list_workers(req).await?.into_inner();
+    Ok(list.workers.into_iter().map(|w| w.name).collect())
+}
+
 #[tokio::test]
 async fn a_client_that_never_says_hello_is_dropped() {
     let c = TestCoordinator::start(fast_config()).await;
@@ -207,6 +297,68 @@ async fn pending_handshakes_are_bounded() {
     c.stop().await;
 }
 
+/// A channel to the coordinator from `source` (a loopback address other
+/// than 127.0.0.1 stands for another host).
+async fn channel_from(c: &TestCoordinator, source: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(c.url.clone())
+        .unwrap()
+        .local_address(Some(source.parse().unwrap()))
+        .connect()
+        .await
+        .expect("connect from another loopback address")
+}
+
+#[tokio::test]
+async fn pending_handshakes_are_bounded_per_address() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        max_pending_handshakes_per_address: 3,
+        handshake_timeout: Duration::from_secs(30),
+        ..fast_config()
+    })
+    .await;
+    // One peer holds its address's share with streams that never say Hello
+    // (no join token is set, so anyone may open them).
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(c.raw().await);
+    }
+
+    // Its next stream is refused at once: by the Connect call itself, not
+    // after a handshake window.
+    let refused = match within(RawWorker::try_open(c.channel().await, None)).await {
+        Err(status) => status,
+        Ok(_) => panic!("a fourth idle stream from one address was admitted"),
+    };
+    assert_code(&refused, Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("127.0.0.1") && refused.message().contains("per address"),
+        "the message says which bound was hit: {refused:?}"
+    );
+
+    // A worker from another address still gets in, while the silent
+    // streams are all still open.
+    let mut other = RawWorker::open(channel_from(&c, "127.0.0.2").await, None).await;
+    let welcome = other.hello(hello("elsewhere", "i-elsewhere", "")).await;
+    assert!(!welcome.worker_id.is_empty());
+    assert_eq!(
+        listed(&c).await.into_iter().map(|w| w.0).collect::<Vec<_>>(),
+        [welcome.worker_id]
+    );
+
+    // Once the peer's streams go away, its address may connect again.
+    drop(silent);
+    let mut back = within(async {
+        loop {
+            if let Ok(raw) = RawWorker::try_open(c.channel().await, None).await {
+                return raw;
+            }
+        }
+    })
+    .await;
+    back.hello(hello("back-home", "i-back", "")).await;
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn oversized_messages_are_refused() {
     let c = TestCoordinator::start(CoordinatorConfig {
@@ -251,6 +403,48 @@ async fn invalid_hello_is_refused_with_the_reason() {
     assert_code(&status, Code::InvalidArgument);
     assert!(status.message().contains("labels"), "{status:?}");
 
+    assert!(listed(&c).await.is_empty());
+    c.stop().await;
+}
+
+/// Nothing that dials a service speaks TLS yet, so an `https://` service
+/// would get plaintext: it is refused, by the coordinator and by the worker.
+#[tokio::test]
+async fn https_service_urls_are_refused_with_the_reason() {
+    let c = TestCoordinator::start(fast_config()).await;
+    for url in [
+        "https://127.0.0.1:8443",
+        "https://vault.internal/api",
+        "ftp://127.0.0.1:21",
+    ] {
+        let mut h = hello("tls-worker", "i-tls", "");
+        h.services = vec![edgeplane::proto::DeclaredService {
+            name: "vault".into(),
+            url: url.into(),
+        }];
+        let status = refusal(c.channel().await, None, Some(Out::Hello(h))).await;
+        assert_code(&status, Code::InvalidArgument);
+        assert!(status.message().contains("service `vault`"), "{url}: {status:?}");
+        if url.starts_with("https") {
+            assert!(
+                status.message().contains("https:// service URLs are not supported yet"),
+                "{url}: {status:?}"
+            );
+        } else {
+            assert!(status.message().contains("`ftp` is not supported"), "{url}: {status:?}");
+        }
+    }
+    assert!(listed(&c).await.is_empty());
+
+    // The worker agent refuses to start with one, saying why.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = c.worker_config("tls-agent", dir.path());
+    cfg.services = vec![("vault".into(), "https://127.0.0.1:8443".into())];
+    let err = match edgeplane::worker::spawn(cfg, tokio_util::sync::CancellationToken::new()) {
+        Ok(_) => panic!("an agent started with an https:// service"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("https:// service URLs are not supported yet"), "{err}");
     assert!(listed(&c).await.is_empty());
     c.stop().await;
 }

@@ -3,9 +3,15 @@
 //! `500ms` / `5s` / `10m`.
 
 use crate::duration::parse_duration;
+use clap::builder::TypedValueParser as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Enough for a host running many workers that all reconnect at once (a
+/// coordinator restart), few enough that one address holds a sliver of
+/// the total pool.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS: usize = 64;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CoordinatorConfig {
@@ -50,6 +56,12 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "EDGEPLANE_MAX_PENDING_HANDSHAKES", default_value_t = 1024)]
     pub max_pending_handshakes: usize,
 
+    /// Of those, streams from one source address (IPv6: one /64) at most;
+    /// past it that address's next streams are refused at once, so one peer
+    /// cannot keep every other worker out.
+    #[arg(long, env = "EDGEPLANE_MAX_PENDING_HANDSHAKES_PER_ADDRESS", default_value_t = DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS)]
+    pub max_pending_handshakes_per_address: usize,
+
     /// A Connect stream that sends no Hello within this is ended.
     #[arg(long, env = "EDGEPLANE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
@@ -62,8 +74,20 @@ pub struct CoordinatorConfig {
 
     /// Serve `/service/` requests from HTTP/1 clients with the byte-level
     /// fast path (`proxy::h1`; raw pipes through tunnels). Off: hyper serves
-    /// them, as it serves everything the fast path hands over.
-    #[arg(long = "no-http1-fast-path", env = "EDGEPLANE_NO_HTTP1_FAST_PATH", action = clap::ArgAction::SetFalse)]
+    /// them, as it serves everything the fast path hands over. The env var
+    /// turns it off with `true`, `1`, `yes` or `on`; `false`, `0`, `no` or
+    /// `off` keep it on.
+    //
+    // The flag and the env var say "no fast path", so the raw value is parsed
+    // in that sense and inverted into this field, which says whether the fast
+    // path is on. `SetFalse` cannot do this: clap stores an env var's value
+    // as it is for `SetFalse`, which inverted the env var and refused `1`.
+    #[arg(
+        long = "no-http1-fast-path",
+        env = "EDGEPLANE_NO_HTTP1_FAST_PATH",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new().map(fast_path_unless_no)
+    )]
     pub http1_fast_path: bool,
 
     /// On SIGINT/SIGTERM: how long streams get to close before connections are cut.
@@ -118,6 +142,7 @@ impl Default for CoordinatorConfig {
             max_connections: 25_000,
             max_message_bytes: 1024 * 1024,
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_address: DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS,
             handshake_timeout: Duration::from_secs(5),
             http_idle_timeout: Duration::from_secs(60),
             http1_fast_path: true,
@@ -159,6 +184,9 @@ impl CoordinatorConfig {
         if self.max_pending_handshakes == 0 {
             return Err(ConfigError::Zero("max pending handshakes"));
         }
+        if self.max_pending_handshakes_per_address == 0 {
+            return Err(ConfigError::Zero("max pending handshakes per address"));
+        }
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::Zero("handshake timeout"));
         }
@@ -181,6 +209,12 @@ impl CoordinatorConfig {
     }
 }
 
+/// `--no-http1-fast-path` / `EDGEPLANE_NO_HTTP1_FAST_PATH` say "no"; the
+/// config field says whether the fast path is on.
+fn fast_path_unless_no(no: bool) -> bool {
+    !no
+}
+
 /// `8080` means every interface on port 8080; `127.0.0.1:0` is taken as is.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
@@ -201,6 +235,9 @@ mod tests {
         assert!(parse_listen("localhost").is_err());
     }
 
+    /// The flag and the env var together, in one test: the env var's name is
+    /// fixed, and this is the only test in the crate that parses the
+    /// coordinator's flags, so nothing else reads it while it is set.
     #[test]
     fn the_fast_path_is_on_unless_turned_off() {
         #[derive(clap::Parser)]
@@ -209,10 +246,47 @@ mod tests {
             c: CoordinatorConfig,
         }
         use clap::Parser as _;
-        let on = Cli::try_parse_from(["coordinator"]).unwrap().c;
+        const VAR: &str = "EDGEPLANE_NO_HTTP1_FAST_PATH";
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("coordinator").chain(args.iter().copied()));
+        std::env::remove_var(VAR);
+        let on = parse(&[]).unwrap().c;
         assert!(on.http1_fast_path && CoordinatorConfig::default().http1_fast_path);
-        let off = Cli::try_parse_from(["coordinator", "--no-http1-fast-path"]).unwrap().c;
+        let off = parse(&["--no-http1-fast-path"]).unwrap().c;
         assert!(!off.http1_fast_path);
+
+        // The env var means what its name says, in the usual spellings.
+        let mut wrong = Vec::new();
+        for (value, fast_path) in [
+            ("true", false),
+            ("1", false),
+            ("yes", false),
+            ("on", false),
+            ("TRUE", false),
+            ("false", true),
+            ("0", true),
+            ("no", true),
+            ("off", true),
+        ] {
+            std::env::set_var(VAR, value);
+            match parse(&[]) {
+                Ok(cli) if cli.c.http1_fast_path == fast_path => {}
+                other => wrong.push(format!(
+                    "{VAR}={value}: {:?}",
+                    other.map(|c| c.c.http1_fast_path).map_err(|e| e.kind())
+                )),
+            }
+        }
+        // The flag wins over the env var.
+        std::env::set_var(VAR, "false");
+        let flag_wins = parse(&["--no-http1-fast-path"])
+            .map(|c| c.c.http1_fast_path)
+            .map_err(|e| e.kind());
+        std::env::set_var(VAR, "maybe");
+        let nonsense = parse(&[]).map(|c| c.c.http1_fast_path).map_err(|e| e.kind());
+        std::env::remove_var(VAR);
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        assert!(matches!(flag_wins, Ok(false)), "{flag_wins:?}");
+        assert!(nonsense.is_err(), "`maybe` is not a boolean: {nonsense:?}");
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! `edgeplane.v1.WorkerControl`: admits Connect streams (join token, the
-//! handshake pool, shutdown) and hands each to its own session task.
+//! handshake pools, shutdown) and hands each to its own session task.
 
+use super::handshakes::Handshakes;
 use super::{session, CoordinatorConfig};
 use crate::auth::Secret;
 use crate::proto::{worker_control_server::WorkerControl, CoordinatorMessage, TunnelChunk, WorkerMessage};
 use crate::registry::Registry;
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -20,8 +21,8 @@ pub struct ControlShared {
     pub catalog: Arc<crate::catalog::Catalog>,
     pub config: CoordinatorConfig,
     pub join: Secret,
-    /// Bounds streams that have not yet said Hello.
-    pub handshakes: Arc<Semaphore>,
+    /// Bounds streams that have not yet said Hello, in total and per address.
+    pub handshakes: Handshakes,
     /// Cancelled when the coordinator begins shutting down.
     pub closing: CancellationToken,
 }
@@ -56,11 +57,11 @@ impl WorkerControl for ControlService {
             );
             return Err(Status::unauthenticated(format!("join token required: {e}")));
         }
+        let peer = request.remote_addr().map(|a| a.ip());
         let permit = shared
             .handshakes
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Status::resource_exhausted("too many workers are mid-handshake; retry with backoff"))?;
+            .admit(peer)
+            .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
         let (tx, rx) = mpsc::channel(OUTBOX);
         tokio::spawn(session::run(shared.clone(), request.into_inner(), tx, permit));
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -12,6 +12,7 @@ mod catalog_views;
 mod config;
 mod control;
 mod front;
+mod handshakes;
 mod http;
 mod listener;
 mod placement_loop;
@@ -19,7 +20,7 @@ mod service_health;
 mod session;
 mod sniff;
 
-pub use config::{parse_listen, ConfigError, CoordinatorConfig};
+pub use config::{parse_listen, ConfigError, CoordinatorConfig, DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS};
 
 use crate::auth::Secret;
 use crate::catalog::Catalog;
@@ -29,7 +30,6 @@ use crate::registry::{Registry, RegistryConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -107,7 +107,7 @@ impl Coordinator {
             catalog: catalog.clone(),
             config: cfg.clone(),
             join: Secret::new(cfg.join_token.as_deref()),
-            handshakes: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
+            handshakes: handshakes::Handshakes::new(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_address),
             closing: closing.clone(),
         });
         let control = WorkerControlServer::new(control::ControlService::new(shared))

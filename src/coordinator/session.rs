@@ -1,10 +1,12 @@
 //! One worker's Connect stream, from Hello to close.
 //!
-//! The handshake is bounded (a permit from a fixed pool, a deadline for the
-//! Hello); after it, every inbound message stamps the session's heartbeat
-//! with one atomic store, and the registry learns of the close at once.
+//! The handshake is bounded (a permit from [`super::handshakes`], in total
+//! and per address, and a deadline for the Hello); after it, every inbound
+//! message stamps the session's heartbeat with one atomic store, and the
+//! registry learns of the close at once.
 
 use super::control::ControlShared;
+use super::handshakes::Permit;
 use crate::proto::{
     coordinator_message::Msg as Out, worker_message::Msg as In, CoordinatorMessage, Drain, Goodbye, Hello,
     KeepaliveAck, Welcome, WorkerMessage,
@@ -12,7 +14,7 @@ use crate::proto::{
 use crate::registry::{limits, Notice, RegisterError, SessionLink};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -30,12 +32,25 @@ async fn send(tx: &Outbox, m: Result<CoordinatorMessage, Status>) -> bool {
     matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(m)).await, Ok(Ok(())))
 }
 
+/// Puts a service name a worker used into its catalog form: an alias
+/// (`notes`) becomes the service's name (`notes-coa`), in declarations and
+/// status reports alike, so the registry and every view built from it hold
+/// one service, not the service and its alias side by side. Names the
+/// catalog does not know stay as they are.
+fn catalog_name(shared: &ControlShared, name: &mut String) {
+    if let Some(e) = shared.catalog.resolve(name) {
+        if e.name != *name {
+            *name = e.name.clone();
+        }
+    }
+}
+
 /// Waits for the Hello. Errors are already sent to the worker.
 async fn handshake(
     shared: &ControlShared,
     inbound: &mut Streaming<WorkerMessage>,
     tx: &Outbox,
-    _permit: OwnedSemaphorePermit,
+    _permit: Permit,
 ) -> Option<Hello> {
     let deadline = shared.config.handshake_timeout;
     let refusal = match tokio::time::timeout(deadline, inbound.message()).await {
@@ -56,20 +71,13 @@ async fn handshake(
     None
 }
 
-pub async fn run(
-    shared: Arc<ControlShared>,
-    mut inbound: Streaming<WorkerMessage>,
-    tx: Outbox,
-    permit: OwnedSemaphorePermit,
-) {
+pub async fn run(shared: Arc<ControlShared>, mut inbound: Streaming<WorkerMessage>, tx: Outbox, permit: Permit) {
     let Some(mut hello) = handshake(&shared, &mut inbound, &tx, permit).await else {
         return;
     };
     // Declared services go by their catalog names (`notes` is `notes-coa`).
     for d in &mut hello.services {
-        if let Some(e) = shared.catalog.resolve(&d.name) {
-            d.name = e.name.clone();
-        }
+        catalog_name(&shared, &mut d.name);
     }
     let registry = &shared.registry;
     let (link, mut notices) = SessionLink::new(registry.clock().now_ms());
@@ -162,7 +170,11 @@ async fn serve(
                             // read them loses acks, never the session.
                             let _ = tx.try_send(msg(Out::KeepaliveAck(KeepaliveAck { seq: k.seq })));
                         }
-                        Some(In::ServiceStatus(s)) => registry.service_status(id, generation, s),
+                        Some(In::ServiceStatus(mut s)) => {
+                            // Reported under the name the worker declared it by.
+                            catalog_name(shared, &mut s.service);
+                            registry.service_status(id, generation, s)
+                        }
                         Some(In::Hello(_)) => {
                             let st = Status::failed_precondition("Hello may be sent only once per stream");
                             send(tx, Err(st)).await;

@@ -28,6 +28,13 @@ pub enum InvalidHello {
     Gpus,
     #[error("at most {MAX_SERVICES} services, each with a name of 1..={MAX_NAME_LEN} characters and a URL of at most {MAX_URL_LEN}")]
     Services,
+    /// A declared service's URL is one nothing here can dial (an `https://`
+    /// one would be sent plaintext).
+    #[error("service `{name}`: {reason}")]
+    ServiceUrl {
+        name: String,
+        reason: crate::routes::ServiceUrlError,
+    },
     #[error("advertise_address must be at most {MAX_URL_LEN} characters")]
     Advertise,
     #[error("version must be at most {MAX_ID_LEN} characters")]
@@ -79,6 +86,15 @@ pub fn validate_hello(h: &Hello) -> Result<(), InvalidHello> {
             .any(|s| !check_service_name(&s.name) || s.url.len() > MAX_URL_LEN)
     {
         return Err(InvalidHello::Services);
+    }
+    // An empty URL declares a service without an address of its own.
+    for s in h.services.iter().filter(|s| !s.url.is_empty()) {
+        if let Err(reason) = crate::routes::check_service_url(&s.url) {
+            return Err(InvalidHello::ServiceUrl {
+                name: s.name.clone(),
+                reason,
+            });
+        }
     }
     Ok(())
 }
@@ -139,6 +155,35 @@ mod tests {
             })
             .collect();
         assert_eq!(validate_hello(&h), Err(InvalidHello::Services));
+    }
+
+    #[test]
+    fn services_must_have_http_urls() {
+        let with = |url: &str| {
+            let mut h = hello();
+            h.services = vec![DeclaredService {
+                name: "notes".into(),
+                url: url.into(),
+            }];
+            validate_hello(&h)
+        };
+        assert_eq!(with("http://10.0.0.5:8100"), Ok(()));
+        assert_eq!(with(""), Ok(()));
+        let https = with("https://10.0.0.5:8443").unwrap_err();
+        assert_eq!(
+            https,
+            InvalidHello::ServiceUrl {
+                name: "notes".into(),
+                reason: crate::routes::ServiceUrlError::Https
+            }
+        );
+        assert!(
+            https
+                .to_string()
+                .contains("https:// service URLs are not supported yet"),
+            "{https}"
+        );
+        assert!(matches!(with("ftp://h:21"), Err(InvalidHello::ServiceUrl { .. })));
     }
 
     #[test]

@@ -94,7 +94,35 @@ pub struct WorkerConfig {
     pub http2_keepalive_timeout: Duration,
 }
 
+/// A worker configuration that cannot work, found before the worker dials.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WorkerConfigError {
+    #[error("--service {name}={url}: {reason}")]
+    ServiceUrl {
+        name: String,
+        url: String,
+        reason: crate::routes::ServiceUrlError,
+    },
+}
+
 impl WorkerConfig {
+    /// Refuses what the coordinator would refuse in the Hello (a service URL
+    /// that is not `http://`), so the operator hears why at start rather
+    /// than from a worker that keeps reconnecting. Flags are checked as they
+    /// are parsed too; this covers configurations built in code.
+    pub fn validate(&self) -> Result<(), WorkerConfigError> {
+        for (name, url) in &self.services {
+            if let Err(reason) = crate::routes::check_service_url(url) {
+                return Err(WorkerConfigError::ServiceUrl {
+                    name: name.clone(),
+                    url: url.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Defaults for embedding and tests: everything as the flags default,
     /// pointed at `coordinator`.
     pub fn new(coordinator: impl Into<String>) -> Self {
@@ -203,7 +231,9 @@ pub fn parse_service(s: &str) -> Result<(String, String), String> {
     if url.is_empty() {
         return Err(format!("service `{name}` needs a URL (NAME=URL)"));
     }
-    Ok((name, normalize_url(&url)))
+    let url = normalize_url(&url);
+    crate::routes::check_service_url(&url).map_err(|e| format!("service `{name}`: {e}"))?;
+    Ok((name, url))
 }
 
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -252,6 +282,30 @@ mod tests {
         assert_eq!(parse_gpu("A100=80GiB").unwrap().1, 80 * 1024 * 1024 * 1024);
         assert_eq!(parse_gpu("T4=16GB").unwrap().1, 16_000_000_000);
         assert!(parse_gpu("T4=lots").is_err());
+    }
+
+    #[test]
+    fn https_service_urls_are_refused_at_start() {
+        let https = parse_service("notes=https://10.0.0.5:8443").unwrap_err();
+        assert!(https.contains("https:// service URLs are not supported yet"), "{https}");
+        assert!(https.contains("plaintext"), "the message says why: {https}");
+        assert!(parse_service("notes=ftp://10.0.0.5").is_err());
+
+        // A configuration built in code is checked when the agent starts.
+        let mut c = WorkerConfig::new("http://127.0.0.1:1");
+        c.services = vec![("notes".into(), "http://10.0.0.5:8100".into())];
+        assert_eq!(c.validate(), Ok(()));
+        c.services.push(("vault".into(), "https://10.0.0.5:8443".into()));
+        let err = c.validate().unwrap_err();
+        assert_eq!(
+            err,
+            WorkerConfigError::ServiceUrl {
+                name: "vault".into(),
+                url: "https://10.0.0.5:8443".into(),
+                reason: crate::routes::ServiceUrlError::Https,
+            }
+        );
+        assert!(err.to_string().contains("not supported yet"), "{err}");
     }
 
     #[test]

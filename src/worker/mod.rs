@@ -13,7 +13,7 @@ pub mod runtime;
 mod session;
 
 pub use backoff::Backoff;
-pub use config::{docker_answers, normalize_url, parse_bytes, WorkerConfig};
+pub use config::{docker_answers, normalize_url, parse_bytes, WorkerConfig, WorkerConfigError};
 pub use identity::{default_state_dir, load_or_create_instance_id, IdentityError};
 pub use probe::grpc_health;
 
@@ -100,8 +100,35 @@ impl AgentCtx {
             .map(|s| (s.name.clone(), s.url.clone()))
             .collect();
         self.local.set_assigned(urls);
+        self.drop_renamed_placeholders(a);
         let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
         probes.apply(wanted, &self.board, &self.local, self.config.probe_interval);
+    }
+
+    /// A service declared by an alias (`--service notes=URL`) comes back in
+    /// the assignment under its catalog name (`notes-coa`), and is probed and
+    /// reported under that name from then on. The "declared, so ready"
+    /// placeholder the board holds under the declared name goes: kept, it
+    /// would be sent again at every session start, after or before the
+    /// probe's state depending on how the names sort, and could report a
+    /// failing service ready.
+    fn drop_renamed_placeholders(&self, a: &Assignment) {
+        let assigned: std::collections::BTreeSet<&str> = a.services.iter().map(|s| s.name.as_str()).collect();
+        let renamed: Vec<&str> = self
+            .config
+            .services
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| !assigned.contains(name))
+            .collect();
+        if renamed.is_empty() {
+            return;
+        }
+        self.board.send_if_modified(|board| {
+            let before = board.len();
+            board.retain(|name, _| !renamed.contains(&name.as_str()));
+            board.len() != before
+        });
     }
 }
 
@@ -159,10 +186,14 @@ impl AgentHandle {
 pub enum AgentError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] WorkerConfigError),
 }
 
-/// Starts an agent; it runs until `shutdown` is cancelled.
+/// Starts an agent; it runs until `shutdown` is cancelled. A configuration
+/// the coordinator would refuse is refused here, before anything is dialled.
 pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentHandle, AgentError> {
+    config.validate()?;
     let name = config
         .name
         .clone()

@@ -247,7 +247,9 @@ fn host_refusal<B>(req: &Request<B>) -> Option<Response> {
 /// same JSON the fast path gives.
 fn head_refusal<B>(req: &Request<B>) -> Option<Response> {
     // Request line and header lines as they were on the wire, about.
-    let size = req.method().as_str().len() + req.uri().to_string().len() + 12 + crate::proxy::head_bytes(req.headers());
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len() + 7);
+    let size = req.method().as_str().len() + target + 12 + crate::proxy::head_bytes(req.headers());
     (size > MAX_REQUEST_HEAD).then(|| {
         let rid = crate::proxy::request_id(req.headers());
         let mut r = crate::proxy::ProxyError::HeadersTooLarge {

@@ -270,7 +270,7 @@ impl Proxy {
         // A streamed body that breaks (malformed chunked framing, a client
         // that leaves mid-body) is the client's fault: `client_body` says
         // so when the attempt fails because of it.
-        let client_body = Arc::new(std::sync::OnceLock::<String>::new());
+        let mut client_body: Option<Arc<std::sync::OnceLock<String>>> = None;
         let (replay, mut streaming): (Option<Bytes>, Option<Body>) = match http_body::Body::size_hint(&body).exact() {
             Some(0) => (Some(Bytes::new()), None),
             Some(n) if n as usize <= self.config.max_replay_bytes => {
@@ -278,7 +278,7 @@ impl Proxy {
                 (Some(collected.to_bytes()), None)
             }
             _ => {
-                let broke = client_body.clone();
+                let broke = client_body.insert(Arc::default()).clone();
                 let watched = body.map_err(move |e| {
                     let _ = broke.set(crate::errors::chain(&e));
                     e
@@ -354,7 +354,7 @@ impl Proxy {
                     });
                 }
                 Ok(Err(failure)) => {
-                    if let Some(e) = client_body.get() {
+                    if let Some(e) = client_body.as_ref().and_then(|b| b.get()) {
                         debug!(%service, error = %e, request_id = rid, "request body broke off");
                         return Err(ProxyError::Body(e.clone()));
                     }

@@ -69,7 +69,7 @@ async fn client(
     ),
     CliError,
 > {
-    let url = crate::worker::normalize_url(&t.coordinator);
+    let url = crate::parse::normalize_url(&t.coordinator);
     let ch = Endpoint::from_shared(url.clone())
         .map_err(|source| CliError::Connect {
             url: url.clone(),

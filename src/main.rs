@@ -159,7 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drain(args) => print!("{}", admin_cli::drain(&args).await?),
         Command::Bench(args) => bench::run(&args).await?,
         Command::Health(args) => {
-            let url = worker::normalize_url(&args.coordinator);
+            let url = edgeplane::parse::normalize_url(&args.coordinator);
             match worker::grpc_health(&url, &args.service, args.timeout).await {
                 Ok(()) => println!("SERVING"),
                 Err(why) => {

@@ -130,7 +130,7 @@ impl RawEntry {
         }
         let size = |what: &str, v: &Option<String>| -> Result<u64, String> {
             v.as_deref()
-                .map(crate::worker::parse_bytes)
+                .map(crate::parse::parse_bytes)
                 .transpose()
                 .map(|b| b.unwrap_or(0))
                 .map_err(|e| format!("`{}`: {what}: {e}", self.name))

@@ -1,31 +1,17 @@
 //! `edgeplane.v1.WorkerControl`: admits Connect streams (join token, the
 //! handshake pools, shutdown) and hands each to its own session task.
 
-use super::handshakes::Handshakes;
-use super::{session, CoordinatorConfig};
-use crate::auth::Secret;
+use super::session;
+use super::shared::ControlShared;
 use crate::proto::{worker_control_server::WorkerControl, CoordinatorMessage, TunnelChunk, WorkerMessage};
-use crate::registry::Registry;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
 /// Messages queued towards one worker before backpressure applies.
 const OUTBOX: usize = 64;
-
-pub struct ControlShared {
-    pub registry: Arc<Registry>,
-    pub catalog: Arc<crate::catalog::Catalog>,
-    pub config: CoordinatorConfig,
-    pub join: Secret,
-    /// Bounds streams that have not yet said Hello, in total and per address.
-    pub handshakes: Handshakes,
-    /// Cancelled when the coordinator begins shutting down.
-    pub closing: CancellationToken,
-}
 
 #[derive(Clone)]
 pub struct ControlService {
@@ -67,7 +53,7 @@ impl WorkerControl for ControlService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    type TunnelStream = crate::tunnel::coordinator_side::TunnelStream;
+    type TunnelStream = super::tunnel::TunnelStream;
 
     async fn tunnel(&self, request: Request<Streaming<TunnelChunk>>) -> Result<Response<Self::TunnelStream>, Status> {
         let shared = &self.shared;
@@ -77,7 +63,7 @@ impl WorkerControl for ControlService {
         if let Err(e) = shared.join.verify_headers(request.metadata().as_ref()) {
             return Err(Status::unauthenticated(format!("join token required: {e}")));
         }
-        let stream = crate::tunnel::coordinator_side::admit(shared.registry.clone(), request)?;
+        let stream = super::tunnel::admit(shared.registry.clone(), request)?;
         Ok(Response::new(stream))
     }
 }

@@ -6,7 +6,7 @@
 //! the proxy, and its upstream request would go through the pooled client's
 //! tasks and channels. Here a `/service/` request goes straight to the proxy
 //! tower service, which drives its upstream connection in this connection's
-//! own task ([`crate::proxy::InlineUpstreams`]). Every other HTTP/1 request
+//! own task ([`crate::upstream::InlineUpstreams`]). Every other HTTP/1 request
 //! goes to the same router tonic serves, so both protocols see one API.
 //!
 //! Before hyper, an HTTP/1 connection meets the proxy's byte-level fast
@@ -16,9 +16,8 @@
 
 use super::listener::{self, Limited};
 use super::sniff::{sniff, Prefixed, Protocol};
-use crate::proxy::{
-    h1, is_service_path, BoxFuture, ClientAddr, ClientConn, InlineUpstreams, ProxyService, MAX_REQUEST_HEAD,
-};
+use crate::proxy::{h1, is_service_path, BoxFuture, ClientAddr, ClientConn, ProxyService, MAX_REQUEST_HEAD};
+use crate::upstream::InlineUpstreams;
 use axum::body::Body;
 use axum::response::Response;
 use http::Request;
@@ -249,7 +248,7 @@ fn head_refusal<B>(req: &Request<B>) -> Option<Response> {
     // Request line and header lines as they were on the wire, about.
     let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
         + req.uri().authority().map_or(0, |a| a.as_str().len() + 7);
-    let size = req.method().as_str().len() + target + 12 + crate::proxy::head_bytes(req.headers());
+    let size = req.method().as_str().len() + target + 12 + crate::upstream::head_bytes(req.headers());
     (size > MAX_REQUEST_HEAD).then(|| {
         let rid = crate::proxy::request_id(req.headers());
         let mut r = crate::proxy::ProxyError::HeadersTooLarge {

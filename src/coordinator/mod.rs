@@ -18,7 +18,9 @@ mod listener;
 mod placement_loop;
 mod service_health;
 mod session;
+mod shared;
 mod sniff;
+mod tunnel;
 
 pub use config::{parse_listen, ConfigError, CoordinatorConfig, DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS};
 
@@ -102,7 +104,7 @@ impl Coordinator {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let shared = Arc::new(control::ControlShared {
+        let shared = Arc::new(shared::ControlShared {
             registry: registry.clone(),
             catalog: catalog.clone(),
             config: cfg.clone(),

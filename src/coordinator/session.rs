@@ -5,8 +5,8 @@
 //! message stamps the session's heartbeat with one atomic store, and the
 //! registry learns of the close at once.
 
-use super::control::ControlShared;
 use super::handshakes::Permit;
+use super::shared::ControlShared;
 use crate::proto::{
     coordinator_message::Msg as Out, worker_message::Msg as In, CoordinatorMessage, Drain, Goodbye, Hello,
     KeepaliveAck, Welcome, WorkerMessage,

@@ -63,18 +63,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// About how many bytes `headers` take as HTTP/1 header lines
-/// (`name: value\r\n`), to hold heads to one bound on every path.
-pub fn head_bytes(headers: &HeaderMap) -> usize {
-    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
-}
-
-/// A header list's size as HTTP/2 counts it (RFC 9113 6.5.2: name, value
-/// and 32 bytes a field), without the pseudo-headers.
-pub fn header_list_size(headers: &HeaderMap) -> usize {
-    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum()
-}
-
 /// A client's address as an `x-forwarded-for` value, formatted once per
 /// connection rather than on every request.
 #[derive(Clone, Debug)]
@@ -141,21 +129,6 @@ pub fn request_id_value(rid: &str) -> Option<HeaderValue> {
     let mut v = HeaderValue::from_str(rid).ok()?;
     v.set_sensitive(true);
     Some(v)
-}
-
-/// `Host` for an HTTP/1 request to `origin`, as the HTTP client would write
-/// it (the port only when it is not the scheme's default). Set by the proxy
-/// so the client does not have to format it, and grow the header map, per request.
-pub fn host_for(origin: &http::Uri) -> Option<HeaderValue> {
-    let authority = origin.authority()?;
-    let default_port = match origin.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    };
-    match authority.port_u16() {
-        Some(p) if p != default_port => HeaderValue::from_str(authority.as_str()).ok(),
-        _ => HeaderValue::from_str(authority.host()).ok(),
-    }
 }
 
 /// Whether `segment` is `.` or `..`, spelled plainly or with `%2e`: how
@@ -251,16 +224,6 @@ mod tests {
         add_forwarded(&mut fresh, v6.as_ref(), None);
         assert_eq!(fresh.get("x-forwarded-for").unwrap(), "::1");
         assert!(fresh.get("x-forwarded-host").is_none());
-    }
-
-    #[test]
-    fn host_drops_only_the_default_port() {
-        let host = |u: &str| host_for(&u.parse().unwrap()).unwrap();
-        assert_eq!(host("http://127.0.0.1:8100/"), "127.0.0.1:8100");
-        assert_eq!(host("http://notes:80/"), "notes");
-        assert_eq!(host("http://notes/"), "notes");
-        assert_eq!(host("https://notes:443/"), "notes");
-        assert_eq!(host("https://notes:80/"), "notes:80");
     }
 
     #[test]

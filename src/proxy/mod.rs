@@ -23,11 +23,10 @@ mod balance;
 mod error;
 mod forward;
 pub mod h1;
-mod inline;
 
 pub use error::ProxyError;
 pub(crate) use forward::has_dot_segment;
-pub use forward::{head_bytes, header_list_size, host_for, request_id, ClientAddr};
+pub use forward::{request_id, ClientAddr};
 
 /// Largest HTTP request head (request line and headers) the coordinator
 /// accepts, on every path: the HTTP/1 fast path, the HTTP/1 server it hands
@@ -36,12 +35,7 @@ pub use forward::{head_bytes, header_list_size, host_for, request_id, ClientAddr
 /// the tunnel's HTTP/2 settings allow ([`crate::tunnel::MAX_HEADER_LIST`]).
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const _: () = assert!(2 * MAX_REQUEST_HEAD <= crate::tunnel::MAX_HEADER_LIST as usize);
-/// Largest response head taken from a replica over HTTP/1, on every path
-/// (the fast path, and the HTTP/1 clients of the coordinator and of the
-/// worker's tunnel): past it the client gets a 502.
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-pub(crate) use inline::connect_tcp;
-pub use inline::{InlineUpstreams, SendFailure};
+use crate::upstream::{InlineUpstreams, SendFailure, MAX_RESPONSE_HEAD};
 
 /// What a client connection served by the front door gives each of its
 /// proxied requests (one request extension): its address, formatted once,
@@ -308,7 +302,7 @@ impl Proxy {
             let uri = http::Uri::from_parts(uri).map_err(|e| ProxyError::Body(e.to_string()))?;
             // HTTP/1 upstreams get `Host` from us rather than from the client
             // (same value, less work); HTTP/2 ones carry `:authority` instead.
-            match (&ep.via, wire, forward::host_for(&uri)) {
+            match (&ep.via, wire, crate::upstream::host_for(&uri)) {
                 (Via::Direct, Wire::Http1, Some(host)) => {
                     headers.insert(header::HOST, host);
                 }
@@ -330,7 +324,7 @@ impl Proxy {
             let sent = self.send(&ep, service, upstream, wire, inline.as_ref(), in_flight);
             match tokio::time::timeout(timeout, sent).await {
                 // The HTTP/1 client bounds its buffer, not the head exactly.
-                Ok(Ok(resp)) if forward::head_bytes(resp.headers()) > MAX_RESPONSE_HEAD => {
+                Ok(Ok(resp)) if crate::upstream::head_bytes(resp.headers()) > MAX_RESPONSE_HEAD => {
                     warn!(%service, worker = %ep.worker_name, request_id = rid, "upstream response head too large");
                     return Err(ProxyError::Upstream {
                         service: service.to_string(),
@@ -483,7 +477,7 @@ fn tunnel_headers_fit(req: &Request<Body>) -> Result<(), ProxyError> {
         + req.uri().authority().map_or(0, |a| a.as_str().len())
         + 4 * 32
         + 8;
-    let size = pseudo + forward::header_list_size(req.headers());
+    let size = pseudo + crate::upstream::header_list_size(req.headers());
     if size > limit {
         return Err(ProxyError::HeadersTooLarge { limit });
     }

@@ -2,17 +2,17 @@
 //! opens, so the coordinator can reach services on a worker behind NAT or a
 //! Docker bridge without ever dialing the worker's address.
 //!
-//! - [`pipe`]: the byte pipe over `WorkerControl/Tunnel`.
-//! - [`coordinator_side`]: admits a tunnel and runs the HTTP/2 client on it.
-//! - [`worker_side`]: runs the HTTP/2 server on it and forwards each request
+//! This module is only the wire format both ends share: [`pipe`], the byte
+//! pipe over `WorkerControl/Tunnel`, and the header names and HTTP/2
+//! settings below. The ends live with their roles:
+//! - `coordinator::tunnel`: admits a tunnel and runs the HTTP/2 client on it.
+//! - `worker::tunnel`: runs the HTTP/2 server on it and forwards each request
 //!   to the local service named by `x-edgeplane-service`; a `CONNECT` opens
 //!   a raw byte pipe to that service instead (an HTTP/2 stream copied to a
 //!   TCP connection), which the coordinator's HTTP/1 fast path uses as an
 //!   upstream connection, so HTTP/1 requests cross the tunnel as bytes.
 
-pub mod coordinator_side;
 pub mod pipe;
-pub mod worker_side;
 
 /// Names the service a tunnelled request is for (set by the coordinator,
 /// removed by the worker).

@@ -2,6 +2,7 @@
 //! flag twin.
 
 use crate::duration::parse_duration;
+use crate::parse::{normalize_url, parse_bytes};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -209,16 +210,6 @@ pub fn docker_answers() -> bool {
     }
 }
 
-/// Adds `http://` when the operator typed only `host:port`.
-pub fn normalize_url(s: &str) -> String {
-    let s = s.trim().trim_end_matches('/');
-    if s.contains("://") {
-        s.to_string()
-    } else {
-        format!("http://{s}")
-    }
-}
-
 fn split_pair(s: &str, what: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
@@ -243,27 +234,6 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
 pub fn parse_gpu(s: &str) -> Result<(String, u64), String> {
     let (model, mem) = split_pair(s, "MODEL=MEMORY (e.g. A100=80GiB)")?;
     Ok((model, parse_bytes(&mem)?))
-}
-
-/// `80GiB`, `24GB`, `512MiB`, or plain bytes.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size like 24GiB"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024.0_f64.powi(4),
-        u => return Err(format!("unknown size unit `{u}` in `{s}`")),
-    };
-    Ok((n * mult) as u64)
 }
 
 #[cfg(test)]

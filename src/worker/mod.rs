@@ -11,9 +11,10 @@ mod identity;
 mod probe;
 pub mod runtime;
 mod session;
+pub mod tunnel;
 
 pub use backoff::Backoff;
-pub use config::{docker_answers, normalize_url, parse_bytes, WorkerConfig, WorkerConfigError};
+pub use config::{docker_answers, WorkerConfig, WorkerConfigError};
 pub use identity::{default_state_dir, load_or_create_instance_id, IdentityError};
 pub use probe::grpc_health;
 
@@ -66,7 +67,7 @@ struct AgentCtx {
     wanted: watch::Sender<Option<Vec<runtime::RunSpec>>>,
     /// Where each service is reached, for probes and for requests arriving
     /// through the tunnel (the assignment's URL, or the runtime's).
-    local: crate::tunnel::worker_side::LocalServices,
+    local: crate::worker::tunnel::LocalServices,
     epoch: tokio::time::Instant,
     max_message_bytes: usize,
 }
@@ -217,7 +218,7 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
         .collect();
     let (services_tx, services_rx) = watch::channel(initial);
     let (status_tx, status_rx) = watch::channel(AgentStatus::default());
-    let local = crate::tunnel::worker_side::LocalServices::default();
+    let local = crate::worker::tunnel::LocalServices::default();
     let kind = config.runtime_kind();
     info!(worker = %name, runtime = kind, requested = %config.runtime, "runtime chosen");
     let rt = match kind {

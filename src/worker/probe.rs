@@ -12,7 +12,7 @@
 
 use super::ServiceReport;
 use crate::proto::{readiness::Check, Readiness, ServiceState};
-use crate::tunnel::worker_side::LocalServices;
+use crate::worker::tunnel::LocalServices;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;

@@ -140,16 +140,14 @@ async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
     tasks.spawn(keepalives(out_tx.clone(), interval, ctx.epoch));
     tasks.spawn(report_services(out_tx, ctx.services.clone()));
     if cfg.uses_tunnel() {
-        let forwarder = crate::tunnel::worker_side::Forwarder::new(ctx.local.clone());
+        let forwarder = crate::worker::tunnel::Forwarder::new(ctx.local.clone());
         let join = cfg.join_token.clone();
         let (name, id, token) = (ctx.name.clone(), id.clone(), welcome.resume_token.clone());
         // Its own connection, so tunnel traffic never queues ahead of keepalives.
         tasks.spawn(async move {
             loop {
                 let res = match endpoint.connect().await {
-                    Ok(ch) => {
-                        crate::tunnel::worker_side::serve(ch, &id, &token, join.as_deref(), forwarder.clone()).await
-                    }
+                    Ok(ch) => crate::worker::tunnel::serve(ch, &id, &token, join.as_deref(), forwarder.clone()).await,
                     Err(e) => Err(format!("cannot reach the coordinator: {e}")),
                 };
                 if let Err(e) = res {

@@ -24,8 +24,9 @@ mod response;
 mod upstream;
 
 use super::balance::{self, InFlight};
-use super::{ClientAddr, Proxy, ProxyError, SendFailure};
+use super::{ClientAddr, Proxy, ProxyError};
 use crate::routes::{Endpoint, ServiceRoutes, Via};
+use crate::upstream::SendFailure;
 use bytes::{Buf, Bytes, BytesMut};
 use chunked::ChunkedEnd;
 use request::Parsed;
@@ -44,7 +45,7 @@ use upstream::Upstream;
 /// (with 431, at the same bound: [`crate::proxy::MAX_REQUEST_HEAD`]).
 const MAX_HEAD: usize = crate::proxy::MAX_REQUEST_HEAD;
 /// Largest upstream response head accepted.
-const MAX_RESPONSE_HEAD: usize = crate::proxy::MAX_RESPONSE_HEAD;
+const MAX_RESPONSE_HEAD: usize = crate::upstream::MAX_RESPONSE_HEAD;
 /// Upstream connections one client connection keeps.
 const MAX_UPSTREAMS: usize = 4;
 /// Response bytes copied in one piece.

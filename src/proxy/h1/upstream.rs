@@ -5,9 +5,9 @@
 //! is kept for the client connection's next request.
 
 use super::{Failed, READ_CHUNK};
-use crate::proxy::SendFailure;
 use crate::routes::{Endpoint, TunnelSender, Via};
 use crate::tunnel::{FORWARD_ERROR_HEADER, PIPE_HOST_HEADER, PIPE_PREFIX_HEADER, SERVICE_HEADER};
+use crate::upstream::SendFailure;
 use bytes::BytesMut;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -92,10 +92,10 @@ async fn dial(ep: &Endpoint, timeout: Duration) -> Result<Upstream, Failed> {
     let Some(authority) = ep.origin.authority() else {
         return Err(connect_failed(format!("no address for {}", ep.origin)));
     };
-    let stream = crate::proxy::connect_tcp(authority, timeout)
+    let stream = crate::upstream::connect_tcp(authority, timeout)
         .await
         .map_err(connect_failed)?;
-    let host = crate::proxy::host_for(&ep.origin).map_or_else(Vec::new, |h| h.as_bytes().to_vec());
+    let host = crate::upstream::host_for(&ep.origin).map_or_else(Vec::new, |h| h.as_bytes().to_vec());
     Ok(Upstream {
         key: Key::Direct(authority.clone()),
         io: Io::Tcp(stream),
@@ -104,7 +104,7 @@ async fn dial(ep: &Endpoint, timeout: Duration) -> Result<Upstream, Failed> {
     })
 }
 
-/// Asks the worker for a raw pipe to `service` (see `tunnel::worker_side`).
+/// Asks the worker for a raw pipe to `service` (see `worker::tunnel`).
 async fn pipe(ep: &Endpoint, sender: &TunnelSender, service: &str, timeout: Duration) -> Result<Upstream, Failed> {
     let open = async {
         let mut sender = sender.clone();

@@ -29,7 +29,7 @@ use super::supervised::{by_name, Supervisors};
 use super::RunSpec;
 use crate::errors::chain;
 use crate::proto::ServiceState;
-use crate::tunnel::worker_side::LocalServices;
+use crate::worker::tunnel::LocalServices;
 use crate::worker::{Backoff, ServiceReport};
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, PortBinding};
 use bollard::query_parameters::{

@@ -1,9 +1,10 @@
-//! Admitting a worker's tunnel and running the HTTP/2 client on it.
+//! Admitting a worker's tunnel and running the HTTP/2 client on it (the
+//! wire format is [`crate::tunnel`]'s; the worker's end is `worker::tunnel`).
 
-use super::pipe::pipe;
-use super::{RESUME_TOKEN_HEADER, WORKER_ID_HEADER};
 use crate::proto::TunnelChunk;
 use crate::registry::Registry;
+use crate::tunnel::pipe::pipe;
+use crate::tunnel::{RESUME_TOKEN_HEADER, WORKER_ID_HEADER};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,10 +33,10 @@ pub fn admit(registry: Arc<Registry>, request: Request<Streaming<TunnelChunk>>) 
     let io = TokioIo::new(pipe(request.into_inner(), tx));
     tokio::spawn(async move {
         let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .initial_stream_window_size(super::STREAM_WINDOW)
-            .initial_connection_window_size(super::CONNECTION_WINDOW)
+            .initial_stream_window_size(crate::tunnel::STREAM_WINDOW)
+            .initial_connection_window_size(crate::tunnel::CONNECTION_WINDOW)
             .max_concurrent_reset_streams(1024)
-            .max_header_list_size(super::MAX_HEADER_LIST)
+            .max_header_list_size(crate::tunnel::MAX_HEADER_LIST)
             .handshake::<_, axum::body::Body>(io)
             .await;
         let (sender, conn) = match handshake {

@@ -198,7 +198,7 @@ async fn dial(authority: &Authority, timeout: Duration) -> Result<Upstream, Send
 
 /// A TCP connection to `authority` (port 80 unless it says otherwise), with
 /// Nagle off: proxied requests are written whole and must go at once.
-pub(crate) async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStream, String> {
+pub async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStream, String> {
     let port = authority.port_u16().unwrap_or(80);
     let stream = tokio::time::timeout(timeout, TcpStream::connect((authority.host(), port)))
         .await

@@ -1,10 +1,10 @@
-//! The worker's end of the tunnel: an HTTP/2 server on the pipe that
+//! The worker's end of the tunnel ([`crate::tunnel`] holds the wire format): an HTTP/2 server on the pipe that
 //! forwards each request to the local service it names, streaming both ways.
 
-use super::pipe::pipe;
-use super::{RESUME_TOKEN_HEADER, SERVICE_HEADER, WORKER_ID_HEADER};
 use crate::proto::{worker_control_client::WorkerControlClient, TunnelChunk};
-use crate::proxy::{InlineUpstreams, SendFailure};
+use crate::tunnel::pipe::pipe;
+use crate::tunnel::{RESUME_TOKEN_HEADER, SERVICE_HEADER, WORKER_ID_HEADER};
+use crate::upstream::{InlineUpstreams, SendFailure};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::uri::PathAndQuery;
@@ -133,14 +133,14 @@ impl Forwarder {
                 format!("`{service}` is not plain HTTP here; no raw pipe to it"),
             );
         }
-        let (Some(host), Some(authority)) = (crate::proxy::host_for(&origin), origin.authority()) else {
+        let (Some(host), Some(authority)) = (crate::upstream::host_for(&origin), origin.authority()) else {
             return Self::fail(
                 StatusCode::BAD_GATEWAY,
                 "upstream_failed",
                 format!("bad address for `{service}`"),
             );
         };
-        let mut tcp = match crate::proxy::connect_tcp(authority, CONNECT_TIMEOUT).await {
+        let mut tcp = match crate::upstream::connect_tcp(authority, CONNECT_TIMEOUT).await {
             Ok(tcp) => tcp,
             Err(detail) => {
                 let mut r = Self::fail(
@@ -149,7 +149,7 @@ impl Forwarder {
                     format!("{service}: {detail}"),
                 );
                 r.headers_mut()
-                    .insert(super::FORWARD_ERROR_HEADER, HeaderValue::from_static("connect"));
+                    .insert(crate::tunnel::FORWARD_ERROR_HEADER, HeaderValue::from_static("connect"));
                 return r;
             }
         };
@@ -166,9 +166,9 @@ impl Forwarder {
             }
         });
         let mut r = StatusCode::OK.into_response();
-        r.headers_mut().insert(super::PIPE_HOST_HEADER, host);
+        r.headers_mut().insert(crate::tunnel::PIPE_HOST_HEADER, host);
         if let Ok(p) = HeaderValue::from_str(&prefix) {
-            r.headers_mut().insert(super::PIPE_PREFIX_HEADER, p);
+            r.headers_mut().insert(crate::tunnel::PIPE_PREFIX_HEADER, p);
         }
         r
     }
@@ -230,7 +230,9 @@ impl Forwarder {
             // A head past what the coordinator's side of the tunnel decodes
             // would be a connection error there, failing every request on
             // this worker: the one response becomes a 502 instead.
-            Ok(resp) if crate::proxy::header_list_size(resp.headers()) > super::MAX_HEADER_LIST as usize / 2 => {
+            Ok(resp)
+                if crate::upstream::header_list_size(resp.headers()) > crate::tunnel::MAX_HEADER_LIST as usize / 2 =>
+            {
                 Self::fail(
                     StatusCode::BAD_GATEWAY,
                     "upstream_failed",
@@ -247,7 +249,7 @@ impl Forwarder {
                 );
                 let kind = if e.connect { "connect" } else { "reset" };
                 r.headers_mut()
-                    .insert(super::FORWARD_ERROR_HEADER, HeaderValue::from_static(kind));
+                    .insert(crate::tunnel::FORWARD_ERROR_HEADER, HeaderValue::from_static(kind));
                 r
             }
         }
@@ -274,7 +276,7 @@ pub async fn serve(
     if let Some(t) = join_token.filter(|t| !t.is_empty()) {
         md.insert("authorization", value(&crate::auth::bearer(t))?);
     }
-    let mut client = WorkerControlClient::new(channel).max_decoding_message_size(super::pipe::MAX_CHUNK * 4);
+    let mut client = WorkerControlClient::new(channel).max_decoding_message_size(crate::tunnel::pipe::MAX_CHUNK * 4);
     let inbound = client
         .tunnel(req)
         .await
@@ -292,12 +294,12 @@ pub async fn serve(
         }
     });
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(super::STREAM_WINDOW)
-        .initial_connection_window_size(super::CONNECTION_WINDOW)
+        .initial_stream_window_size(crate::tunnel::STREAM_WINDOW)
+        .initial_connection_window_size(crate::tunnel::CONNECTION_WINDOW)
         // Requests and raw pipes (one per client connection that used this
         // worker over the fast path, held while that connection lives).
-        .max_concurrent_streams(super::MAX_STREAMS)
-        .max_header_list_size(super::MAX_HEADER_LIST)
+        .max_concurrent_streams(crate::tunnel::MAX_STREAMS)
+        .max_header_list_size(crate::tunnel::MAX_HEADER_LIST)
         .serve_connection(io, svc)
         .await
         .map_err(|e| format!("tunnel closed: {e}"))

@@ -356,7 +356,7 @@ impl Proxy {
                         return Err(ProxyError::Upstream {
                             service: service.to_string(),
                             worker: ep.worker_name.clone(),
-                            detail: failure.detail,
+                            detail: failure.detail(),
                         });
                     }
                 }
@@ -380,14 +380,14 @@ impl Proxy {
         failure: &SendFailure,
         rid: &str,
     ) -> bool {
-        if failure.connect {
+        if failure.is_connect() {
             let until = self.now_ms() + self.config.eject_for.as_millis() as u64;
             ep.load.ejected_until_ms.store(until, Ordering::Relaxed);
         }
         tried.push(ep.clone());
         let others_left = routes.ready.iter().any(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r)));
         let retry = may_retry && others_left && tried.len() <= self.config.retries as usize && self.budget.withdraw();
-        warn!(%service, worker = %ep.worker_name, error = %failure.detail, retry, request_id = rid, "upstream request failed");
+        warn!(%service, worker = %ep.worker_name, error = %failure.detail(), retry, request_id = rid, "upstream request failed");
         if retry {
             debug!(%service, "retrying on another replica");
         }
@@ -418,22 +418,19 @@ impl Proxy {
                     Wire::Http1 => &self.http1,
                     Wire::H2 => &self.h2,
                 };
-                client
-                    .request(req)
-                    .await
-                    .map(|r| guarded(r, in_flight))
-                    .map_err(|e| SendFailure {
-                        connect: e.is_connect(),
-                        detail: crate::errors::chain(&e),
-                    })
+                client.request(req).await.map(|r| guarded(r, in_flight)).map_err(|e| {
+                    if e.is_connect() {
+                        SendFailure::connect(&ep.origin, e)
+                    } else {
+                        SendFailure::reset(e)
+                    }
+                })
             }
             Via::Tunnel(sender) => {
                 let mut sender = sender.clone();
+                let tunnel = || format!("the tunnel of worker `{}`", ep.worker_name);
                 if let Err(e) = sender.ready().await {
-                    return Err(SendFailure {
-                        connect: true,
-                        detail: format!("tunnel: {}", crate::errors::chain(&e)),
-                    });
+                    return Err(SendFailure::connect(tunnel(), e));
                 }
                 *req.version_mut() = Version::HTTP_2;
                 if let Ok(v) = HeaderValue::from_str(service) {
@@ -442,23 +439,21 @@ impl Proxy {
                 // Checked by the caller ([`tunnel_headers_fit`]); a request
                 // that got here anyway must not reset the worker's tunnel.
                 if let Err(e) = tunnel_headers_fit(&req) {
-                    return Err(SendFailure {
-                        connect: false,
-                        detail: e.to_string(),
-                    });
+                    return Err(SendFailure::reset(e));
                 }
-                let resp = sender.send_request(req).await.map_err(|e| SendFailure {
-                    connect: false,
-                    detail: format!("tunnel: {}", crate::errors::chain(&e)),
-                })?;
+                let resp = sender.send_request(req).await.map_err(SendFailure::reset)?;
                 // The worker could not reach its local service: as good as a
                 // failed connect, and just as safe to retry elsewhere.
                 match resp.headers().get(crate::tunnel::FORWARD_ERROR_HEADER) {
                     None => Ok(guarded(resp, in_flight)),
-                    Some(kind) => Err(SendFailure {
-                        connect: kind == "connect",
-                        detail: format!("worker could not reach the service ({})", kind.to_str().unwrap_or("?")),
-                    }),
+                    Some(kind) if kind == "connect" => Err(SendFailure::connect(
+                        format!("`{service}` on worker `{}`", ep.worker_name),
+                        "the worker could not reach it",
+                    )),
+                    Some(kind) => Err(SendFailure::reset(format!(
+                        "the worker's request to the service failed ({})",
+                        kind.to_str().unwrap_or("?")
+                    ))),
                 }
             }
         }

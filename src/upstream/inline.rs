@@ -28,17 +28,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+use super::failure::SendFailure;
+
 /// Upstream connections one client connection keeps (one per endpoint it
 /// used most recently).
 pub const MAX_PER_CLIENT: usize = 4;
-
-/// Why a request got no response head.
-#[derive(Debug)]
-pub struct SendFailure {
-    /// The upstream could not be reached at all.
-    pub connect: bool,
-    pub detail: String,
-}
 
 type Conn = Connection<TokioIo<TcpStream>, Body>;
 
@@ -128,7 +122,7 @@ impl InlineUpstreams {
             let ready = drive(&mut up.conn, up_ready(&mut up.sender)).await;
             if ready.is_err() {
                 if fresh {
-                    return Err(reset("the connection closed before the request was sent"));
+                    return Err(SendFailure::reset("the connection closed before the request was sent"));
                 }
                 continue;
             }
@@ -148,7 +142,7 @@ impl InlineUpstreams {
                 Err(mut e) => match e.take_message() {
                     // Not written: an idle connection the peer had closed.
                     Some(r) if !fresh => req = r,
-                    _ => return Err(reset(&crate::errors::chain(e.error()))),
+                    _ => return Err(SendFailure::reset(e.into_error())),
                 },
             }
         }
@@ -172,23 +166,15 @@ fn up_ready(sender: &mut SendRequest<Body>) -> impl Future<Output = hyper::Resul
     poll_fn(move |cx| sender.poll_ready(cx))
 }
 
-fn reset(detail: &str) -> SendFailure {
-    SendFailure {
-        connect: false,
-        detail: detail.to_string(),
-    }
-}
-
 async fn dial(authority: &Authority, timeout: Duration) -> Result<Upstream, SendFailure> {
-    let failed = |detail: String| SendFailure { connect: true, detail };
-    let stream = connect_tcp(authority, timeout).await.map_err(failed)?;
+    let stream = connect_tcp(authority, timeout).await?;
     let (sender, conn) = http1::Builder::new()
         // The fast path's bound on response heads: longer ones are a 502
         // on every path.
         .max_buf_size(super::MAX_RESPONSE_HEAD)
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| failed(format!("handshake with {authority}: {e}")))?;
+        .map_err(|e| SendFailure::connect(authority, e))?;
     Ok(Upstream {
         authority: authority.clone(),
         sender,
@@ -198,12 +184,15 @@ async fn dial(authority: &Authority, timeout: Duration) -> Result<Upstream, Send
 
 /// A TCP connection to `authority` (port 80 unless it says otherwise), with
 /// Nagle off: proxied requests are written whole and must go at once.
-pub async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStream, String> {
+pub async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStream, SendFailure> {
     let port = authority.port_u16().unwrap_or(80);
     let stream = tokio::time::timeout(timeout, TcpStream::connect((authority.host(), port)))
         .await
-        .map_err(|_| format!("connect to {authority} timed out after {timeout:?}"))?
-        .map_err(|e| format!("connect to {authority}: {e}"))?;
+        .map_err(|_| SendFailure::ConnectTimeout {
+            target: authority.to_string(),
+            after: timeout,
+        })?
+        .map_err(|e| SendFailure::connect(authority, e))?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }

@@ -5,10 +5,12 @@
 //! A leaf: the coordinator's proxy and the worker's tunnel forwarder both
 //! reach services this way, and neither depends on the other for it.
 
+mod failure;
 mod inline;
 
+pub use failure::{Cause, SendFailure};
 use http::header::{HeaderMap, HeaderValue};
-pub use inline::{connect_tcp, InlineUpstreams, SendFailure, MAX_PER_CLIENT};
+pub use inline::{connect_tcp, InlineUpstreams, MAX_PER_CLIENT};
 
 /// Largest response head taken from a replica over HTTP/1, on every path
 /// (the fast path, and the HTTP/1 clients of the coordinator and of the

@@ -142,11 +142,11 @@ impl Forwarder {
         };
         let mut tcp = match crate::upstream::connect_tcp(authority, CONNECT_TIMEOUT).await {
             Ok(tcp) => tcp,
-            Err(detail) => {
+            Err(failure) => {
                 let mut r = Self::fail(
                     StatusCode::BAD_GATEWAY,
                     "upstream_failed",
-                    format!("{service}: {detail}"),
+                    format!("{service}: {}", failure.detail()),
                 );
                 r.headers_mut()
                     .insert(crate::tunnel::FORWARD_ERROR_HEADER, HeaderValue::from_static("connect"));
@@ -216,15 +216,13 @@ impl Forwarder {
         let req = Request::from_parts(parts, Body::new(body));
         let sent = match (grpc, authority) {
             (false, Some(authority)) => self.http1.send(&authority, req, CONNECT_TIMEOUT, ()).await,
-            _ => self
-                .h2
-                .request(req)
-                .await
-                .map(|r| r.map(Body::new))
-                .map_err(|e| SendFailure {
-                    connect: e.is_connect(),
-                    detail: e.to_string(),
-                }),
+            _ => self.h2.request(req).await.map(|r| r.map(Body::new)).map_err(|e| {
+                if e.is_connect() {
+                    SendFailure::connect(&service, e)
+                } else {
+                    SendFailure::reset(e)
+                }
+            }),
         };
         match sent {
             // A head past what the coordinator's side of the tunnel decodes
@@ -241,13 +239,12 @@ impl Forwarder {
             }
             Ok(resp) => resp,
             Err(e) => {
-                let detail = e.detail;
                 let mut r = Self::fail(
                     StatusCode::BAD_GATEWAY,
                     "upstream_failed",
-                    format!("{service}: {detail}"),
+                    format!("{service}: {}", e.detail()),
                 );
-                let kind = if e.connect { "connect" } else { "reset" };
+                let kind = if e.is_connect() { "connect" } else { "reset" };
                 r.headers_mut()
                     .insert(crate::tunnel::FORWARD_ERROR_HEADER, HeaderValue::from_static(kind));
                 r

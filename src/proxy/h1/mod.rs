@@ -229,7 +229,7 @@ impl Exchange<'_> {
                         .await
                 }
                 Ok(Err(Failed::Send(f))) => f,
-                Ok(Err(Failed::Quiet { detail, .. })) => SendFailure { connect: false, detail },
+                Ok(Err(Failed::Quiet { detail, .. })) => SendFailure::reset(detail),
                 Ok(Err(Failed::BadHead(detail))) => {
                     warn!(service = self.service, worker = %ep.worker_name, error = %detail, request_id = %self.rid_str(), "upstream sent a response that cannot be forwarded");
                     let e = ProxyError::Upstream {
@@ -255,7 +255,7 @@ impl Exchange<'_> {
                 let e = ProxyError::Upstream {
                     service: self.service.to_string(),
                     worker: ep.worker_name.clone(),
-                    detail: failure.detail,
+                    detail: failure.detail(),
                 };
                 return self.error(io, e, out).await;
             }

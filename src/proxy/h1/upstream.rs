@@ -7,7 +7,7 @@
 use super::{Failed, READ_CHUNK};
 use crate::routes::{Endpoint, TunnelSender, Via};
 use crate::tunnel::{FORWARD_ERROR_HEADER, PIPE_HOST_HEADER, PIPE_PREFIX_HEADER, SERVICE_HEADER};
-use crate::upstream::SendFailure;
+use crate::upstream::{Cause, SendFailure};
 use bytes::BytesMut;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -84,17 +84,13 @@ impl Upstream {
     }
 }
 
-fn connect_failed(detail: String) -> Failed {
-    Failed::Send(SendFailure { connect: true, detail })
-}
-
 async fn dial(ep: &Endpoint, timeout: Duration) -> Result<Upstream, Failed> {
     let Some(authority) = ep.origin.authority() else {
-        return Err(connect_failed(format!("no address for {}", ep.origin)));
+        return Err(Failed::Send(SendFailure::connect(&ep.origin, "the URL has no address")));
     };
     let stream = crate::upstream::connect_tcp(authority, timeout)
         .await
-        .map_err(connect_failed)?;
+        .map_err(Failed::Send)?;
     let host = crate::upstream::host_for(&ep.origin).map_or_else(Vec::new, |h| h.as_bytes().to_vec());
     Ok(Upstream {
         key: Key::Direct(authority.clone()),
@@ -106,42 +102,37 @@ async fn dial(ep: &Endpoint, timeout: Duration) -> Result<Upstream, Failed> {
 
 /// Asks the worker for a raw pipe to `service` (see `worker::tunnel`).
 async fn pipe(ep: &Endpoint, sender: &TunnelSender, service: &str, timeout: Duration) -> Result<Upstream, Failed> {
+    // Every way of not getting a pipe is a failed connect: nothing was sent.
+    let target = format!("`{service}` through the tunnel of worker `{}`", ep.worker_name);
+    let failed = |cause: Cause| Failed::Send(SendFailure::connect(&target, cause));
     let open = async {
         let mut sender = sender.clone();
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("tunnel: {}", crate::errors::chain(&e)))?;
+        sender.ready().await?;
         let req = http::Request::connect("service.tunnel:80")
             .header(SERVICE_HEADER, service)
-            .body(axum::body::Body::empty())
-            .map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("tunnel: {}", crate::errors::chain(&e)))?;
+            .body(axum::body::Body::empty())?;
+        let resp = sender.send_request(req).await?;
         if !resp.status().is_success() {
             let kind = resp.headers().get(FORWARD_ERROR_HEADER).cloned();
-            return Err(format!(
-                "worker could not reach the service ({}; {})",
+            return Err(Cause::from(format!(
+                "the worker could not reach the service ({}; {})",
                 resp.status(),
                 kind.as_ref().and_then(|k| k.to_str().ok()).unwrap_or("?")
-            ));
+            )));
         }
         let header = |n: &str| resp.headers().get(n).map(|v| v.as_bytes().to_vec());
         let host = header(PIPE_HOST_HEADER).unwrap_or_default();
         let prefix = header(PIPE_PREFIX_HEADER)
             .and_then(|p| String::from_utf8(p).ok())
             .unwrap_or_default();
-        let up = hyper::upgrade::on(resp)
-            .await
-            .map_err(|e| format!("tunnel pipe: {e}"))?;
-        Ok((up, host, prefix))
+        let up = hyper::upgrade::on(resp).await?;
+        Ok::<_, Cause>((up, host, prefix))
     };
-    let (up, host, prefix) = tokio::time::timeout(timeout, open)
-        .await
-        .map_err(|_| connect_failed(format!("opening a tunnel pipe timed out after {timeout:?}")))?
-        .map_err(connect_failed)?;
+    let (up, host, prefix) = match tokio::time::timeout(timeout, open).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(cause)) => return Err(failed(cause)),
+        Err(_) => return Err(Failed::Send(SendFailure::ConnectTimeout { target, after: timeout })),
+    };
     Ok(Upstream {
         key: Key::Tunnel {
             worker: ep.worker_id.clone(),

@@ -2,23 +2,29 @@
 //! whose `/{package.Service}/{Method}` belongs to a catalog service, sent to
 //! a ready replica.
 //!
-//! The request path, as a stack (outermost first), each stage small:
+//! The request path, in stages (outermost first). They are plain functions
+//! and types rather than tower layers: both faces of the proxy and the HTTP/1
+//! fast path call the same ones, and a layer per stage would box and clone
+//! per request on the hottest path.
 //! 1. **resolve**: name or alias -> catalog service (404 `unknown_service`);
+//!    dot segments are resolved first ([`forward::remove_dot_segments`]);
 //! 2. **routes**: the current route-table snapshot (a `watch` read, never the
 //!    registry lock) -> ready replicas (503 `no_ready_endpoint` with the reason);
-//! 3. **retry**: a connect failure, or a reset before any response byte, is
-//!    retried on another replica while the body can be replayed (empty or
-//!    small) and the retry budget allows;
-//! 4. **balance**: power of two choices on outstanding requests, skipping
-//!    replicas just ejected for refusing connections ([`balance`]);
-//! 5. **forward**: hop-by-hop headers out, `x-forwarded-*` and `x-request-id`
-//!    in, the body streamed both ways, a per-service timeout (504) ([`forward`]).
+//! 3. **attempts** ([`attempts`], one loop for every path): a replica picked
+//!    by [`balance`] (power of two choices, ejected replicas last), a
+//!    per-service timeout (504), and a connect failure or a reset before any
+//!    response byte retried on another replica while the body can be
+//!    replayed and the retry budget allows;
+//! 4. **forward**: hop-by-hop headers out, `x-forwarded-*` and `x-request-id`
+//!    in, the body streamed both ways ([`forward`]), to the replica directly
+//!    or down its worker's tunnel ([`crate::upstream`] reaches it).
 //!
 //! Plain HTTP/1.1 requests from the front door meet [`h1`] first: the same
-//! stages (and the same balancing, retry and error code) applied to the
+//! stages (and the same attempt loop, limits and error codes) applied to the
 //! bytes, without building `http` types; whatever it does not take comes
 //! here.
 
+mod attempts;
 mod balance;
 mod error;
 mod forward;
@@ -47,7 +53,8 @@ pub struct ClientConn {
 }
 
 use crate::catalog::Catalog;
-use crate::routes::{Endpoint, RouteTable, ServiceRoutes, Unavailable, Via};
+use crate::routes::{Endpoint, RouteTable, Unavailable, Via};
+use attempts::{Attempt, Attempts, RetryPolicy};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -58,12 +65,10 @@ use hyper_util::rt::TokioExecutor;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
-use tower::retry::budget::{Budget, TpsBudget};
 use tracing::{debug, warn};
 
 /// Where the HTTP face is mounted: `/service/{name-or-alias}/{rest}`.
@@ -116,8 +121,8 @@ pub struct Proxy {
     http1: Client<HttpConnector, Body>,
     h2: Client<HttpConnector, Body>,
     config: ProxyConfig,
-    budget: TpsBudget,
-    epoch: Instant,
+    /// Retry limits and budget, and the clock replica ejections use.
+    retry: RetryPolicy,
     /// Idle upstream connections of the HTTP/1 fast path that outlived
     /// their client connection.
     kept: h1::Shared,
@@ -139,16 +144,10 @@ impl Proxy {
             catalog,
             http1,
             h2,
+            retry: RetryPolicy::new(config.retries, config.eject_for),
             config,
-            // Retries may add 20% to the load, and at least 10 per second.
-            budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
-            epoch: Instant::now(),
             kept: h1::Shared::default(),
         })
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
     }
 
     /// Canonical service name for what the user typed.
@@ -265,7 +264,7 @@ impl Proxy {
         // that leaves mid-body) is the client's fault: `client_body` says
         // so when the attempt fails because of it.
         let mut client_body: Option<Arc<std::sync::OnceLock<String>>> = None;
-        let (replay, mut streaming): (Option<Bytes>, Option<Body>) = match http_body::Body::size_hint(&body).exact() {
+        let (replay, streaming): (Option<Bytes>, Option<Body>) = match http_body::Body::size_hint(&body).exact() {
             Some(0) => (Some(Bytes::new()), None),
             Some(n) if n as usize <= self.config.max_replay_bytes => {
                 let collected = body.collect().await.map_err(|e| ProxyError::Body(e.to_string()))?;
@@ -280,120 +279,137 @@ impl Proxy {
                 (None, Some(Body::new(watched)))
             }
         };
-        self.budget.deposit();
-        let timeout = self.catalog.timeout(service, self.config.timeout);
-        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
-        // Only a request that may be retried needs its headers kept for the
-        // next attempt; the others give theirs to the one attempt they get.
-        let may_retry = replay.is_some() && routes.ready.len() > 1 && self.config.retries > 0;
-        loop {
-            let Some(ep) = balance::pick(&routes.ready, &tried, self.now_ms()) else {
-                unreachable!("retry stops before running out of replicas")
-            };
-            let body = match (&replay, streaming.take()) {
+        let attempts = Attempts {
+            policy: &self.retry,
+            service,
+            routes: &routes,
+            timeout: self.catalog.timeout(service, self.config.timeout),
+            replayable: replay.is_some(),
+            request_id: rid,
+        };
+        let mut attempt = HyperAttempt {
+            proxy: self,
+            service,
+            method: parts.method,
+            headers,
+            // Only a request that may be retried needs its headers kept for
+            // the next attempt; the others give theirs to the one attempt.
+            keep_headers: attempts.may_retry(),
+            replay,
+            streaming,
+            client_body,
+            rest,
+            query,
+            wire,
+            inline,
+            rid_value,
+        };
+        attempts.run(&mut attempt).await?
+    }
+}
+
+/// One request on the hyper path, as the attempt loop sends it.
+struct HyperAttempt<'a> {
+    proxy: &'a Proxy,
+    service: &'a str,
+    method: Method,
+    /// Already rewritten for the upstream (hop-by-hop out, forwarded in).
+    headers: HeaderMap,
+    keep_headers: bool,
+    /// A body kept whole, for every attempt; or one streamed to the only one.
+    replay: Option<Bytes>,
+    streaming: Option<Body>,
+    /// Set when the client's streamed body broke.
+    client_body: Option<Arc<std::sync::OnceLock<String>>>,
+    rest: &'a str,
+    query: Option<String>,
+    wire: Wire,
+    inline: Option<Arc<InlineUpstreams>>,
+    rid_value: Option<HeaderValue>,
+}
+
+impl Attempt for HyperAttempt<'_> {
+    /// The response, or a final answer (no retry) for the client.
+    type Output = Result<Response, ProxyError>;
+
+    async fn attempt(&mut self, ep: &Arc<Endpoint>, in_flight: balance::InFlight) -> Result<Self::Output, SendFailure> {
+        {
+            let body = match (&self.replay, self.streaming.take()) {
                 (Some(b), _) => Body::from(b.clone()),
                 (None, Some(b)) => b,
                 (None, None) => unreachable!("streamed bodies are not retried"),
             };
-            let pq = forward::upstream_path(&ep.prefix, rest, query.as_deref())
-                .ok_or_else(|| ProxyError::Body("the path cannot be forwarded".into()))?;
+            let Some(pq) = forward::upstream_path(&ep.prefix, self.rest, self.query.as_deref()) else {
+                return Ok(Err(ProxyError::Body("the path cannot be forwarded".into())));
+            };
             let mut uri = ep.origin.clone().into_parts();
             uri.path_and_query = Some(pq);
-            let uri = http::Uri::from_parts(uri).map_err(|e| ProxyError::Body(e.to_string()))?;
+            let uri = match http::Uri::from_parts(uri) {
+                Ok(u) => u,
+                Err(e) => return Ok(Err(ProxyError::Body(e.to_string()))),
+            };
             // HTTP/1 upstreams get `Host` from us rather than from the client
             // (same value, less work); HTTP/2 ones carry `:authority` instead.
-            match (&ep.via, wire, crate::upstream::host_for(&uri)) {
+            match (&ep.via, self.wire, crate::upstream::host_for(&uri)) {
                 (Via::Direct, Wire::Http1, Some(host)) => {
-                    headers.insert(header::HOST, host);
+                    self.headers.insert(header::HOST, host);
                 }
                 _ => {
-                    headers.remove(header::HOST);
+                    self.headers.remove(header::HOST);
                 }
             }
-            let attempt_headers = if may_retry {
-                headers.clone()
+            let headers = if self.keep_headers {
+                self.headers.clone()
             } else {
-                std::mem::take(&mut headers)
+                std::mem::take(&mut self.headers)
             };
-            let upstream = build_request(&parts.method, uri, attempt_headers, body, wire);
+            let upstream = build_request(&self.method, uri, headers, body, self.wire);
             if matches!(ep.via, Via::Tunnel(_)) {
-                tunnel_headers_fit(&upstream)?;
+                if let Err(e) = tunnel_headers_fit(&upstream) {
+                    return Ok(Err(e));
+                }
             }
-            // The replica counts as busy until the response body has gone through.
-            let in_flight = balance::InFlight::start(&ep);
-            let sent = self.send(&ep, service, upstream, wire, inline.as_ref(), in_flight);
-            match tokio::time::timeout(timeout, sent).await {
+            let p = self.proxy;
+            let service = self.service;
+            let sent = p
+                .send(ep, service, upstream, self.wire, self.inline.as_ref(), in_flight)
+                .await;
+            match sent {
                 // The HTTP/1 client bounds its buffer, not the head exactly.
-                Ok(Ok(resp)) if crate::upstream::head_bytes(resp.headers()) > MAX_RESPONSE_HEAD => {
-                    warn!(%service, worker = %ep.worker_name, request_id = rid, "upstream response head too large");
-                    return Err(ProxyError::Upstream {
+                Ok(resp) if crate::upstream::head_bytes(resp.headers()) > MAX_RESPONSE_HEAD => {
+                    warn!(%service, worker = %ep.worker_name, "upstream response head too large");
+                    Ok(Err(ProxyError::Upstream {
                         service: service.to_string(),
                         worker: ep.worker_name.clone(),
                         detail: format!("response head larger than {MAX_RESPONSE_HEAD} bytes"),
-                    });
+                    }))
                 }
-                Ok(Ok(mut resp)) => {
+                Ok(mut resp) => {
                     forward::strip_hop_by_hop(resp.headers_mut());
-                    if let Some(v) = rid_value {
+                    if let Some(v) = self.rid_value.take() {
                         resp.headers_mut().insert(forward::X_REQUEST_ID.clone(), v);
                     }
-                    return Ok(resp);
+                    Ok(Ok(resp))
                 }
-                Err(_) => {
-                    warn!(%service, worker = %ep.worker_name, ?timeout, request_id = rid, "upstream timed out");
-                    return Err(ProxyError::Timeout {
-                        service: service.to_string(),
-                        worker: ep.worker_name.clone(),
-                        timeout: crate::duration::format_short(timeout),
-                    });
+                // The client's body broke, and the attempt with it: the
+                // client's fault, not the replica's, and not retried.
+                Err(_) if self.client_body.as_ref().and_then(|b| b.get()).is_some() => {
+                    let e = self
+                        .client_body
+                        .as_ref()
+                        .and_then(|b| b.get())
+                        .cloned()
+                        .unwrap_or_default();
+                    debug!(%service, error = %e, "request body broke off");
+                    Ok(Err(ProxyError::Body(e)))
                 }
-                Ok(Err(failure)) => {
-                    if let Some(e) = client_body.as_ref().and_then(|b| b.get()) {
-                        debug!(%service, error = %e, request_id = rid, "request body broke off");
-                        return Err(ProxyError::Body(e.clone()));
-                    }
-                    if !self.retry_after(service, &routes, &ep, &mut tried, may_retry, &failure, rid) {
-                        return Err(ProxyError::Upstream {
-                            service: service.to_string(),
-                            worker: ep.worker_name.clone(),
-                            detail: failure.detail(),
-                        });
-                    }
-                }
+                Err(failure) => Err(failure),
             }
         }
     }
 }
 
 impl Proxy {
-    /// After a failed attempt on `ep`: ejects it for a while if it refused
-    /// the connection, records it as tried, and says whether another replica
-    /// is to be tried (one is left, and the retry limit and budget allow).
-    #[allow(clippy::too_many_arguments)]
-    fn retry_after(
-        &self,
-        service: &str,
-        routes: &ServiceRoutes,
-        ep: &Arc<Endpoint>,
-        tried: &mut Vec<Arc<Endpoint>>,
-        may_retry: bool,
-        failure: &SendFailure,
-        rid: &str,
-    ) -> bool {
-        if failure.is_connect() {
-            let until = self.now_ms() + self.config.eject_for.as_millis() as u64;
-            ep.load.ejected_until_ms.store(until, Ordering::Relaxed);
-        }
-        tried.push(ep.clone());
-        let others_left = routes.ready.iter().any(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r)));
-        let retry = may_retry && others_left && tried.len() <= self.config.retries as usize && self.budget.withdraw();
-        warn!(%service, worker = %ep.worker_name, error = %failure.detail(), retry, request_id = rid, "upstream request failed");
-        if retry {
-            debug!(%service, "retrying on another replica");
-        }
-        retry
-    }
-
     /// Sends one attempt to one replica, directly or down its worker's
     /// tunnel. `in_flight` lives as long as the response body.
     async fn send(

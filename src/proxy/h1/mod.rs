@@ -23,7 +23,8 @@ mod request;
 mod response;
 mod upstream;
 
-use super::balance::{self, InFlight};
+use super::attempts::{Attempt, Attempts};
+use super::balance::InFlight;
 use super::{ClientAddr, Proxy, ProxyError};
 use crate::routes::{Endpoint, ServiceRoutes, Via};
 use crate::upstream::SendFailure;
@@ -36,7 +37,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::retry::budget::Budget as _;
 use tracing::{debug, warn};
 pub(crate) use upstream::Shared;
 use upstream::Upstream;
@@ -76,7 +76,7 @@ pub struct Settings<'a> {
 /// Serves `io` until it closes or needs the full server.
 pub async fn serve<IO>(proxy: &Proxy, io: &mut IO, s: Settings<'_>) -> Ended
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut inbuf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(4 * 1024);
@@ -186,6 +186,60 @@ struct Exchange<'a> {
     client: Option<&'a ClientAddr>,
 }
 
+/// One request on the fast path, as the attempt loop sends it: the
+/// exchange, and the connection state an attempt uses.
+struct FastAttempt<'x, 'a, IO> {
+    ex: &'x Exchange<'a>,
+    io: &'x mut IO,
+    upstreams: &'x mut Vec<Upstream>,
+    out: &'x mut Vec<u8>,
+    early: &'x mut BytesMut,
+}
+
+/// An attempt that got a response head: what relaying it needs.
+struct Sent {
+    up: Upstream,
+    head: response::Head,
+    in_flight: InFlight,
+    ep: Arc<Endpoint>,
+}
+
+/// How a request ends without a response to relay, and without a retry.
+enum Final {
+    /// The client closed its connection while the request waited.
+    ClientGone(Arc<Endpoint>),
+    /// A response head that cannot be forwarded.
+    BadHead { ep: Arc<Endpoint>, detail: String },
+}
+
+impl<IO> Attempt for FastAttempt<'_, '_, IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    type Output = Result<Sent, Final>;
+
+    async fn attempt(&mut self, ep: &Arc<Endpoint>, in_flight: InFlight) -> Result<Self::Output, SendFailure> {
+        let FastAttempt {
+            ex,
+            io,
+            upstreams,
+            out,
+            early,
+        } = self;
+        {
+            tokio::select! {
+                a = ex.attempt(ep, upstreams, out) => match a {
+                    Ok((up, head)) => Ok(Ok(Sent { up, head, in_flight, ep: ep.clone() })),
+                    Err(Failed::Send(f)) => Err(f),
+                    Err(Failed::Quiet { detail, .. }) => Err(SendFailure::reset(detail)),
+                    Err(Failed::BadHead(detail)) => Ok(Err(Final::BadHead { ep: ep.clone(), detail })),
+                },
+                () = client_gone(&mut **io, early) => Ok(Err(Final::ClientGone(ep.clone()))),
+            }
+        }
+    }
+}
+
 /// How an attempt failed.
 enum Failed {
     /// Before any response byte: another replica may be tried.
@@ -201,64 +255,54 @@ impl Exchange<'_> {
     /// Proxies the request; whether the client connection can be kept.
     async fn run<IO>(&self, io: &mut IO, upstreams: &mut Vec<Upstream>, out: &mut Vec<u8>, early: &mut BytesMut) -> bool
     where
-        IO: AsyncRead + AsyncWrite + Unpin,
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let p = self.proxy;
-        p.budget.deposit();
-        let timeout = p.catalog.timeout(self.service, p.config.timeout);
-        let may_retry = self.routes.ready.len() > 1 && p.config.retries > 0;
-        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
-        loop {
-            let Some(ep) = balance::pick(&self.routes.ready, &tried, p.now_ms()) else {
-                unreachable!("retry stops before running out of replicas")
-            };
-            let in_flight = InFlight::start(&ep);
-            let attempt = tokio::select! {
-                a = tokio::time::timeout(timeout, self.attempt(&ep, upstreams, out)) => a,
-                // The client gave up: so does the upstream request (its
-                // connection is dropped, as nginx does by default).
-                () = client_gone(io, early) => {
-                    debug!(service = self.service, worker = %ep.worker_name, request_id = %self.rid_str(), "client closed before the response; upstream request abandoned");
-                    return false;
-                }
-            };
-            let failure = match attempt {
-                Ok(Ok((up, head))) => {
-                    return self
-                        .relay(io, up, head, out, upstreams, in_flight, &ep.worker_name)
-                        .await
-                }
-                Ok(Err(Failed::Send(f))) => f,
-                Ok(Err(Failed::Quiet { detail, .. })) => SendFailure::reset(detail),
-                Ok(Err(Failed::BadHead(detail))) => {
-                    warn!(service = self.service, worker = %ep.worker_name, error = %detail, request_id = %self.rid_str(), "upstream sent a response that cannot be forwarded");
-                    let e = ProxyError::Upstream {
-                        service: self.service.to_string(),
-                        worker: ep.worker_name.clone(),
-                        detail,
-                    };
-                    return self.error(io, e, out).await;
-                }
-                Err(_) => {
-                    warn!(service = self.service, worker = %ep.worker_name, ?timeout, request_id = %self.rid_str(), "upstream timed out");
-                    let e = ProxyError::Timeout {
-                        service: self.service.to_string(),
-                        worker: ep.worker_name.clone(),
-                        timeout: crate::duration::format_short(timeout),
-                    };
-                    return self.error(io, e, out).await;
-                }
-            };
-            drop(in_flight);
-            let rid = self.rid_str();
-            if !p.retry_after(self.service, self.routes, &ep, &mut tried, may_retry, &failure, &rid) {
+        let attempts = Attempts {
+            policy: &p.retry,
+            service: self.service,
+            routes: self.routes,
+            timeout: p.catalog.timeout(self.service, p.config.timeout),
+            // The body is in the buffer, whole: any request can be replayed.
+            replayable: true,
+            request_id: std::str::from_utf8(self.rid).unwrap_or(""),
+        };
+        let mut attempt = FastAttempt {
+            ex: self,
+            io: &mut *io,
+            upstreams: &mut *upstreams,
+            out: &mut *out,
+            early,
+        };
+        match attempts.run(&mut attempt).await {
+            Ok(Ok(sent)) => {
+                self.relay(
+                    io,
+                    sent.up,
+                    sent.head,
+                    out,
+                    upstreams,
+                    sent.in_flight,
+                    &sent.ep.worker_name,
+                )
+                .await
+            }
+            // The client gave up: so did the upstream request (its
+            // connection was dropped, as nginx does by default).
+            Ok(Err(Final::ClientGone(ep))) => {
+                debug!(service = self.service, worker = %ep.worker_name, request_id = %self.rid_str(), "client closed before the response; upstream request abandoned");
+                false
+            }
+            Ok(Err(Final::BadHead { ep, detail })) => {
+                warn!(service = self.service, worker = %ep.worker_name, error = %detail, request_id = %self.rid_str(), "upstream sent a response that cannot be forwarded");
                 let e = ProxyError::Upstream {
                     service: self.service.to_string(),
                     worker: ep.worker_name.clone(),
-                    detail: failure.detail(),
+                    detail,
                 };
-                return self.error(io, e, out).await;
+                self.error(io, e, out).await
             }
+            Err(e) => self.error(io, e, out).await,
         }
     }
 

@@ -590,3 +590,56 @@ async fn a_tunnel_needs_the_live_session_secret() {
         Code::PermissionDenied,
     );
 }
+
+/// Every `/api/admin/` route is behind the admin token (one layer guards
+/// them all, so a route added later cannot forget it), and answers with
+/// it; a wrong token changes nothing, a drain included.
+#[tokio::test]
+async fn every_http_admin_route_needs_the_admin_token() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        admin_token: Some("adm1n-t0ken".into()),
+        ..fast_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, stop) = c.worker("guarded", dir.path()).await;
+    let id = agent.status().borrow().worker_id.clone().expect("welcomed with an id");
+    let http = reqwest::Client::new();
+    let routes = [
+        ("GET", "/api/admin/workers".to_string()),
+        ("GET", format!("/api/admin/workers/{id}")),
+        ("GET", "/api/admin/services".to_string()),
+        ("GET", "/api/admin/gaps".to_string()),
+        ("POST", format!("/api/admin/workers/{id}/drain")),
+    ];
+    for (method, path) in &routes {
+        let req = |token: Option<&str>| {
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let r = http.request(m, format!("{}{path}", c.url));
+            match token {
+                Some(t) => r.bearer_auth(t),
+                None => r,
+            }
+        };
+        for token in [None, Some("wrong")] {
+            let r = req(token).send().await.unwrap();
+            assert_eq!(
+                r.status(),
+                reqwest::StatusCode::UNAUTHORIZED,
+                "{method} {path} {token:?}"
+            );
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "unauthenticated", "{method} {path}: {body}");
+        }
+        let worker = c.registry.get(&id).unwrap().to_proto();
+        assert_eq!(
+            worker.status,
+            edgeplane::proto::WorkerStatus::Healthy as i32,
+            "a refused drain did nothing"
+        );
+        let r = req(Some("adm1n-t0ken")).send().await.unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "{method} {path}");
+    }
+    stop.cancel();
+    c.stop().await;
+}

@@ -5,7 +5,7 @@ use crate::auth::Secret;
 use crate::json::JsonWorker;
 use crate::registry::{LookupError, Registry, WorkerState};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -23,29 +23,40 @@ pub struct HttpState {
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/health", get(health))
+    // Every `/api/admin/` route is behind the admin token, by one layer:
+    // a route added here cannot forget the check.
+    let admin = Router::new()
         .route("/api/admin/workers", get(list_workers))
         .route("/api/admin/workers/{worker}", get(get_worker))
         .route("/api/admin/workers/{worker}/drain", post(drain_worker))
         .route("/api/admin/services", get(services))
         .route("/api/admin/gaps", get(gaps))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .route("/health", get(health))
+        .merge(admin)
         .with_state(state)
 }
 
 /// A JSON error with a stable `error` code a script can match on.
 pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": code, "message": message.to_string() }))).into_response()
+    crate::errors::response(status, code, message)
 }
 
-/// `Some(response)` when the request must be refused.
-fn check_admin(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
-    let e = state.admin.verify_headers(headers).err()?;
-    Some(error(
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-        format!("admin token required: {e}"),
-    ))
+/// Refuses a request without the admin token (when one is set).
+async fn require_admin(
+    State(state): State<HttpState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(e) = state.admin.verify_headers(req.headers()) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            format!("admin token required: {e}"),
+        );
+    }
+    next.run(req).await
 }
 
 fn lookup_error(e: LookupError) -> Response {
@@ -83,10 +94,7 @@ struct ListQuery {
     status: Option<String>,
 }
 
-async fn list_workers(State(state): State<HttpState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    if let Some(r) = check_admin(&state, &headers) {
-        return r;
-    }
+async fn list_workers(State(state): State<HttpState>, Query(q): Query<ListQuery>) -> Response {
     let filter = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => match WorkerState::parse(s) {
@@ -109,39 +117,27 @@ async fn list_workers(State(state): State<HttpState>, headers: HeaderMap, Query(
     Json(list).into_response()
 }
 
-async fn get_worker(State(state): State<HttpState>, headers: HeaderMap, Path(worker): Path<String>) -> Response {
-    if let Some(r) = check_admin(&state, &headers) {
-        return r;
-    }
+async fn get_worker(State(state): State<HttpState>, Path(worker): Path<String>) -> Response {
     match state.registry.get(&worker) {
         Ok(w) => Json(JsonWorker::from(&w.to_proto())).into_response(),
         Err(e) => lookup_error(e),
     }
 }
 
-async fn drain_worker(State(state): State<HttpState>, headers: HeaderMap, Path(worker): Path<String>) -> Response {
-    if let Some(r) = check_admin(&state, &headers) {
-        return r;
-    }
+async fn drain_worker(State(state): State<HttpState>, Path(worker): Path<String>) -> Response {
     match state.registry.drain(&worker, "drained over HTTP") {
         Ok(w) => Json(JsonWorker::from(&w.to_proto())).into_response(),
         Err(e) => lookup_error(e),
     }
 }
 
-async fn services(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    if let Some(r) = check_admin(&state, &headers) {
-        return r;
-    }
+async fn services(State(state): State<HttpState>) -> Response {
     let table = state.registry.routes().borrow().clone();
     let workers = state.registry.snapshot(None);
     Json(super::catalog_views::services(&state.catalog, &table, &workers)).into_response()
 }
 
-async fn gaps(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    if let Some(r) = check_admin(&state, &headers) {
-        return r;
-    }
+async fn gaps(State(state): State<HttpState>) -> Response {
     let table = state.registry.routes().borrow().clone();
     let workers = state.registry.snapshot(None);
     Json(super::catalog_views::gaps(&state.catalog, &table, &workers)).into_response()

@@ -3,7 +3,6 @@
 use crate::routes::Unavailable;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -86,7 +85,8 @@ impl ProxyError {
     /// The JSON a client gets: `error` (the stable code), `message`,
     /// `request_id`, and the service and worker concerned where known.
     pub fn body(&self, request_id: &str) -> serde_json::Value {
-        let mut body = json!({ "error": self.code(), "message": self.to_string(), "request_id": request_id });
+        let mut body = crate::errors::envelope(self.code(), self);
+        body["request_id"] = request_id.into();
         match self {
             ProxyError::NoReadyEndpoint { service, reason } => {
                 body["service"] = service.clone().into();

@@ -83,11 +83,7 @@ impl Forwarder {
     }
 
     fn fail(status: StatusCode, code: &str, message: String) -> Response {
-        (
-            status,
-            axum::Json(serde_json::json!({ "error": code, "message": message })),
-        )
-            .into_response()
+        crate::errors::response(status, code, message)
     }
 
     /// The service a request names (in [`SERVICE_HEADER`]) and where this

@@ -15,7 +15,9 @@ pub mod notes {
 /// that `grpcurl list` works without local proto files.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/edgeplane_descriptor.bin"));
 
-/// Fully qualified gRPC service names, as health and reflection name them.
-pub const WORKER_CONTROL_SERVICE: &str = "edgeplane.v1.WorkerControl";
+/// Fully qualified gRPC service names, as health and reflection name them:
+/// taken from the generated servers, so a rename in the proto cannot leave
+/// a stale copy here.
+pub const WORKER_CONTROL_SERVICE: &str = worker_control_server::SERVICE_NAME;
 /// See [`WORKER_CONTROL_SERVICE`].
-pub const ADMIN_SERVICE: &str = "edgeplane.v1.Admin";
+pub const ADMIN_SERVICE: &str = admin_server::SERVICE_NAME;

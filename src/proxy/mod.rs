@@ -7,16 +7,16 @@
 //! fast path call the same ones, and a layer per stage would box and clone
 //! per request on the hottest path.
 //! 1. **resolve**: name or alias -> catalog service (404 `unknown_service`);
-//!    dot segments are resolved first ([`forward::remove_dot_segments`]);
+//!    dot segments are resolved first (`forward::remove_dot_segments`);
 //! 2. **routes**: the current route-table snapshot (a `watch` read, never the
 //!    registry lock) -> ready replicas (503 `no_ready_endpoint` with the reason);
-//! 3. **attempts** ([`attempts`], one loop for every path): a replica picked
-//!    by [`balance`] (power of two choices, ejected replicas last), a
+//! 3. **attempts** (`attempts`, one loop for every path): a replica picked
+//!    by `balance` (power of two choices, ejected replicas last), a
 //!    per-service timeout (504), and a connect failure or a reset before any
 //!    response byte retried on another replica while the body can be
 //!    replayed and the retry budget allows;
 //! 4. **forward**: hop-by-hop headers out, `x-forwarded-*` and `x-request-id`
-//!    in, the body streamed both ways ([`forward`]), to the replica directly
+//!    in, the body streamed both ways (`forward`), to the replica directly
 //!    or down its worker's tunnel ([`crate::upstream`] reaches it).
 //!
 //! Plain HTTP/1.1 requests from the front door meet [`h1`] first: the same

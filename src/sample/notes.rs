@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 
-pub const GRPC_SERVICE: &str = "notes.v1.Notes";
+pub const GRPC_SERVICE: &str = crate::proto::notes::notes_server::SERVICE_NAME;
 
 /// Lines that read like actions ("we will", "action:", "todo") are actions;
 /// every non-empty line is a matter discussed.

@@ -3,7 +3,7 @@
 //! body, `Expect`, `Upgrade`, HTTP/1.0, absolute-form targets) goes to the
 //! full HTTP/1 server with the bytes untouched.
 
-use super::is_token_in;
+use super::headers::is_token_in;
 
 /// Most headers a request may carry on the fast path (more: the full server
 /// decides, and refuses past its own limit).

@@ -2,8 +2,8 @@
 //! client: hop-by-hop headers out, the request id in, and the body's framing
 //! (RFC 9112 6.3) worked out so the body can be copied as it comes.
 
+use super::headers::{frames_the_message, has_connection, is_hop_by_hop, is_token_in, named_in_connection};
 use super::request::parse_length;
-use super::{frames_the_message, has_connection, is_hop_by_hop, is_token_in, named_in_connection};
 
 /// Most headers accepted in a response head.
 pub const MAX_HEADERS: usize = 100;

@@ -4,7 +4,7 @@
 //! way the request and response cross as HTTP/1 bytes, and the connection
 //! is kept for the client connection's next request.
 
-use super::{Failed, READ_CHUNK};
+use super::READ_CHUNK;
 use crate::routes::{Endpoint, TunnelSender, Via};
 use crate::tunnel::{FORWARD_ERROR_HEADER, PIPE_HOST_HEADER, PIPE_PREFIX_HEADER, SERVICE_HEADER};
 use crate::upstream::{Cause, SendFailure};
@@ -17,6 +17,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+/// How an attempt failed.
+pub(super) enum Failed {
+    /// Before any response byte: another replica may be tried.
+    Send(SendFailure),
+    /// The connection ended before any response byte; `written`: after
+    /// the request had gone out.
+    Quiet { detail: String, written: bool },
+    /// A response head that cannot be forwarded.
+    BadHead(String),
+}
 
 /// Which replica a kept connection leads to.
 enum Key {

@@ -36,6 +36,9 @@ mod state;
 mod tunnels;
 mod view;
 
+#[cfg(test)]
+mod tests;
+
 pub use changes::{ChangeKind, Changes, Log, RegistryEvent};
 pub use clock::Clock;
 pub use fleet::{FleetChange, FleetStore, MemoryFleet};

@@ -10,9 +10,11 @@
 //!   derived from that clock, and the tunnel sender. None of it means
 //!   anything to another coordinator, and none of it may cost a round trip.
 //! - **Fleet state** ([`FleetRecord`]): identity (id, name, instance id),
-//!   the resume-token digest, capabilities, services and their readiness,
-//!   placement, drain, and when the stream closed. Every coordinator must
-//!   see it to route, place, resume and answer admin calls.
+//!   the resume-token digest and the current session's generation,
+//!   capabilities, services and their readiness, placement, drain, and
+//!   when the stream closed. Every coordinator must see it to route, place,
+//!   resume and answer admin calls. (Its times are on this registry's
+//!   clock; a shared store would write them as wall-clock times.)
 //!
 //! Every change to fleet state goes through [`FleetStore::apply`], as a
 //! [`FleetChange`]; the registry's state machine reads the store and never

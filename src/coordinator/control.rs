@@ -1,17 +1,53 @@
-//! `edgeplane.v1.WorkerControl`: admits Connect streams (join token, the
-//! handshake pools, shutdown) and hands each to its own session task.
+//! `edgeplane.v1.WorkerControl`: admits Connect streams (the handshake
+//! pools) and Tunnel streams, and hands each Connect to its own session
+//! task. Every call first passes the one [`Gate`] (shutdown, join token).
 
 use super::session;
 use super::shared::ControlShared;
+use crate::auth::{AuthError, Secret};
 use crate::proto::{worker_control_server::WorkerControl, CoordinatorMessage, TunnelChunk, WorkerMessage};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Interceptor;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
 /// Messages queued towards one worker before backpressure applies.
 const OUTBOX: usize = 64;
+
+/// The interceptor in front of the whole `WorkerControl` server, so that
+/// no call (Connect, Tunnel, or one added later) can skip it: refused with
+/// UNAVAILABLE while the coordinator shuts down (the worker reconnects
+/// elsewhere or later), then with UNAUTHENTICATED without the join token.
+#[derive(Clone)]
+pub struct Gate {
+    closing: CancellationToken,
+    join: Secret,
+}
+
+impl Gate {
+    pub fn new(closing: CancellationToken, join: Secret) -> Self {
+        Gate { closing, join }
+    }
+}
+
+impl Interceptor for Gate {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if self.closing.is_cancelled() {
+            return Err(Status::unavailable("coordinator is shutting down; reconnect shortly"));
+        }
+        if let Err(e) = self.join.verify_headers(request.metadata().as_ref()) {
+            warn!(
+                peer_has_token = !matches!(e, AuthError::Missing),
+                "refused a worker: bad join token"
+            );
+            return Err(Status::unauthenticated(format!("join token required: {e}")));
+        }
+        Ok(request)
+    }
+}
 
 #[derive(Clone)]
 pub struct ControlService {
@@ -33,16 +69,6 @@ impl WorkerControl for ControlService {
         request: Request<Streaming<WorkerMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let shared = &self.shared;
-        if shared.closing.is_cancelled() {
-            return Err(Status::unavailable("coordinator is shutting down; reconnect shortly"));
-        }
-        if let Err(e) = shared.join.verify_headers(request.metadata().as_ref()) {
-            warn!(
-                peer_has_token = !matches!(e, crate::auth::AuthError::Missing),
-                "refused a worker: bad join token"
-            );
-            return Err(Status::unauthenticated(format!("join token required: {e}")));
-        }
         let peer = request.remote_addr().map(|a| a.ip());
         let permit = shared
             .handshakes
@@ -56,14 +82,46 @@ impl WorkerControl for ControlService {
     type TunnelStream = super::tunnel::TunnelStream;
 
     async fn tunnel(&self, request: Request<Streaming<TunnelChunk>>) -> Result<Response<Self::TunnelStream>, Status> {
-        let shared = &self.shared;
-        if shared.closing.is_cancelled() {
-            return Err(Status::unavailable("coordinator is shutting down; reconnect shortly"));
-        }
-        if let Err(e) = shared.join.verify_headers(request.metadata().as_ref()) {
-            return Err(Status::unauthenticated(format!("join token required: {e}")));
-        }
-        let stream = super::tunnel::admit(shared.registry.clone(), request)?;
+        let stream = super::tunnel::admit(self.shared.registry.clone(), request)?;
         Ok(Response::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(gate: &mut Gate, token: Option<&str>) -> Result<(), Status> {
+        let mut req = Request::new(());
+        if let Some(t) = token {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        gate.call(req).map(|_| ())
+    }
+
+    #[test]
+    fn the_gate_refuses_while_closing_then_without_the_join_token() {
+        let closing = CancellationToken::new();
+        let mut gate = Gate::new(closing.clone(), Secret::new(Some("join")));
+        assert!(call(&mut gate, Some("join")).is_ok());
+        let missing = call(&mut gate, None).unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            missing.message(),
+            "join token required: missing bearer token in the `authorization` header"
+        );
+        let wrong = call(&mut gate, Some("nope")).unwrap_err();
+        assert_eq!(wrong.message(), "join token required: invalid token");
+
+        // Shutting down comes first, token or not.
+        closing.cancel();
+        for token in [Some("join"), None] {
+            let st = call(&mut gate, token).unwrap_err();
+            assert_eq!(st.code(), tonic::Code::Unavailable);
+            assert_eq!(st.message(), "coordinator is shutting down; reconnect shortly");
+        }
+        let mut open = Gate::new(CancellationToken::new(), Secret::new(None));
+        assert!(call(&mut open, None).is_ok(), "no join token configured: open");
     }
 }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
+use tonic::service::{interceptor::InterceptedService, Routes};
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
@@ -108,13 +108,14 @@ impl Coordinator {
             registry: registry.clone(),
             catalog: catalog.clone(),
             config: cfg.clone(),
-            join: Secret::new(cfg.join_token.as_deref()),
             handshakes: handshakes::Handshakes::new(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_address),
-            closing: closing.clone(),
         });
-        let control = WorkerControlServer::new(control::ControlService::new(shared))
-            .max_decoding_message_size(cfg.max_message_bytes)
-            .max_encoding_message_size(cfg.max_message_bytes);
+        let control = InterceptedService::new(
+            WorkerControlServer::new(control::ControlService::new(shared))
+                .max_decoding_message_size(cfg.max_message_bytes)
+                .max_encoding_message_size(cfg.max_message_bytes),
+            control::Gate::new(closing.clone(), Secret::new(cfg.join_token.as_deref())),
+        );
         let admin_secret = Secret::new(cfg.admin_token.as_deref());
         let admin_check = admin_secret.clone();
         let admin = AdminServer::with_interceptor(

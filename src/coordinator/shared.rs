@@ -5,19 +5,16 @@
 
 use super::handshakes::Handshakes;
 use super::CoordinatorConfig;
-use crate::auth::Secret;
 use crate::registry::Registry;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
-/// The coordinator's state as a Connect or Tunnel handler needs it.
+/// The coordinator's state as a Connect or Tunnel handler needs it. (The
+/// join token and the shutdown signal are not here: `control::Gate`, the
+/// interceptor in front of every handler, checks both first.)
 pub struct ControlShared {
     pub registry: Arc<Registry>,
     pub catalog: Arc<crate::catalog::Catalog>,
     pub config: CoordinatorConfig,
-    pub join: Secret,
     /// Bounds streams that have not yet said Hello, in total and per address.
     pub handshakes: Handshakes,
-    /// Cancelled when the coordinator begins shutting down.
-    pub closing: CancellationToken,
 }

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 pub type TunnelStream = Pin<Box<dyn Stream<Item = Result<TunnelChunk, Status>> + Send>>;
 
 /// Checks the call belongs to a live session and starts the tunnel.
-/// (The join token was checked by the caller.)
+/// (The join token was checked by `control::Gate`, before any handler.)
 pub fn admit(registry: Arc<Registry>, request: Request<Streaming<TunnelChunk>>) -> Result<TunnelStream, Status> {
     let md = request.metadata();
     let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);

@@ -2,6 +2,8 @@
 //! views and `WatchWorkers` show them. Cloned out of the registry so that
 //! readers never hold its lock.
 
+use super::local::Local;
+use super::record::FleetRecord;
 use super::state::{service_state_str, WorkerState};
 use crate::proto;
 use std::time::{Duration, SystemTime};
@@ -34,6 +36,35 @@ pub struct WorkerView {
 }
 
 impl WorkerView {
+    /// The view of a record and its session at `now_ms`; `wall` is the
+    /// wall-clock time of the registry clock's zero.
+    pub(super) fn of(rec: &FleetRecord, local: &Local, now_ms: u64, wall: SystemTime) -> Self {
+        let heard = local.heard_ms();
+        WorkerView {
+            worker_id: rec.worker_id.clone(),
+            name: rec.name.clone(),
+            status: local.status,
+            capabilities: rec.capabilities.clone(),
+            services: rec
+                .services
+                .iter()
+                .map(|(name, s)| ServiceView {
+                    name: name.clone(),
+                    state: s.state,
+                    message: s.message.clone(),
+                    url: s.url.clone(),
+                })
+                .collect(),
+            advertise_address: rec.advertise_address.clone(),
+            version: rec.version.clone(),
+            last_heartbeat: wall + Duration::from_millis(heard),
+            registered_at: wall + Duration::from_millis(rec.registered_ms),
+            age: Duration::from_millis(now_ms.saturating_sub(rec.registered_ms)),
+            silent_for: Duration::from_millis(now_ms.saturating_sub(heard)),
+            sessions: rec.sessions,
+        }
+    }
+
     pub fn to_proto(&self) -> proto::Worker {
         proto::Worker {
             worker_id: self.worker_id.clone(),

@@ -223,7 +223,7 @@ impl Forwarder {
                 .map(|r| r.map(Body::new))
                 .map_err(|e| SendFailure {
                     connect: e.is_connect(),
-                    detail: e.to_string(),
+                    detail: crate::errors::chain(&e),
                 }),
         };
         match sent {
@@ -302,7 +302,7 @@ pub async fn serve(
         .max_header_list_size(crate::tunnel::MAX_HEADER_LIST)
         .serve_connection(io, svc)
         .await
-        .map_err(|e| format!("tunnel closed: {e}"))
+        .map_err(|e| format!("tunnel closed: {}", crate::errors::chain(&e)))
 }
 
 #[cfg(test)]

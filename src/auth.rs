@@ -40,11 +40,6 @@ impl Secret {
         }
     }
 
-    /// Whether a token is required at all.
-    pub fn is_set(&self) -> bool {
-        self.0.is_some()
-    }
-
     /// Checks an `authorization` header value against the secret.
     pub fn verify(&self, authorization: Option<&[u8]>) -> Result<(), AuthError> {
         let Some(expected) = &self.0 else { return Ok(()) };

@@ -67,7 +67,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Demo
 
     let mut wc = WorkerConfig::new(format!("http://{listen}"));
     wc.name = Some(args.name.clone());
-    wc.runtime = "process".into();
+    wc.runtime = worker::RuntimeChoice::Process;
     wc.state_dir = Some(std::env::temp_dir().join("edgeplane-demo").join(&args.name));
     wc.probe_interval = Duration::from_millis(500);
     wc.reconnect_min = Duration::from_millis(100);

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use edgeplane::{admin_cli, bench, coordinator, demo, sample, worker};
 use tokio_util::sync::CancellationToken;
 
@@ -126,7 +126,13 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The coordinator's unset timings follow the ones given (one timeout
+    // set alone must work); only the matches say which were given.
+    if let (Command::Coordinator(cfg), Some(("coordinator", sub))) = (&mut cli.command, matches.subcommand()) {
+        cfg.derive_unset_timeouts(sub);
+    }
     runtime(cli.threads)
         .context("cannot start the runtime")?
         .block_on(run(cli))

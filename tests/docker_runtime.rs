@@ -32,9 +32,9 @@ async fn within<T>(f: impl Future<Output = T>) -> T {
         .expect("timed out waiting")
 }
 
-fn require_docker() {
+async fn require_docker() {
     assert!(
-        edgeplane::worker::docker_answers(),
+        edgeplane::worker::docker_answers().await,
         "tests/docker_runtime.rs needs a Docker Engine: none answered at DOCKER_HOST or /var/run/docker.sock. \
          Start Docker (or point DOCKER_HOST at one) to run these tests."
     );
@@ -150,7 +150,7 @@ fn then_crash<T: Send + 'static>(
 
 #[tokio::test]
 async fn a_missing_image_is_failed_with_the_engines_message() {
-    require_docker();
+    require_docker().await;
     let owner = owner("missing");
     let (ctx, mut reports) = context(&owner, "imageless");
     let rt = DockerRuntime::new(ctx);
@@ -182,7 +182,7 @@ async fn a_missing_image_is_failed_with_the_engines_message() {
 
 #[tokio::test]
 async fn containers_run_with_labels_are_adopted_after_a_crash_and_removed_when_unwanted() {
-    require_docker();
+    require_docker().await;
     test_image();
     let owner = owner("adopt");
     let port = free_port();

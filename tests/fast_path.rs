@@ -337,7 +337,7 @@ async fn services_sharing_an_address_keep_their_own_path_prefixes_on_one_connect
         ("notes".into(), format!("{backend}/p")),
         ("other".into(), format!("{backend}/q")),
     ];
-    cfg.data_path = "direct".into();
+    cfg.data_path = edgeplane::worker::DataPath::Direct;
     cfg.probe_interval = Duration::from_millis(50);
     let (_agent, stop) = start_agent(cfg).await;
     let _stop = stop.drop_guard();

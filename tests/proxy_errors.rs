@@ -26,7 +26,7 @@ async fn the_catalog_timeout_gives_504_and_a_dead_upstream_502() {
     let b = backend::start("slow-replica").await;
     let mut cfg = c.worker_config("cpu-1", dir.path());
     cfg.services = vec![("slow".into(), b.url.clone())];
-    cfg.data_path = "direct".into();
+    cfg.data_path = edgeplane::worker::DataPath::Direct;
     // Probing rarely, so the worker keeps reporting ready after the backend dies.
     cfg.probe_interval = Duration::from_secs(60);
     let (_w, _s) = start_agent(cfg).await;

@@ -50,8 +50,8 @@ async fn notes_worker(
 ) -> (AgentHandle, CancellationToken) {
     let mut cfg = c.worker_config(name, dir);
     cfg.data_path = match path {
-        Path::Direct => "direct".into(),
-        Path::Tunnel => "tunnel".into(),
+        Path::Direct => edgeplane::worker::DataPath::Direct,
+        Path::Tunnel => edgeplane::worker::DataPath::Tunnel,
     };
     cfg.services = vec![("notes".into(), b.url.clone())];
     cfg.probe_interval = Duration::from_millis(20);
@@ -515,7 +515,7 @@ async fn an_alias_declared_service_keeps_its_probed_state_across_a_reconnect() {
     let dir = tempfile::tempdir().unwrap();
     let mut watch = c.watch().await;
     let mut cfg = c.worker_config("cpu-1", dir.path());
-    cfg.data_path = "direct".into();
+    cfg.data_path = edgeplane::worker::DataPath::Direct;
     // `upload` sorts after `document-processing`: a placeholder sent under
     // it at session start would land last.
     cfg.services = vec![("upload".into(), b.url.clone())];

@@ -52,7 +52,7 @@ readiness = {{ http = "/health" }}
     let c = TestCoordinator::start(config).await;
     let mut watch = c.watch().await;
     let mut cfg = c.worker_config("runner", dir.path());
-    cfg.runtime = "process".into();
+    cfg.runtime = edgeplane::worker::RuntimeChoice::Process;
     cfg.self_exe = Some(env!("CARGO_BIN_EXE_edgeplane").into());
     cfg.probe_interval = Duration::from_millis(50);
     cfg.stop_grace = Duration::from_secs(2);
@@ -114,16 +114,13 @@ async fn process_runtime_reconcile_stops_an_unassigned_service() {
     use edgeplane::worker::runtime::{process::ProcessContext, RunSpec, Runtime};
     let dir = tempfile::tempdir().unwrap();
     let (board, mut reports) = tokio::sync::watch::channel(std::collections::BTreeMap::new());
-    let rt = Runtime::new(
-        "process",
-        ProcessContext {
-            board,
-            self_exe: env!("CARGO_BIN_EXE_edgeplane").into(),
-            run_dir: dir.path().join("run"),
-            stop_grace: Duration::from_secs(2),
-            worker_name: "reconciler".into(),
-        },
-    );
+    let rt = Runtime::process(ProcessContext {
+        board,
+        self_exe: env!("CARGO_BIN_EXE_edgeplane").into(),
+        run_dir: dir.path().join("run"),
+        stop_grace: Duration::from_secs(2),
+        worker_name: "reconciler".into(),
+    });
     let port = free_port();
     let spec = RunSpec {
         name: "svc".into(),
@@ -251,7 +248,7 @@ readiness = {{ http = "/health" }}
     let c = TestCoordinator::start_on(listener, config.clone());
     let mut watch = c.watch().await;
     let mut cfg = c.worker_config("keeper", dir.path());
-    cfg.runtime = "process".into();
+    cfg.runtime = edgeplane::worker::RuntimeChoice::Process;
     cfg.self_exe = Some(env!("CARGO_BIN_EXE_edgeplane").into());
     cfg.probe_interval = Duration::from_millis(50);
     let pidfile = cfg.state_dir.clone().unwrap().join("run").join("steady-model.pid");

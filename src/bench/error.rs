@@ -29,6 +29,8 @@ pub enum BenchError {
     },
     #[error("cannot read /proc/{pid}: {source}")]
     Proc { pid: u32, source: std::io::Error },
+    #[error("cannot reach the coordinator at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
     #[error("bad target URL `{url}`: {reason}")]
     Url { url: String, reason: String },
     #[error("cannot watch the fleet: {0}")]

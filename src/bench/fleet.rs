@@ -1,30 +1,36 @@
 //! `edgeplane bench fleet`: the run, phase by phase.
 //!
-//! 1. start (or find) the coordinator and a `WatchWorkers` stream;
+//! 1. start the coordinator, or check within seconds that the one given
+//!    answers; open a `WatchWorkers` stream;
 //! 2. ramp the simulated fleet up at a bounded rate: time to connect all;
 //! 3. idle window (keepalives paused) and keepalive window: CPU, memory,
 //!    round trips;
 //! 4. kill a sample abruptly: time until reported `disconnected`; bring
 //!    them back;
 //! 5. silence a sample: time until reported `degraded`, against the
-//!    heartbeat timeout; let them speak again;
+//!    heartbeat timeout (the coordinator's, from its Welcome; skipped when
+//!    it exceeds `--patience`); let them speak again;
 //! 6. SIGKILL the coordinator, start it again on the same port: time until
 //!    every worker is registered again, under the id it had;
 //! 7. settle, and count false positives over the whole run.
+//!
+//! Each phase prints a line to stderr as it starts ([`progress`]), so a
+//! long run never looks hung.
 
 use super::args::FleetArgs;
 use super::child::{free_port, ChildServer};
 use super::connector::{resolve, source_address};
 use super::error::BenchError;
-use super::histogram::{summarize, Histogram};
+use super::histogram::{Histogram, Summary};
+use super::phases::{false_positives, kill_phase, restart_phase, silence_phase, Excuse};
 use super::procfs::{self, Window};
 use super::ramp::Ramp;
-use super::report::{Degraded, Detection, FalsePositives, FleetReport, Restart};
-use super::sim_worker::{self, Mode, SimShared, SimWorker};
-use super::watch::{FleetWatch, Observation};
+use super::reach::{health_ok, reach};
+use super::report::{progress, Degraded, FleetReport};
+use super::sim_worker::{self, SimShared, SimWorker};
+use super::watch::FleetWatch;
+use crate::duration::format_short;
 use crate::parse::normalize_url;
-use crate::proto::WorkerStatus;
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,13 +38,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-/// A phase in which some workers are expected to be reported unhealthy.
-struct Excuse {
-    from: Instant,
-    to: Instant,
-    /// None: every worker (the coordinator restart).
-    ids: Option<HashSet<String>>,
-}
+/// Bound on the first WatchWorkers snapshot from a coordinator that has
+/// already answered its health check.
+const WATCH_SYNC_LIMIT: Duration = Duration::from_secs(30);
 
 fn ms(d: Duration) -> String {
     format!("{}ms", d.as_millis())
@@ -60,18 +62,6 @@ fn validate(args: &FleetArgs) -> Result<(), BenchError> {
         return bad("--kill plus --silence must not exceed --workers");
     }
     Ok(())
-}
-
-async fn health_ok(url: &str) -> bool {
-    let Ok(ep) = Endpoint::from_shared(url.to_string()) else {
-        return false;
-    };
-    let Ok(ch) = ep.connect_timeout(Duration::from_millis(500)).connect().await else {
-        return false;
-    };
-    let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
-    let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
-    matches!(h.check(req).await, Ok(r) if r.get_ref().status == 1)
 }
 
 fn spawn_coordinator(args: &FleetArgs, port: u16) -> Result<ChildServer, BenchError> {
@@ -123,10 +113,19 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
     let mut notes = Vec::new();
 
     let (url, mut child) = match &args.coordinator {
-        Some(u) => (normalize_url(u), None),
+        Some(u) => {
+            let url = normalize_url(u);
+            progress(format_args!("reaching the coordinator at {url}"));
+            reach(&url).await.map_err(|reason| BenchError::Unreachable {
+                url: url.clone(),
+                reason,
+            })?;
+            (url, None)
+        }
         None => {
             let port = free_port()?;
             let url = format!("http://127.0.0.1:{port}");
+            progress(format_args!("starting a coordinator at {url}"));
             let mut c = spawn_coordinator(args, port)?;
             let u = url.clone();
             c.wait_ready(Duration::from_secs(30), || health_ok(&u)).await?;
@@ -141,8 +140,12 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
     })?;
 
     let watch = FleetWatch::start(url.clone(), stop.clone());
-    if !watch.wait(patience, |s| s.synced).await {
-        return Err(BenchError::Watch(format!("no WatchWorkers snapshot from {url}")));
+    let sync_limit = patience.min(WATCH_SYNC_LIMIT);
+    if !watch.wait(sync_limit, |s| s.synced).await {
+        return Err(BenchError::Watch(format!(
+            "no WatchWorkers snapshot from {url} within {}",
+            format_short(sync_limit)
+        )));
     }
 
     let endpoint = Endpoint::from_shared(url.clone())
@@ -188,6 +191,11 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         rate: args.load.ramp_rate,
         in_flight: args.load.ramp_in_flight,
     };
+    progress(format_args!(
+        "ramp: {n} workers at {}/s, waiting up to {} for all",
+        args.load.ramp_rate,
+        format_short(patience)
+    ));
     let ramp_window = Window::start(pid);
     let t0 = Instant::now();
     let ramped = ramp.run(n, &stop, |i, permit| {
@@ -207,6 +215,12 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
             watch.with(|s| s.healthy)
         ));
     }
+    match connect_all {
+        Some(t) => progress(format_args!("ramp: {n} connected in {:.2} s", t.as_secs_f64())),
+        None => progress(format_args!("ramp: only {connected} of {n} connected")),
+    }
+    // The heartbeat timeout that applies is the coordinator's, as its
+    // Welcome says (an external one's is not --heartbeat-timeout).
     let hb = match shared.welcome_heartbeat_timeout_ms.load(Ordering::Relaxed) {
         0 => args.heartbeat_timeout,
         v => Duration::from_millis(v),
@@ -223,6 +237,10 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
 
     // Idle: connected, keepalives paused (only HTTP/2 pings and the health clock run).
     let idle = if !args.load.idle.is_zero() && args.load.idle + 2 * args.load.keepalive <= hb {
+        progress(format_args!(
+            "idle window: {} with keepalives paused",
+            format_short(args.load.idle)
+        ));
         shared.paused.store(true, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let w = Window::start(pid);
@@ -233,12 +251,18 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         Some(u)
     } else {
         if !args.load.idle.is_zero() {
-            notes.push("idle window skipped: it would not fit in the heartbeat timeout".into());
+            let why = format!(
+                "idle window skipped: it would not fit in the heartbeat timeout ({})",
+                format_short(hb)
+            );
+            progress(format_args!("{why}"));
+            notes.push(why);
         }
         None
     };
 
     // Keepalives flowing.
+    progress(format_args!("keepalive window: {}", format_short(args.load.duration)));
     shared.rtt.reset();
     shared.recording.store(true, Ordering::Relaxed);
     let w = Window::start(pid);
@@ -251,19 +275,56 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
 
     // Abrupt disconnects.
     let kill_idx = sample(n, args.kill, 0);
+    progress(format_args!(
+        "kill: {} workers, until reported disconnected",
+        kill_idx.len()
+    ));
     let (kill, excuse) = kill_phase(args, &workers, &kill_idx, &watch, &shared, patience).await;
+    progress(format_args!("kill: {} of {} detected", kill.detected, kill.sample));
     excuses.push(excuse);
 
-    // Silence.
-    let silence_idx = sample(n, args.silence, (n / args.kill.max(1)).max(2) / 2);
-    let (degraded, excuse) = silence_phase(args, &workers, &silence_idx, &watch, &shared, hb, patience).await;
-    excuses.push(excuse);
+    // Silence. Degraded comes only after the heartbeat timeout: one longer
+    // than the patience would be waited out in vain.
+    let degraded = if hb > patience {
+        let why = format!(
+            "silence phase skipped: the coordinator's heartbeat timeout ({}, from its Welcome) exceeds --patience ({})",
+            format_short(hb),
+            format_short(patience)
+        );
+        progress(format_args!("{why}"));
+        notes.push(why.clone());
+        Degraded {
+            sample: 0,
+            detected: 0,
+            timeout_ms: hb.as_millis() as u64,
+            since_last_keepalive: Summary::default(),
+            lag_over_timeout: Summary::default(),
+            skipped: Some(why),
+        }
+    } else {
+        let silence_idx = sample(n, args.silence, (n / args.kill.max(1)).max(2) / 2);
+        progress(format_args!(
+            "silence: {} workers, until reported degraded (heartbeat timeout {})",
+            silence_idx.len(),
+            format_short(hb)
+        ));
+        let (degraded, excuse) = silence_phase(args, &workers, &silence_idx, &watch, &shared, hb, patience).await;
+        progress(format_args!(
+            "silence: {} of {} detected",
+            degraded.detected, degraded.sample
+        ));
+        excuses.push(excuse);
+        degraded
+    };
 
     // Coordinator restart.
     let ends_before_restart = shared.unexpected_ends.load(Ordering::Relaxed);
     let mut ends_in_restart = 0;
     let restart = match child.as_mut() {
         Some(c) if !args.no_restart => {
+            progress(format_args!(
+                "restart: SIGKILL the coordinator, start it again, until all {n} are back"
+            ));
             let r = restart_phase(c, &url, &workers, &watch, &shared, patience).await?;
             excuses.push(Excuse {
                 from: r.1,
@@ -278,6 +339,7 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
     let pid = child.as_ref().and_then(|c| c.pid()).or(pid);
 
     // Settle, then count.
+    progress(format_args!("settle: {}", format_short(args.settle)));
     let w = Window::start(pid);
     tokio::time::sleep(args.settle).await;
     let settle_usage = w.finish();
@@ -328,205 +390,6 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         watch_snapshots: watch.with(|s| s.snapshots),
         notes,
     })
-}
-
-/// Waits until every victim is back and reported healthy.
-async fn revive(victims: &[Arc<SimWorker>], watch: &FleetWatch, shared: &SimShared, n: usize, patience: Duration) {
-    for w in victims {
-        w.set_mode(Mode::Run);
-    }
-    let ids: Vec<String> = victims.iter().filter_map(|w| w.id()).collect();
-    let mut rx = shared.connected.subscribe();
-    let _ = tokio::time::timeout(patience, rx.wait_for(|c| *c >= n)).await;
-    watch
-        .wait(patience, |s| {
-            ids.iter().all(|id| s.fleet.get(id) == Some(&WorkerStatus::Healthy))
-        })
-        .await;
-}
-
-/// Applies `mode` to each victim in turn, spread over `spread`; returns
-/// (worker id, when) for each.
-async fn stagger(victims: &[Arc<SimWorker>], mode: Mode, spread: Duration) -> Vec<(String, Instant)> {
-    let gap = spread / victims.len().max(1) as u32;
-    let mut tick = tokio::time::interval(gap.max(Duration::from_micros(100)));
-    let mut out = Vec::new();
-    for w in victims {
-        tick.tick().await;
-        if let Some(id) = w.id() {
-            out.push((id, Instant::now()));
-        }
-        w.set_mode(mode);
-    }
-    out
-}
-
-/// First report of `status` for each id, after the given instant.
-fn first_reports(log: &[Observation], from: usize, status: WorkerStatus) -> std::collections::HashMap<String, Instant> {
-    let mut m = std::collections::HashMap::new();
-    for o in &log[from..] {
-        if o.status == status {
-            m.entry(o.worker_id.clone()).or_insert(o.at);
-        }
-    }
-    m
-}
-
-async fn kill_phase(
-    args: &FleetArgs,
-    workers: &[Arc<SimWorker>],
-    idx: &[usize],
-    watch: &FleetWatch,
-    shared: &SimShared,
-    patience: Duration,
-) -> (Detection, Excuse) {
-    let victims: Vec<Arc<SimWorker>> = idx.iter().map(|&i| workers[i].clone()).collect();
-    let from = Instant::now();
-    let log_start = watch.with(|s| s.log.len());
-    let killed = stagger(&victims, Mode::Dead, args.spread).await;
-    let ids: HashSet<String> = killed.iter().map(|(id, _)| id.clone()).collect();
-    let limit = patience.min(Duration::from_secs(30));
-    watch
-        .wait(limit, |s| {
-            let seen = first_reports(&s.log, log_start, WorkerStatus::Disconnected);
-            ids.iter().all(|id| seen.contains_key(id))
-        })
-        .await;
-    let seen = watch.with(|s| first_reports(&s.log, log_start, WorkerStatus::Disconnected));
-    let lat: Vec<Duration> = killed
-        .iter()
-        .filter_map(|(id, at)| seen.get(id).map(|t| t.saturating_duration_since(*at)))
-        .collect();
-    revive(&victims, watch, shared, workers.len(), patience).await;
-    let detection = Detection {
-        sample: killed.len(),
-        detected: lat.len(),
-        latency: summarize(&lat),
-    };
-    let excuse = Excuse {
-        from,
-        to: Instant::now(),
-        ids: Some(ids),
-    };
-    (detection, excuse)
-}
-
-async fn silence_phase(
-    args: &FleetArgs,
-    workers: &[Arc<SimWorker>],
-    idx: &[usize],
-    watch: &FleetWatch,
-    shared: &SimShared,
-    hb: Duration,
-    patience: Duration,
-) -> (Degraded, Excuse) {
-    let victims: Vec<Arc<SimWorker>> = idx.iter().map(|&i| workers[i].clone()).collect();
-    let from = Instant::now();
-    let log_start = watch.with(|s| s.log.len());
-    let silenced = stagger(&victims, Mode::Silent, args.spread).await;
-    let ids: HashSet<String> = silenced.iter().map(|(id, _)| id.clone()).collect();
-    let limit = patience.min(hb * 2 + Duration::from_secs(10));
-    watch
-        .wait(limit, |s| {
-            let seen = first_reports(&s.log, log_start, WorkerStatus::Degraded);
-            ids.iter().all(|id| seen.contains_key(id))
-        })
-        .await;
-    let seen = watch.with(|s| first_reports(&s.log, log_start, WorkerStatus::Degraded));
-    let mut since_last = Vec::new();
-    let mut lag = Vec::new();
-    for w in &victims {
-        let Some(t) = w.id().and_then(|id| seen.get(&id).copied()) else {
-            continue;
-        };
-        let last = shared.epoch + Duration::from_micros(w.last_sent_us.load(Ordering::Relaxed));
-        let d = t.saturating_duration_since(last);
-        since_last.push(d);
-        lag.push(d.saturating_sub(hb));
-    }
-    revive(&victims, watch, shared, workers.len(), patience).await;
-    let degraded = Degraded {
-        sample: silenced.len(),
-        detected: since_last.len(),
-        timeout_ms: hb.as_millis() as u64,
-        since_last_keepalive: summarize(&since_last),
-        lag_over_timeout: summarize(&lag),
-    };
-    let excuse = Excuse {
-        from,
-        to: Instant::now(),
-        ids: Some(ids),
-    };
-    (degraded, excuse)
-}
-
-/// Returns the figures and the excused window (kill .. converged).
-async fn restart_phase(
-    child: &mut ChildServer,
-    url: &str,
-    workers: &[Arc<SimWorker>],
-    watch: &FleetWatch,
-    shared: &SimShared,
-    patience: Duration,
-) -> Result<(Restart, Instant, Instant), BenchError> {
-    let n = workers.len();
-    let before: HashSet<String> = workers.iter().filter_map(|w| w.id()).collect();
-    let killed_at = Instant::now();
-    child.kill().await?;
-    let respawned_at = Instant::now();
-    child.respawn()?;
-    let u = url.to_string();
-    let ready_after = child.wait_ready(Duration::from_secs(30), || health_ok(&u)).await?;
-    let window = Window::start(child.pid());
-    let converged = watch
-        .wait(patience, |s| s.synced && s.healthy >= n && s.fleet.len() >= n)
-        .await;
-    let converged_at = Instant::now();
-    let usage = window.finish();
-    let (registered, extra, missing) = watch.with(|s| {
-        let extra = s.fleet.keys().filter(|id| !before.contains(*id)).count();
-        let missing = before.iter().filter(|id| !s.fleet.contains_key(*id)).count();
-        (s.fleet.len(), extra, missing)
-    });
-    let id_changes: u64 = workers.iter().map(|w| w.id_changes.load(Ordering::Relaxed)).sum();
-    let mut rx = shared.connected.subscribe();
-    let _ = tokio::time::timeout(patience, rx.wait_for(|c| *c >= n)).await;
-    let r = Restart {
-        down_ms: respawned_at.duration_since(killed_at).as_secs_f64() * 1000.0,
-        ready_s: ready_after.as_secs_f64(),
-        reconverge_s: converged.then(|| converged_at.duration_since(respawned_at).as_secs_f64()),
-        registered,
-        ids_before: before.len(),
-        new_ids: extra,
-        missing,
-        id_changes,
-        usage,
-    };
-    Ok((r, killed_at, Instant::now()))
-}
-
-fn false_positives(log: &[Observation], excuses: &[Excuse]) -> FalsePositives {
-    let mut workers = HashSet::new();
-    let mut examples = Vec::new();
-    let mut reports = 0;
-    for o in log {
-        let excused = excuses
-            .iter()
-            .any(|e| o.at >= e.from && o.at <= e.to && e.ids.as_ref().is_none_or(|ids| ids.contains(&o.worker_id)));
-        if excused {
-            continue;
-        }
-        reports += 1;
-        workers.insert(o.worker_id.clone());
-        if examples.len() < 5 {
-            examples.push(format!("{} {}", o.worker_id, o.status.as_str_name()));
-        }
-    }
-    FalsePositives {
-        reports,
-        workers: workers.len(),
-        examples,
-    }
 }
 
 /// Where a JSON report goes.

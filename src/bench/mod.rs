@@ -4,8 +4,10 @@
 //!
 //! Map of the module:
 //! - [`args`]: the flags of `bench fleet` and `bench etcd`.
-//! - [`fleet`]: the edgeplane run, phase by phase; [`etcd`] the same load
-//!   against etcd leases, for a side-by-side figure.
+//! - [`fleet`]: the edgeplane run, phase by phase (the disturbing ones,
+//!   kill, silence and restart, in `phases`); [`etcd`] the same load
+//!   against etcd leases, for a side-by-side figure; [`reach`]: whether a
+//!   coordinator answers at all, asked before a run leans on it.
 //! - [`sim_worker`]: one simulated worker; [`connector`]: its socket (own
 //!   loopback source address, kill switch); [`ramp`]: bringing a fleet up.
 //! - [`watch`]: the fleet as `WatchWorkers` reports it.
@@ -22,8 +24,10 @@ pub mod etcd_proto;
 pub mod fdlimit;
 pub mod fleet;
 pub mod histogram;
+mod phases;
 pub mod procfs;
 pub mod ramp;
+pub mod reach;
 pub mod report;
 pub mod sim_worker;
 pub mod watch;

@@ -26,6 +26,9 @@ pub struct Degraded {
     pub since_last_keepalive: Summary,
     /// How much later than the timeout itself the report came.
     pub lag_over_timeout: Summary,
+    /// Why the phase did not run (a heartbeat timeout past the patience).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +126,12 @@ pub struct EtcdReport {
     pub notes: Vec<String>,
 }
 
+/// One line on stderr as a run goes, so that a long run never looks hung
+/// (the table goes to stdout at the end).
+pub fn progress(line: std::fmt::Arguments<'_>) {
+    eprintln!("bench fleet: {line}");
+}
+
 fn lat(s: &Summary) -> String {
     if s.count == 0 {
         return "-".into();
@@ -216,6 +225,9 @@ impl FleetReport {
                 self.kill.sample
             ),
         );
+        if self.degraded.skipped.is_some() {
+            row(&mut o, "silence phase", "skipped (see the notes)");
+        }
         row(
             &mut o,
             "last keepalive -> degraded",

@@ -32,8 +32,24 @@ pub enum Readiness {
     Http(String),
     /// grpc.health.v1 Check for this service name ("" = the whole server).
     Grpc(String),
-    /// A TCP connect succeeds.
+    /// A TCP connect succeeds. Only `tcp = true` is accepted: `false`
+    /// would read as "no check", which is not what a TCP check does, so it
+    /// is refused at load rather than quietly treated as `true`.
     Tcp(bool),
+}
+
+/// Why an entry was refused, and where: `at` is the byte offset of the
+/// offending value when it is known more precisely than the entry.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub at: Option<usize>,
+    pub reason: String,
+}
+
+impl From<String> for Invalid {
+    fn from(reason: String) -> Self {
+        Invalid { at: None, reason }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,7 +67,7 @@ pub(super) struct RawEntry {
     command: Option<Vec<String>>,
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
-    readiness: Option<Readiness>,
+    readiness: Option<toml::Spanned<Readiness>>,
     #[serde(default)]
     grpc_services: Vec<String>,
     #[serde(default = "one")]
@@ -110,7 +126,29 @@ fn valid_name(s: &str) -> bool {
 }
 
 impl RawEntry {
-    pub(super) fn validate(self) -> Result<CatalogEntry, String> {
+    pub(super) fn validate(self) -> Result<CatalogEntry, Invalid> {
+        let at = self.readiness.as_ref().map(|r| r.span().start);
+        let refuse = |reason: String| Invalid { at, reason };
+        match self.readiness.as_ref().map(|r| r.get_ref()) {
+            Some(Readiness::Http(p)) if !p.starts_with('/') => {
+                return Err(refuse(format!(
+                    "`{}`: readiness http path must start with /",
+                    self.name
+                )));
+            }
+            Some(Readiness::Tcp(false)) => {
+                return Err(refuse(format!(
+                    "`{}`: readiness `tcp = false` is not a check; write `tcp = true`, or leave readiness out (TCP is the default)",
+                    self.name
+                )));
+            }
+            _ => {}
+        }
+        Ok(self.validate_fields()?)
+    }
+
+    /// Everything but the readiness check, refused at the entry's line.
+    fn validate_fields(self) -> Result<CatalogEntry, String> {
         for n in std::iter::once(&self.name).chain(&self.aliases) {
             if !valid_name(n) {
                 return Err(format!("`{n}`: names and aliases are 1-63 of a-z, 0-9 and -"));
@@ -147,13 +185,8 @@ impl RawEntry {
             .map(crate::duration::parse_duration)
             .transpose()
             .map_err(|e| format!("`{}`: timeout: {e}", self.name))?;
-        if let Some(Readiness::Http(p)) = &self.readiness {
-            if !p.starts_with('/') {
-                return Err(format!("`{}`: readiness http path must start with /", self.name));
-            }
-        }
         Ok(CatalogEntry {
-            readiness: self.readiness.unwrap_or(Readiness::Tcp(true)),
+            readiness: self.readiness.map_or(Readiness::Tcp(true), toml::Spanned::into_inner),
             name: self.name,
             aliases: self.aliases,
             requires: self.requires,

@@ -75,7 +75,10 @@ impl Catalog {
         };
         for spanned in parsed.service {
             let at = spanned.span().start;
-            let entry = spanned.into_inner().validate().map_err(|reason| err(at, reason))?;
+            let entry = spanned
+                .into_inner()
+                .validate()
+                .map_err(|e| err(e.at.unwrap_or(at), e.reason))?;
             let idx = cat.entries.len();
             for key in std::iter::once(&entry.name).chain(&entry.aliases) {
                 if let Some(&other) = cat.by_name.get(key) {
@@ -160,5 +163,25 @@ mod tests {
         assert!(Catalog::parse(text, "c").unwrap_err().reason.contains("replicas"));
         let text = "[[service]]\nname = \"a\"\nport = 1\ncolour = \"red\"\n";
         assert!(Catalog::parse(text, "c").unwrap_err().reason.contains("colour"));
+
+        // A bad readiness value is reported at its own line.
+        let text = "[[service]]\nname = \"a\"\nport = 1\n\nreadiness = { http = \"health\" }\n";
+        let e = Catalog::parse(text, "c").unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.reason.contains("must start with /"), "{e}");
+    }
+
+    #[test]
+    fn a_tcp_check_turned_off_is_refused_with_its_line() {
+        let text = "[[service]]\nname = \"ok\"\nport = 1\nreadiness = { tcp = true }\n\n[[service]]\nname = \"quiet\"\nport = 2\nreadiness = { tcp = false }\n";
+        let e = Catalog::parse(text, "cat.toml").unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("cat.toml", 9), "{e}");
+        assert!(e.reason.contains("`quiet`") && e.reason.contains("tcp = false"), "{e}");
+        assert!(e.to_string().starts_with("cat.toml:9: "), "{e}");
+        // `tcp = true` and no readiness at all both mean a TCP check.
+        let text = "[[service]]\nname = \"ok\"\nport = 1\nreadiness = { tcp = true }\n\n[[service]]\nname = \"plain\"\nport = 2\n";
+        let c = Catalog::parse(text, "cat.toml").unwrap();
+        assert_eq!(c.resolve("ok").unwrap().readiness, Readiness::Tcp(true));
+        assert_eq!(c.resolve("plain").unwrap().readiness, Readiness::Tcp(true));
     }
 }

@@ -14,7 +14,7 @@ mod session;
 pub mod tunnel;
 
 pub use backoff::Backoff;
-pub use config::{docker_answers, WorkerConfig, WorkerConfigError};
+pub use config::{defaults, docker_answers, DataPath, RuntimeChoice, WorkerConfig, WorkerConfigError};
 pub use identity::{default_state_dir, load_or_create_instance_id, IdentityError};
 pub use probe::grpc_health;
 
@@ -219,46 +219,28 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
     let (services_tx, services_rx) = watch::channel(initial);
     let (status_tx, status_rx) = watch::channel(AgentStatus::default());
     let local = crate::worker::tunnel::LocalServices::default();
-    let kind = config.runtime_kind();
-    info!(worker = %name, runtime = kind, requested = %config.runtime, "runtime chosen");
-    let rt = match kind {
-        "docker" => runtime::Runtime::docker(runtime::docker::DockerContext {
-            board: services_tx.clone(),
-            local: local.clone(),
-            worker_name: name.clone(),
-            owner: instance_id.clone(),
-            stop_grace: config.stop_grace,
-            gpus: !config.gpus.is_empty(),
-            network: config.docker_network.clone().filter(|n| !n.trim().is_empty()),
-            publish_all: !config.uses_tunnel(),
-        }),
-        other => runtime::Runtime::new(
-            other,
-            runtime::process::ProcessContext {
-                board: services_tx.clone(),
-                self_exe: runtime::self_exe(config.self_exe.clone()),
-                run_dir: state_dir.join("run"),
-                stop_grace: config.stop_grace,
-                worker_name: name.clone(),
-            },
-        ),
-    };
     let (wanted_tx, wanted_rx) = watch::channel(None);
-    let ctx = AgentCtx {
-        capabilities: capabilities::detect(&config, rt.kind()),
-        config,
-        name: name.clone(),
-        instance_id,
-        status: status_tx,
-        services: services_rx,
-        board: services_tx.clone(),
-        probes: Default::default(),
-        wanted: wanted_tx,
-        local,
-        epoch: tokio::time::Instant::now(),
-        max_message_bytes: 1024 * 1024,
-    };
+    let board = services_tx.clone();
+    let handle_name = name.clone();
     let task = tokio::spawn(async move {
+        // Resolving `auto` pings the Docker engine: done here, in the
+        // agent's task and asynchronously, so that starting an agent never
+        // holds a runtime thread while a slow engine makes up its mind.
+        let rt = build_runtime(&config, &name, &instance_id, &state_dir, &board, &local).await;
+        let ctx = AgentCtx {
+            capabilities: capabilities::detect(&config, rt.kind().advertised()),
+            max_message_bytes: config.max_message_bytes,
+            config,
+            name,
+            instance_id,
+            status: status_tx,
+            services: services_rx,
+            board,
+            probes: Default::default(),
+            wanted: wanted_tx,
+            local,
+            epoch: tokio::time::Instant::now(),
+        };
         let runtime = tokio::spawn(run_services(rt, wanted_rx, shutdown.clone()));
         run(ctx, shutdown).await;
         let _ = runtime.await;
@@ -266,9 +248,42 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
     Ok(AgentHandle {
         status: status_rx,
         services: services_tx,
-        name,
+        name: handle_name,
         task,
     })
+}
+
+/// The runtime `config` asks for, `auto` resolved.
+async fn build_runtime(
+    config: &WorkerConfig,
+    name: &str,
+    instance_id: &str,
+    state_dir: &std::path::Path,
+    board: &watch::Sender<BTreeMap<String, ServiceReport>>,
+    local: &crate::worker::tunnel::LocalServices,
+) -> runtime::Runtime {
+    let kind = config.runtime_kind().await;
+    info!(worker = %name, runtime = %kind, requested = ?config.runtime, "runtime chosen");
+    match kind {
+        runtime::RuntimeKind::Docker => runtime::Runtime::docker(runtime::docker::DockerContext {
+            board: board.clone(),
+            local: local.clone(),
+            worker_name: name.to_string(),
+            owner: instance_id.to_string(),
+            stop_grace: config.stop_grace,
+            gpus: !config.gpus.is_empty(),
+            network: config.docker_network.clone().filter(|n| !n.trim().is_empty()),
+            publish_all: !config.uses_tunnel(),
+        }),
+        runtime::RuntimeKind::Process => runtime::Runtime::process(runtime::process::ProcessContext {
+            board: board.clone(),
+            self_exe: runtime::self_exe(config.self_exe.clone()),
+            run_dir: state_dir.join("run"),
+            stop_grace: config.stop_grace,
+            worker_name: name.to_string(),
+        }),
+        runtime::RuntimeKind::None => runtime::Runtime::None,
+    }
 }
 
 /// Keeps the runtime in step with the latest assignment, across sessions:

@@ -143,18 +143,20 @@ async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
         let forwarder = crate::worker::tunnel::Forwarder::new(ctx.local.clone());
         let join = cfg.join_token.clone();
         let (name, id, token) = (ctx.name.clone(), id.clone(), welcome.resume_token.clone());
+        let backoff = super::Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
         // Its own connection, so tunnel traffic never queues ahead of keepalives.
         tasks.spawn(async move {
-            loop {
+            keep_tunnel_open(backoff, || async {
                 let res = match endpoint.connect().await {
                     Ok(ch) => crate::worker::tunnel::serve(ch, &id, &token, join.as_deref(), forwarder.clone()).await,
-                    Err(e) => Err(format!("cannot reach the coordinator: {e}")),
+                    Err(e) => Err(format!("cannot reach the coordinator: {}", crate::errors::chain(&e))),
                 };
-                if let Err(e) = res {
+                if let Err(e) = &res {
                     warn!(worker = %name, worker_id = %id, error = %e, "tunnel down; reopening");
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+                res
+            })
+            .await
         });
     }
 
@@ -184,6 +186,32 @@ async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
     tasks.abort_all();
     Ended::Lost { reason, welcomed: true }
 }
+
+/// Opens the tunnel with `open` and, each time it closes or cannot be
+/// opened, opens it again after the control stream's jittered backoff: a
+/// fleet whose tunnels all dropped at once (a coordinator restart) does not
+/// come back in lockstep, and a coordinator that keeps refusing is asked
+/// less and less often. A tunnel that served a while before it closed
+/// (an error-free end, or one after the grace below) starts over from the
+/// shortest delay. Runs until its session aborts it.
+async fn keep_tunnel_open<F, Fut>(mut backoff: super::Backoff, mut open: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    loop {
+        let opened = tokio::time::Instant::now();
+        let res = open().await;
+        if res.is_ok() || opened.elapsed() >= TUNNEL_SETTLED {
+            backoff.reset();
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// A tunnel that stayed open this long was working: its end is a new
+/// failure, not the next of a series.
+const TUNNEL_SETTLED: Duration = Duration::from_secs(10);
 
 /// Sends a keepalive every `interval`. The sequence number is the send time
 /// (microseconds since the agent started), so the ack gives the round trip
@@ -225,5 +253,56 @@ async fn report_services(
         if services.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A coordinator that keeps refusing the tunnel is asked again after
+    /// growing, jittered delays (the control stream's backoff), not every
+    /// 500 ms; once a tunnel has served a while, the delays start over.
+    #[tokio::test(start_paused = true)]
+    async fn the_tunnel_reopens_with_the_control_streams_backoff() {
+        let calls: Arc<Mutex<Vec<tokio::time::Instant>>> = Default::default();
+        let seen = calls.clone();
+        let backoff = crate::worker::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let task = tokio::spawn(keep_tunnel_open(backoff, move || {
+            let seen = seen.clone();
+            async move {
+                let n = {
+                    let mut c = seen.lock().unwrap();
+                    c.push(tokio::time::Instant::now());
+                    c.len()
+                };
+                if n == 7 {
+                    // The seventh tunnel opens and serves for a minute.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Err("coordinator refused the tunnel".to_string())
+            }
+        }));
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while calls.lock().unwrap().len() < 8 {
+            tick.tick().await;
+        }
+        task.abort();
+        let at = calls.lock().unwrap().clone();
+        let gap = |i: usize| at[i + 1] - at[i];
+        let ms = Duration::from_millis;
+        let bounds = [(50, 100), (100, 200), (200, 400), (400, 800), (500, 1000), (500, 1000)];
+        for (i, (lo, hi)) in bounds.into_iter().enumerate() {
+            let g = gap(i);
+            // The 10 ms poll above can only make a gap look longer.
+            assert!(
+                g >= ms(lo) && g <= ms(hi) + ms(10),
+                "gap {i}: {g:?}, want {lo}..={hi} ms"
+            );
+        }
+        // After a minute of service: back to the shortest delay.
+        let after = gap(6) - Duration::from_secs(60);
+        assert!(after <= ms(110), "{after:?}");
     }
 }

@@ -295,7 +295,7 @@ pub async fn serve(
         .max_header_list_size(crate::tunnel::MAX_HEADER_LIST)
         .serve_connection(io, svc)
         .await
-        .map_err(|e| format!("tunnel closed: {e}"))
+        .map_err(|e| format!("tunnel closed: {}", crate::errors::chain(&e)))
 }
 
 #[cfg(test)]

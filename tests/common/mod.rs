@@ -67,7 +67,7 @@ pub async fn notes_routed_to(
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = c.worker_config(NOTES_WORKER, dir.path());
     cfg.services = vec![("notes".into(), backend.to_string())];
-    cfg.data_path = data_path.into();
+    cfg.data_path = data_path.parse().expect("`direct` or `tunnel`");
     cfg.probe_interval = Duration::from_millis(50);
     let (agent, stop) = start_agent(cfg).await;
     let mut watch = c.watch().await;

@@ -38,6 +38,37 @@ impl RunSpec {
     }
 }
 
+/// Which runtime a worker uses, once `--runtime auto` is resolved. A closed
+/// set: a name the worker does not know is refused when the flag is parsed,
+/// never turned into "no runtime" here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    None,
+    Process,
+    Docker,
+}
+
+impl RuntimeKind {
+    /// The name advertised in Hello (`None`: takes no placements).
+    pub fn advertised(self) -> Option<&'static str> {
+        match self {
+            RuntimeKind::None => None,
+            RuntimeKind::Process => Some("process"),
+            RuntimeKind::Docker => Some("docker"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.advertised().unwrap_or("none")
+    }
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub enum Runtime {
     None,
     Process(process::ProcessRuntime),
@@ -45,12 +76,9 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    /// Builds the runtime the worker was told to use.
-    pub fn new(kind: &str, ctx: process::ProcessContext) -> Self {
-        match kind {
-            "process" => Runtime::Process(process::ProcessRuntime::new(ctx)),
-            _ => Runtime::None,
-        }
+    /// The process runtime.
+    pub fn process(ctx: process::ProcessContext) -> Self {
+        Runtime::Process(process::ProcessRuntime::new(ctx))
     }
 
     /// The docker runtime (it reaches the engine on first use).
@@ -58,12 +86,11 @@ impl Runtime {
         Runtime::Docker(docker::DockerRuntime::new(ctx))
     }
 
-    /// The name advertised in Hello (`None`: takes no placements).
-    pub fn kind(&self) -> Option<&'static str> {
+    pub fn kind(&self) -> RuntimeKind {
         match self {
-            Runtime::None => None,
-            Runtime::Process(_) => Some("process"),
-            Runtime::Docker(_) => Some("docker"),
+            Runtime::None => RuntimeKind::None,
+            Runtime::Process(_) => RuntimeKind::Process,
+            Runtime::Docker(_) => RuntimeKind::Docker,
         }
     }
 

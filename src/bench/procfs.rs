@@ -111,16 +111,68 @@ pub fn machine() -> MachineSample {
     let at = Instant::now();
     let busy_ticks = std::fs::read_to_string("/proc/stat")
         .ok()
-        .and_then(|s| {
-            let line = s.lines().next()?.to_string();
-            let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-            // user nice system idle iowait irq softirq steal ...
-            let total: u64 = v.iter().take(8).sum();
-            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            Some(total.saturating_sub(idle))
-        })
+        .and_then(|s| Some(cpu_line(s.lines().next()?).busy))
         .unwrap_or(0);
     MachineSample { at, busy_ticks }
+}
+
+/// The ticks of one CPU (or of all, for the `cpu` line) in `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTicks {
+    /// Every state but idle and iowait.
+    pub busy: u64,
+    pub total: u64,
+}
+
+/// `cpu0 user nice system idle iowait irq softirq steal ...`
+fn cpu_line(line: &str) -> CpuTicks {
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    CpuTicks {
+        busy: total.saturating_sub(idle),
+        total,
+    }
+}
+
+/// Each CPU's ticks (`cpu0`, `cpu1`, ... in `/proc/stat`), in CPU order.
+pub fn per_cpu() -> Vec<CpuTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(cpu_line)
+        .collect()
+}
+
+/// Share of a CPU in use between two readings (0.0 to 1.0).
+pub fn busy_share(start: &CpuTicks, end: &CpuTicks) -> f64 {
+    let total = end.total.saturating_sub(start.total).max(1) as f64;
+    end.busy.saturating_sub(start.busy) as f64 / total
+}
+
+/// CPU time a process (all its threads) has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64, BenchError> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|source| BenchError::Proc { pid, source })?;
+    Ok(stat_ticks(&stat) as f64 / clock_ticks_per_second())
+}
+
+/// The parent of a process (field 4 of its `stat`), if it still runs.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat).get(1)?.parse().ok()
+}
+
+/// Every process on the machine (as far as this one can see).
+pub fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The processes whose parent is `parent` (nginx's workers, say).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    pids().into_iter().filter(|p| parent_of(*p) == Some(parent)).collect()
 }
 
 /// Cores busy machine-wide over a window (everything: the measured process,
@@ -195,6 +247,20 @@ mod tests {
         assert!(a.rss_kib > 0 && b.peak_rss_kib >= b.rss_kib / 2);
         assert!(usage(&a, &b).cores >= 0.0);
         assert!(sample(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn finds_parents_children_and_cpus() {
+        let me = std::process::id();
+        let parent = parent_of(me).expect("a parent");
+        assert!(children_of(parent).contains(&me));
+        assert!(pids().contains(&me) && pids().contains(&parent));
+        assert!(cpu_seconds(me).unwrap() >= 0.0 && cpu_seconds(u32::MAX).is_err());
+        let cpus = per_cpu();
+        assert!(!cpus.is_empty());
+        assert!(cpus.iter().all(|c| c.busy <= c.total));
+        let share = busy_share(&CpuTicks::default(), &cpus[0]);
+        assert!((0.0..=1.0).contains(&share));
     }
 
     /// The tick rate against two independent sources: what `getconf` says

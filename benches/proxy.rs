@@ -30,12 +30,15 @@
 //! separate process that can be pinned like the others).
 
 use anyhow::{anyhow, bail, Context, Result};
+use edgeplane::bench::child::{self, ChildServer, SpawnOptions};
+use edgeplane::bench::procfs;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// Set (to a listen address) when this executable runs as the backend.
 const BACKEND_ENV: &str = "EDGEPLANE_PROXY_BENCH_BACKEND";
@@ -189,47 +192,33 @@ impl Settings {
 
 /// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
 struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
+    name: &'static str,
+    server: ChildServer,
 }
 
 impl Proc {
     fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// Fails if the process has already exited, with the end of its log.
-    fn check_alive(&mut self) -> Result<()> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            bail!("{} exited ({status}); log:\n{}", self.name, log_tail(&self.log));
-        }
-        Ok(())
+        self.server.pid()
     }
 
     /// Asks the process to stop (SIGTERM); `drop` waits and then kills.
     fn terminate(&mut self) {
-        if let (Some(pid), Ok(None)) = (self.child.id(), self.child.try_wait()) {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.server.terminate();
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if self.child.id().is_some() {
+        if !self.server.has_exited() {
             self.terminate();
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
+                if self.server.has_exited() {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = self.child.start_kill();
+            // Dropping the ChildServer kills it (SIGKILL).
         }
     }
 }
@@ -240,83 +229,75 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// Variables of the caller's environment that would change the children.
+const ENV_REMOVED: [&str; 5] = [
+    "EDGEPLANE_JOIN_TOKEN",
+    "EDGEPLANE_ADMIN_TOKEN",
+    "EDGEPLANE_CATALOG",
+    "EDGEPLANE_DATA_PATH",
+    "EDGEPLANE_ADVERTISE_ADDRESS",
+];
+
 /// `program args...`, on `cpu` when pinning, output to `dir/name.log`.
 fn spawn(
     dir: &Path,
-    name: &str,
+    name: &'static str,
     cpu: Option<usize>,
     program: &Path,
     args: &[String],
     env: &[(&str, &str)],
 ) -> Result<Proc> {
-    let log = dir.join(format!("{}.log", name.replace(' ', "-")));
-    let out = std::fs::File::create(&log)?;
-    let mut cmd = match cpu {
+    let log = dir.join(format!("{name}.log"));
+    let (program, args) = match cpu {
         Some(c) => {
-            let mut cmd = Command::new("taskset");
-            cmd.arg("-c").arg(c.to_string()).arg(program);
-            cmd
+            let mut pinned = vec!["-c".to_string(), c.to_string(), program.display().to_string()];
+            pinned.extend_from_slice(args);
+            (Path::new("taskset"), pinned)
         }
-        None => Command::new(program),
+        None => (program, args.to_vec()),
     };
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .kill_on_drop(true)
-        // Nothing from the caller's environment may change the children.
-        .env("RUST_LOG", "info,h2=warn,tower=warn,hyper=warn")
-        .env_remove("EDGEPLANE_JOIN_TOKEN")
-        .env_remove("EDGEPLANE_ADMIN_TOKEN")
-        .env_remove("EDGEPLANE_CATALOG")
-        .env_remove("EDGEPLANE_DATA_PATH")
-        .env_remove("EDGEPLANE_ADVERTISE_ADDRESS")
-        .envs(env.iter().copied());
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {name} ({})", program.display()))?;
-    Ok(Proc {
-        name: name.to_string(),
-        child,
-        log,
-    })
+    let mut vars = vec![("RUST_LOG".to_string(), "info,h2=warn,tower=warn,hyper=warn".to_string())];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let options = SpawnOptions {
+        env_remove: ENV_REMOVED.map(String::from).to_vec(),
+        // The backend exits when its stdin closes, that is when the bench goes away.
+        stdin_pipe: true,
+    };
+    let server = ChildServer::spawn_with(name, program, args, vars, &log, options)?;
+    Ok(Proc { name, server })
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Polls `url` until `ok(status, body)`, while `proc` stays alive.
+/// Polls `url` until `ok(status, body)`, while every one of `procs` stays alive.
 async fn wait_for(
     http: &reqwest::Client,
     procs: &mut [&mut Proc],
     url: &str,
     ok: impl Fn(u16, &str) -> bool,
 ) -> Result<()> {
-    let deadline = Instant::now() + STARTUP;
-    let mut last = String::from("no answer yet");
-    while Instant::now() < deadline {
-        for p in procs.iter_mut() {
-            p.check_alive()?;
-        }
+    let last = RefCell::new(String::from("no answer yet"));
+    let probe = || async {
         match http.get(url).send().await {
             Ok(r) => {
                 let status = r.status().as_u16();
                 let body = r.text().await.unwrap_or_default();
                 if ok(status, &body) {
-                    return Ok(());
+                    return true;
                 }
-                last = format!("{status} {}", body.chars().take(200).collect::<String>());
+                *last.borrow_mut() = format!("{status} {}", body.chars().take(200).collect::<String>());
             }
-            Err(e) => last = e.to_string(),
+            Err(e) => *last.borrow_mut() = e.to_string(),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        false
+    };
+    let mut servers: Vec<&mut ChildServer> = procs.iter_mut().map(|p| &mut p.server).collect();
+    let Err(e) = child::wait_all_ready(&mut servers, STARTUP, probe).await else {
+        return Ok(());
+    };
     let logs: Vec<String> = procs
         .iter()
-        .map(|p| format!("--- {}:\n{}", p.name, log_tail(&p.log)))
+        .map(|p| format!("--- {}:\n{}", p.name, log_tail(p.server.log())))
         .collect();
-    bail!("{url} not ready within {STARTUP:?} (last: {last})\n{}", logs.join("\n"))
+    bail!("{url}: {e} (last: {})\n{}", last.into_inner(), logs.join("\n"))
 }
 
 // -------------------------------------------------------------------- tools
@@ -450,7 +431,7 @@ async fn start_fleet(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
     let mut targets = Vec::new();
 
     // The backend: this executable again.
-    let bport = free_port()?;
+    let bport = child::free_port()?;
     let backend_addr = format!("127.0.0.1:{bport}");
     let exe = std::env::current_exe()?;
     let mut backend = spawn(dir, "backend", cpu, &exe, &[], &[(BACKEND_ENV, &backend_addr)])?;
@@ -470,7 +451,7 @@ async fn start_fleet(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
     let body_ok = |st: u16, b: &str| st == 200 && b.as_bytes() == BODY;
 
     if wanted(s, "nginx") {
-        let port = free_port()?;
+        let port = child::free_port()?;
         let ndir = dir.join("nginx");
         std::fs::create_dir_all(&ndir)?;
         let conf = ndir.join("nginx.conf");
@@ -491,7 +472,7 @@ async fn start_fleet(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
         wait_for(&http, &mut [&mut p], &url, body_ok).await?;
         let master = p.pid().context("nginx pid")?;
         let mut pids = vec![backend_pid, master];
-        pids.extend(children_of(master));
+        pids.extend(procfs::children_of(master));
         targets.push(Target {
             key: "nginx",
             label: "nginx (reverse proxy, keepalive 64)",
@@ -502,7 +483,7 @@ async fn start_fleet(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
     }
 
     if wanted(s, "rathole") {
-        let (control, public) = (free_port()?, free_port()?);
+        let (control, public) = (child::free_port()?, child::free_port()?);
         let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
         let server = dir.join("rathole-server.toml");
         let client = dir.join("rathole-client.toml");
@@ -546,30 +527,48 @@ async fn start_fleet(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
         procs.push(rc);
     }
 
-    for (key, label, mode, extra) in [
-        ("direct", "edgeplane direct", "direct", None),
+    for (key, label, mode, extra, coordinator, worker) in [
+        (
+            "direct",
+            "edgeplane direct",
+            "direct",
+            None,
+            "coordinator-direct",
+            "worker-direct",
+        ),
         (
             "direct-hyper",
             "edgeplane direct, fast path off",
             "direct",
             Some("--no-http1-fast-path"),
+            "coordinator-direct-hyper",
+            "worker-direct-hyper",
         ),
-        ("tunnel", "edgeplane tunnel", "tunnel", None),
+        (
+            "tunnel",
+            "edgeplane tunnel",
+            "tunnel",
+            None,
+            "coordinator-tunnel",
+            "worker-tunnel",
+        ),
         (
             "tunnel-hyper",
             "edgeplane tunnel, fast path off",
             "tunnel",
             Some("--no-http1-fast-path"),
+            "coordinator-tunnel-hyper",
+            "worker-tunnel-hyper",
         ),
     ] {
         if !wanted(s, key) {
             continue;
         }
-        let port = free_port()?;
+        let port = child::free_port()?;
         let coord_url = format!("http://127.0.0.1:{port}");
         let mut args = vec!["coordinator".into(), "--listen".into(), format!("127.0.0.1:{port}")];
         args.extend(extra.map(String::from));
-        let mut coord = spawn(dir, &format!("coordinator-{key}"), cpu, &tools.edgeplane, &args, &[])?;
+        let mut coord = spawn(dir, coordinator, cpu, &tools.edgeplane, &args, &[])?;
         wait_for(&http, &mut [&mut coord], &format!("{coord_url}/health"), |st, _| {
             st == 200
         })
@@ -577,7 +576,7 @@ async fn start_fleet(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
         let state = dir.join(format!("state-{key}"));
         let mut worker = spawn(
             dir,
-            &format!("worker-{mode}"),
+            worker,
             cpu,
             &tools.edgeplane,
             &[
@@ -663,61 +662,6 @@ http {{
 }
 
 // --------------------------------------------------------------- measuring
-
-/// CPU time of a process (all its threads) in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return 0;
-    };
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime); `f[0]` is field 3.
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rfind(')')
-                        .map(|i| s[i + 1..].split_whitespace().nth(1).map(str::to_string))
-                })
-                .flatten()
-                .is_some_and(|pp| pp == parent.to_string())
-        })
-        .collect()
-}
-
-/// (busy, total) ticks per CPU, from /proc/stat.
-fn cpu_times() -> Vec<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .map(|l| {
-            let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-            let total: u64 = v.iter().take(8).sum();
-            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            (total - idle, total)
-        })
-        .collect()
-}
-
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
 
 #[derive(Debug, Clone, Default)]
 struct Sample {
@@ -805,7 +749,7 @@ async fn wrk(s: &Settings, tools: &Tools, url: &str, duration: Duration) -> Resu
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-async fn measure(s: &Settings, tools: &Tools, t: &Target, perf_run: Option<&Path>, tck: f64) -> Result<Sample> {
+async fn measure(s: &Settings, tools: &Tools, t: &Target, perf_run: Option<&Path>) -> Result<Sample> {
     let perf = match (perf_run, &tools.perf) {
         (Some(dir), Some(perf)) => {
             let pids: Vec<String> = t.pids.iter().map(u32::to_string).collect();
@@ -821,11 +765,12 @@ async fn measure(s: &Settings, tools: &Tools, t: &Target, perf_run: Option<&Path
         }
         _ => None,
     };
-    let ticks_before: u64 = t.pids.iter().map(|p| cpu_ticks(*p)).sum();
-    let cpus_before = cpu_times();
+    let cpu_seconds = || -> f64 { t.pids.iter().map(|p| procfs::cpu_seconds(*p).unwrap_or(0.0)).sum() };
+    let cpu_before = cpu_seconds();
+    let cpus_before = procfs::per_cpu();
     let out = wrk(s, tools, &t.url, s.duration).await?;
-    let cpus_after = cpu_times();
-    let ticks_after: u64 = t.pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let cpus_after = procfs::per_cpu();
+    let cpu_after = cpu_seconds();
     if let Some(mut p) = perf {
         if let Some(pid) = p.id() {
             let _ = std::process::Command::new("kill")
@@ -835,19 +780,16 @@ async fn measure(s: &Settings, tools: &Tools, t: &Target, perf_run: Option<&Path
         let _ = tokio::time::timeout(Duration::from_secs(60), p.wait()).await;
     }
     let mut sample = parse_wrk(&out)?;
-    let cpu_s = (ticks_after.saturating_sub(ticks_before)) as f64 / tck;
+    let cpu_s = (cpu_after - cpu_before).max(0.0);
     sample.cpu_us_per_req = if sample.requests > 0 {
         cpu_s * 1e6 / sample.requests as f64
     } else {
         0.0
     };
     sample.busy = s.pin.map(|(w, srv)| {
-        let share = |i: usize| {
-            let (Some(a), Some(b)) = (cpus_before.get(i), cpus_after.get(i)) else {
-                return 0.0;
-            };
-            let total = b.1.saturating_sub(a.1).max(1) as f64;
-            b.0.saturating_sub(a.0) as f64 / total
+        let share = |i: usize| match (cpus_before.get(i), cpus_after.get(i)) {
+            (Some(a), Some(b)) => procfs::busy_share(a, b),
+            _ => 0.0,
         };
         (share(w), share(srv))
     });
@@ -1138,39 +1080,34 @@ fn write_section(path: &Path, block: &str) -> Result<()> {
 /// second (this bench and the cargo that started it left out).
 fn busy_before_start() -> String {
     let ours = ancestors();
-    let per_process = |pids: &[u32]| -> Vec<(u32, u64)> { pids.iter().map(|p| (*p, cpu_ticks(*p))).collect() };
-    let all: Vec<u32> = std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .filter(|p| !ours.contains(p))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (cpus0, procs0) = (cpu_times(), per_process(&all));
+    let per_process = |pids: &[u32]| -> Vec<(u32, f64)> {
+        pids.iter()
+            .map(|p| (*p, procfs::cpu_seconds(*p).unwrap_or(0.0)))
+            .collect()
+    };
+    let all: Vec<u32> = procfs::pids().into_iter().filter(|p| !ours.contains(p)).collect();
+    let (cpus0, procs0) = (procfs::per_cpu(), per_process(&all));
     std::thread::sleep(Duration::from_secs(1));
-    let (cpus1, procs1) = (cpu_times(), per_process(&all));
+    let (cpus1, procs1) = (procfs::per_cpu(), per_process(&all));
     let cores: Vec<String> = cpus0
         .iter()
         .zip(&cpus1)
-        .map(|(a, b)| {
-            let total = b.1.saturating_sub(a.1).max(1) as f64;
-            format!("{:.0}%", b.0.saturating_sub(a.0) as f64 * 100.0 / total)
-        })
+        .map(|(a, b)| format!("{:.0}%", procfs::busy_share(a, b) * 100.0))
         .collect();
-    let mut busiest: Vec<(u64, u32)> = procs0
+    // CPU seconds in that second, per process.
+    let mut busiest: Vec<(f64, u32)> = procs0
         .iter()
         .zip(&procs1)
-        .map(|((pid, t0), (_, t1))| (t1.saturating_sub(*t0), *pid))
-        .filter(|(d, _)| *d > 0)
+        .map(|((pid, t0), (_, t1))| (t1 - t0, *pid))
+        .filter(|(d, _)| *d > 0.0)
         .collect();
-    busiest.sort_unstable_by(|a, b| b.cmp(a));
-    let tck = clock_ticks_per_second();
+    busiest.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
     let names: Vec<String> = busiest
         .iter()
         .take(3)
-        .map(|(ticks, pid)| {
+        .map(|(seconds, pid)| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            format!("{} {:.0}%", comm.trim(), *ticks as f64 * 100.0 / tck)
+            format!("{} {:.0}%", comm.trim(), seconds * 100.0)
         })
         .collect();
     format!(
@@ -1188,11 +1125,7 @@ fn busy_before_start() -> String {
 fn ancestors() -> Vec<u32> {
     let mut out = vec![std::process::id()];
     while let Some(&pid) = out.last() {
-        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s[i + 1..].split_whitespace().nth(1)?.parse::<u32>().ok())
-        });
-        match parent {
+        match procfs::parent_of(pid) {
             Some(p) if p > 1 && !out.contains(&p) => out.push(p),
             _ => break,
         }
@@ -1219,7 +1152,6 @@ async fn run() -> Result<()> {
         dir.path().display()
     );
     let fleet = start_fleet(&s, &tools, dir.path()).await?;
-    let tck = clock_ticks_per_second();
     if let Some(p) = &s.perf {
         std::fs::create_dir_all(p)?;
     }
@@ -1232,7 +1164,7 @@ async fn run() -> Result<()> {
     for round in 0..s.runs {
         for t in &fleet.targets {
             let perf_dir = if round == 0 { s.perf.as_deref() } else { None };
-            let sample = measure(&s, &tools, t, perf_dir, tck).await?;
+            let sample = measure(&s, &tools, t, perf_dir).await?;
             eprintln!(
                 "proxy bench: round {}/{} {:<38} {:>9.0} req/s  p50 {:>9}  p99 {:>9}  cpu {:.1} µs/req{}",
                 round + 1,

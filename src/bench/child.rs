@@ -16,13 +16,60 @@ pub struct ChildServer {
     args: Vec<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
+    options: SpawnOptions,
     child: Child,
+}
+
+/// How [`ChildServer::spawn_with`] starts a child beyond what
+/// [`ChildServer::spawn`] does (the default: nothing more).
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// Inherited environment variables the child must not see.
+    pub env_remove: Vec<String>,
+    /// A pipe on the child's stdin instead of `/dev/null`, closed when the
+    /// [`ChildServer`] goes away: a child that exits at the end of its input
+    /// never outlives the bench.
+    pub stdin_pipe: bool,
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> Result<u16, BenchError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// Polls `probe` until it succeeds; fails as soon as one of `children` exits
+/// (a proxy and what it forwards to, say), or when `limit` passes (naming the
+/// last of them). Returns how long it took.
+pub async fn wait_all_ready<F, Fut>(
+    children: &mut [&mut ChildServer],
+    limit: Duration,
+    mut probe: F,
+) -> Result<Duration, BenchError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        for c in children.iter_mut() {
+            c.check_running()?;
+        }
+        if probe().await {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let (what, log) = children
+                .last()
+                .map_or(("nothing", String::new()), |c| (c.what, c.log.display().to_string()));
+            return Err(BenchError::NotReady {
+                what,
+                after: limit,
+                log,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl ChildServer {
@@ -34,13 +81,26 @@ impl ChildServer {
         env: Vec<(String, String)>,
         log: &Path,
     ) -> Result<Self, BenchError> {
-        let child = start(what, program, &args, &env, log)?;
+        Self::spawn_with(what, program, args, env, log, SpawnOptions::default())
+    }
+
+    /// [`ChildServer::spawn`], with `options`.
+    pub fn spawn_with(
+        what: &'static str,
+        program: &Path,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        log: &Path,
+        options: SpawnOptions,
+    ) -> Result<Self, BenchError> {
+        let child = start(what, program, &args, &env, log, &options)?;
         Ok(ChildServer {
             what,
             program: program.to_path_buf(),
             args,
             env,
             log: log.to_path_buf(),
+            options,
             child,
         })
     }
@@ -55,31 +115,36 @@ impl ChildServer {
 
     /// Polls `probe` until it succeeds; fails if the process exits first or
     /// `limit` passes. Returns how long it took.
-    pub async fn wait_ready<F, Fut>(&mut self, limit: Duration, mut probe: F) -> Result<Duration, BenchError>
+    pub async fn wait_ready<F, Fut>(&mut self, limit: Duration, probe: F) -> Result<Duration, BenchError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
     {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Err(BenchError::Exited {
-                    what: self.what,
-                    status,
-                    log: self.log.display().to_string(),
-                });
-            }
-            if probe().await {
-                return Ok(start.elapsed());
-            }
-            if start.elapsed() > limit {
-                return Err(BenchError::NotReady {
-                    what: self.what,
-                    after: limit,
-                    log: self.log.display().to_string(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_all_ready(&mut [self], limit, probe).await
+    }
+
+    /// Fails with [`BenchError::Exited`] if the process has exited.
+    pub fn check_running(&mut self) -> Result<(), BenchError> {
+        match self.child.try_wait()? {
+            Some(status) => Err(BenchError::Exited {
+                what: self.what,
+                status,
+                log: self.log.display().to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the process has exited (and has been reaped).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// SIGTERM, as an operator's stop; does not wait (see [`ChildServer::has_exited`]).
+    pub fn terminate(&mut self) {
+        if let (Some(pid), Ok(None)) = (self.child.id(), self.child.try_wait()) {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         }
     }
 
@@ -92,7 +157,14 @@ impl ChildServer {
 
     /// Starts the same command again (after [`ChildServer::kill`]).
     pub fn respawn(&mut self) -> Result<(), BenchError> {
-        self.child = start(self.what, &self.program, &self.args, &self.env, &self.log)?;
+        self.child = start(
+            self.what,
+            &self.program,
+            &self.args,
+            &self.env,
+            &self.log,
+            &self.options,
+        )?;
         Ok(())
     }
 
@@ -108,6 +180,7 @@ fn start(
     args: &[String],
     env: &[(String, String)],
     log: &Path,
+    options: &SpawnOptions,
 ) -> Result<Child, BenchError> {
     let spawn_err = |source| BenchError::Spawn {
         what,
@@ -120,13 +193,54 @@ fn start(
         .open(log)
         .map_err(spawn_err)?;
     let err = out.try_clone().map_err(spawn_err)?;
-    Command::new(program)
+    let mut command = Command::new(program);
+    for k in &options.env_remove {
+        command.env_remove(k);
+    }
+    command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
+        .stdin(if options.stdin_pipe {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .kill_on_drop(true)
         .spawn()
         .map_err(spawn_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn options_readiness_and_terminate() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sh.log");
+        // Stays up while its stdin is open; says whether the variable, set
+        // for every test cargo runs, reached it.
+        let script = "echo \"dir=${CARGO_MANIFEST_DIR:-none}\"; cat >/dev/null";
+        let options = SpawnOptions {
+            env_remove: vec!["CARGO_MANIFEST_DIR".into()],
+            stdin_pipe: true,
+        };
+        let args = vec!["-c".into(), script.into()];
+        let mut sh = ChildServer::spawn_with("sh", Path::new("/bin/sh"), args, vec![], &log, options).unwrap();
+        let ready = |c: &Path| std::fs::read_to_string(c).unwrap_or_default().contains("dir=");
+        wait_all_ready(&mut [&mut sh], Duration::from_secs(10), || async { ready(&log) })
+            .await
+            .unwrap();
+        assert!(std::fs::read_to_string(&log).unwrap().contains("dir=none"));
+        sh.check_running().unwrap();
+        sh.terminate();
+        let start = Instant::now();
+        while !sh.has_exited() {
+            assert!(start.elapsed() < Duration::from_secs(10), "SIGTERM ignored");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(sh.check_running(), Err(BenchError::Exited { what: "sh", .. })));
+    }
 }

@@ -1,0 +1,280 @@
+//! Every path's processes, started and checked before anything is measured:
+//! the backend, nginx, rathole, and a coordinator with one worker per
+//! edgeplane path.
+
+use super::backend::{self, BODY};
+use super::processes::{spawn, wait_for, Proc};
+use super::settings::Settings;
+use super::tools::Tools;
+use anyhow::{Context, Result};
+use edgeplane::bench::{child, procfs};
+use std::path::Path;
+use std::time::Duration;
+
+/// One way from wrk to the backend.
+pub struct Target {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub url: String,
+    /// Server-side processes whose CPU time counts for this path.
+    pub pids: Vec<u32>,
+}
+
+pub struct Fleet {
+    pub targets: Vec<Target>,
+    /// Held so that dropping the fleet stops everything.
+    pub procs: Vec<Proc>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Everyone at once, so the waits overlap; then each is reaped (or killed).
+        for p in self.procs.iter_mut().rev() {
+            p.terminate();
+        }
+    }
+}
+
+pub fn wanted(s: &Settings, key: &str) -> bool {
+    key == "backend" || s.only.as_ref().is_none_or(|o| o.iter().any(|k| k == key))
+}
+
+pub async fn start(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let cpu = s.pin.map(|(_, server)| server);
+    let mut procs = Vec::new();
+    let mut targets = Vec::new();
+
+    // The backend: this executable again.
+    let bport = child::free_port()?;
+    let backend_addr = format!("127.0.0.1:{bport}");
+    let exe = std::env::current_exe()?;
+    let mut backend = spawn(dir, "backend", cpu, &exe, &[], &[(backend::ENV, &backend_addr)])?;
+    let backend_url = format!("http://{backend_addr}");
+    wait_for(&http, &mut [&mut backend], &format!("{backend_url}/health"), |st, _| {
+        st == 200
+    })
+    .await?;
+    let backend_pid = backend.pid().context("backend pid")?;
+    targets.push(Target {
+        key: "backend",
+        label: "backend (no proxy)",
+        url: format!("{backend_url}/bench"),
+        pids: vec![backend_pid],
+    });
+    procs.push(backend);
+    let body_ok = |st: u16, b: &str| st == 200 && b.as_bytes() == BODY;
+
+    if wanted(s, "nginx") {
+        let port = child::free_port()?;
+        let ndir = dir.join("nginx");
+        std::fs::create_dir_all(&ndir)?;
+        let conf = ndir.join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(&ndir, port, &backend_addr))?;
+        let args = [
+            "-p",
+            &format!("{}/", ndir.display()),
+            "-e",
+            &ndir.join("error.log").display().to_string(),
+            "-c",
+            &conf.display().to_string(),
+            "-g",
+            "daemon off;",
+        ]
+        .map(String::from);
+        let mut p = spawn(dir, "nginx", cpu, &tools.nginx, &args, &[])?;
+        let url = format!("http://127.0.0.1:{port}/bench");
+        wait_for(&http, &mut [&mut p], &url, body_ok).await?;
+        let master = p.pid().context("nginx pid")?;
+        let mut pids = vec![backend_pid, master];
+        pids.extend(procfs::children_of(master));
+        targets.push(Target {
+            key: "nginx",
+            label: "nginx (reverse proxy, keepalive 64)",
+            url,
+            pids,
+        });
+        procs.push(p);
+    }
+
+    if wanted(s, "rathole") {
+        let (control, public) = (child::free_port()?, child::free_port()?);
+        let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let server = dir.join("rathole-server.toml");
+        let client = dir.join("rathole-client.toml");
+        std::fs::write(
+            &server,
+            format!(
+                "[server]\nbind_addr = \"127.0.0.1:{control}\"\n\n[server.services.bench]\ntoken = \"{token}\"\nbind_addr = \"127.0.0.1:{public}\"\n"
+            ),
+        )?;
+        std::fs::write(
+            &client,
+            format!(
+                "[client]\nremote_addr = \"127.0.0.1:{control}\"\n\n[client.services.bench]\ntoken = \"{token}\"\nlocal_addr = \"{backend_addr}\"\n"
+            ),
+        )?;
+        let mut rs = spawn(
+            dir,
+            "rathole-server",
+            cpu,
+            &tools.rathole,
+            &["-s".into(), server.display().to_string()],
+            &[],
+        )?;
+        let mut rc = spawn(
+            dir,
+            "rathole-client",
+            cpu,
+            &tools.rathole,
+            &["-c".into(), client.display().to_string()],
+            &[],
+        )?;
+        let url = format!("http://127.0.0.1:{public}/bench");
+        wait_for(&http, &mut [&mut rs, &mut rc], &url, body_ok).await?;
+        targets.push(Target {
+            key: "rathole",
+            label: "rathole (reverse tunnel)",
+            url,
+            pids: vec![backend_pid, rs.pid().context("pid")?, rc.pid().context("pid")?],
+        });
+        procs.push(rs);
+        procs.push(rc);
+    }
+
+    for (key, label, mode, extra, coordinator, worker) in [
+        (
+            "direct",
+            "edgeplane direct",
+            "direct",
+            None,
+            "coordinator-direct",
+            "worker-direct",
+        ),
+        (
+            "direct-hyper",
+            "edgeplane direct, fast path off",
+            "direct",
+            Some("--no-http1-fast-path"),
+            "coordinator-direct-hyper",
+            "worker-direct-hyper",
+        ),
+        (
+            "tunnel",
+            "edgeplane tunnel",
+            "tunnel",
+            None,
+            "coordinator-tunnel",
+            "worker-tunnel",
+        ),
+        (
+            "tunnel-hyper",
+            "edgeplane tunnel, fast path off",
+            "tunnel",
+            Some("--no-http1-fast-path"),
+            "coordinator-tunnel-hyper",
+            "worker-tunnel-hyper",
+        ),
+    ] {
+        if !wanted(s, key) {
+            continue;
+        }
+        let port = child::free_port()?;
+        let coord_url = format!("http://127.0.0.1:{port}");
+        let mut args = vec!["coordinator".into(), "--listen".into(), format!("127.0.0.1:{port}")];
+        args.extend(extra.map(String::from));
+        let mut coord = spawn(dir, coordinator, cpu, &tools.edgeplane, &args, &[])?;
+        wait_for(&http, &mut [&mut coord], &format!("{coord_url}/health"), |st, _| {
+            st == 200
+        })
+        .await?;
+        let state = dir.join(format!("state-{key}"));
+        let mut worker = spawn(
+            dir,
+            worker,
+            cpu,
+            &tools.edgeplane,
+            &[
+                "worker".into(),
+                "--coordinator".into(),
+                coord_url.clone(),
+                "--name".into(),
+                format!("bench-{key}"),
+                "--service".into(),
+                format!("notes={backend_url}"),
+                "--data-path".into(),
+                mode.into(),
+                "--state-dir".into(),
+                state.display().to_string(),
+                "--probe-interval".into(),
+                "500ms".into(),
+            ],
+            &[],
+        )?;
+        wait_for(
+            &http,
+            &mut [&mut coord, &mut worker],
+            &format!("{coord_url}/api/admin/services"),
+            |st, body| {
+                st == 200
+                    && serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| {
+                        v.as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|svc| svc["name"] == "notes-coa" && svc["ready"].as_u64().unwrap_or(0) >= 1)
+                    })
+            },
+        )
+        .await?;
+        let url = format!("{coord_url}/service/notes/bench");
+        wait_for(&http, &mut [&mut coord, &mut worker], &url, body_ok).await?;
+        targets.push(Target {
+            key,
+            label,
+            url,
+            pids: vec![backend_pid, coord.pid().context("pid")?, worker.pid().context("pid")?],
+        });
+        procs.push(coord);
+        procs.push(worker);
+    }
+    Ok(Fleet { targets, procs })
+}
+
+pub fn nginx_conf(dir: &Path, port: u16, backend: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"# Generated by benches/proxy.rs. One worker process: the server side of
+# the bench is pinned to one CPU, and more workers on it only add switches.
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    # wrk keeps its connections; nginx should not close them every 1000 requests.
+    keepalive_requests 1000000;
+    upstream backend {{
+        server {backend};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"#
+    )
+}

@@ -1,0 +1,66 @@
+//! What the environment can change (`PROXY_BENCH_*`).
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the environment can change.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub duration: Duration,
+    pub runs: usize,
+    pub connections: usize,
+    /// (wrk's CPU, the servers' CPU), when pinning.
+    pub pin: Option<(usize, usize)>,
+    pub only: Option<Vec<String>>,
+    pub write: bool,
+    pub perf: Option<PathBuf>,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let duration = match var("PROXY_BENCH_DURATION") {
+            Some(d) => humantime::parse_duration(&d).with_context(|| format!("PROXY_BENCH_DURATION={d}"))?,
+            None => Duration::from_secs(10),
+        };
+        if duration < Duration::from_secs(1) || duration > Duration::from_secs(120) {
+            bail!("PROXY_BENCH_DURATION must be between 1s and 120s");
+        }
+        let runs: usize = var("PROXY_BENCH_RUNS")
+            .map_or(Ok(3), |v| v.parse())
+            .context("PROXY_BENCH_RUNS")?;
+        let connections: usize = var("PROXY_BENCH_CONNECTIONS")
+            .map_or(Ok(32), |v| v.parse())
+            .context("PROXY_BENCH_CONNECTIONS")?;
+        if !(1..=9).contains(&runs) || !(1..=1024).contains(&connections) {
+            bail!("PROXY_BENCH_RUNS must be 1..=9 and PROXY_BENCH_CONNECTIONS 1..=1024");
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pin = match var("PROXY_BENCH_PIN").as_deref() {
+            Some("off") | Some("0") => None,
+            _ if cpus >= 2 => Some((0, 1)),
+            _ => None,
+        };
+        let perf = var("PROXY_BENCH_PERF").map(PathBuf::from);
+        let write = perf.is_none() && var("PROXY_BENCH_WRITE").as_deref() != Some("0");
+        let only = var("PROXY_BENCH_ONLY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+        Ok(Settings {
+            duration,
+            runs,
+            connections,
+            pin,
+            only,
+            write,
+            perf,
+        })
+    }
+
+    pub fn wrk_args(&self) -> String {
+        format!(
+            "wrk -t1 -c{} -d{}s --latency",
+            self.connections,
+            self.duration.as_secs()
+        )
+    }
+}

@@ -23,7 +23,9 @@
 //! `PROXY_BENCH_CONNECTIONS` (32), `PROXY_BENCH_PIN` (`on`|`off`),
 //! `PROXY_BENCH_ONLY` (comma-separated path keys, e.g. `backend,direct`),
 //! `PROXY_BENCH_WRITE` (`1` writes the results into BENCHMARKS.md; `0` only
-//! prints), `PROXY_BENCH_PERF` (a directory: `perf record` every server-side
+//! prints), `PROXY_BENCH_BASELINE` (another edgeplane binary, e.g. the
+//! previous commit's: its direct and tunnel paths run as extra rows in the
+//! same rounds; implies no write), `PROXY_BENCH_PERF` (a directory: `perf record` every server-side
 //! process of each path during its first measured run; implies no write).
 //!
 //! The bench re-runs its own executable as the backend (so the backend is a

@@ -145,7 +145,9 @@ pub async fn start(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
         procs.push(rc);
     }
 
-    for (key, label, mode, extra, coordinator, worker) in [
+    let this = tools.edgeplane.clone();
+    let baseline = s.baseline.clone();
+    for (key, label, mode, extra, coordinator, worker, program) in [
         (
             "direct",
             "edgeplane direct",
@@ -153,6 +155,25 @@ pub async fn start(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
             None,
             "coordinator-direct",
             "worker-direct",
+            Some(this.clone()),
+        ),
+        (
+            "direct-baseline",
+            "edgeplane direct, baseline binary",
+            "direct",
+            None,
+            "coordinator-direct-baseline",
+            "worker-direct-baseline",
+            baseline.clone(),
+        ),
+        (
+            "tunnel-baseline",
+            "edgeplane tunnel, baseline binary",
+            "tunnel",
+            None,
+            "coordinator-tunnel-baseline",
+            "worker-tunnel-baseline",
+            baseline.clone(),
         ),
         (
             "direct-hyper",
@@ -161,6 +182,7 @@ pub async fn start(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
             Some("--no-http1-fast-path"),
             "coordinator-direct-hyper",
             "worker-direct-hyper",
+            Some(this.clone()),
         ),
         (
             "tunnel",
@@ -169,6 +191,7 @@ pub async fn start(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
             None,
             "coordinator-tunnel",
             "worker-tunnel",
+            Some(this.clone()),
         ),
         (
             "tunnel-hyper",
@@ -177,8 +200,11 @@ pub async fn start(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
             Some("--no-http1-fast-path"),
             "coordinator-tunnel-hyper",
             "worker-tunnel-hyper",
+            Some(this.clone()),
         ),
     ] {
+        // The baseline rows exist only when a baseline binary is given.
+        let Some(program) = program else { continue };
         if !wanted(s, key) {
             continue;
         }
@@ -186,7 +212,7 @@ pub async fn start(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
         let coord_url = format!("http://127.0.0.1:{port}");
         let mut args = vec!["coordinator".into(), "--listen".into(), format!("127.0.0.1:{port}")];
         args.extend(extra.map(String::from));
-        let mut coord = spawn(dir, coordinator, cpu, &tools.edgeplane, &args, &[])?;
+        let mut coord = spawn(dir, coordinator, cpu, &program, &args, &[])?;
         wait_for(&http, &mut [&mut coord], &format!("{coord_url}/health"), |st, _| {
             st == 200
         })
@@ -196,7 +222,7 @@ pub async fn start(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
             dir,
             worker,
             cpu,
-            &tools.edgeplane,
+            &program,
             &[
                 "worker".into(),
                 "--coordinator".into(),

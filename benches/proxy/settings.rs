@@ -15,6 +15,10 @@ pub struct Settings {
     pub only: Option<Vec<String>>,
     pub write: bool,
     pub perf: Option<PathBuf>,
+    /// Another edgeplane binary (the previous commit's): its direct and
+    /// tunnel paths run beside this one's, in the same rounds, so old and
+    /// new are compared on the same machine at the same time.
+    pub baseline: Option<PathBuf>,
 }
 
 impl Settings {
@@ -43,6 +47,12 @@ impl Settings {
             _ => None,
         };
         let perf = var("PROXY_BENCH_PERF").map(PathBuf::from);
+        let baseline = var("PROXY_BENCH_BASELINE").map(PathBuf::from);
+        if let Some(b) = &baseline {
+            if !b.is_file() {
+                bail!("PROXY_BENCH_BASELINE={} is not a file", b.display());
+            }
+        }
         let write = perf.is_none() && var("PROXY_BENCH_WRITE").as_deref() != Some("0");
         let only = var("PROXY_BENCH_ONLY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
         Ok(Settings {
@@ -51,8 +61,10 @@ impl Settings {
             connections,
             pin,
             only,
-            write,
+            // Rows of another binary are not the figures of this commit.
+            write: write && baseline.is_none(),
             perf,
+            baseline,
         })
     }
 

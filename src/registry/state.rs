@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-/// The health of one worker. See `DESIGN.md`, "Worker states".
+/// The health of one worker (README, "Worker states"): liveness from the
+/// stream, apart from each service's readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {

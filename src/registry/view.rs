@@ -4,7 +4,7 @@
 
 use super::local::Local;
 use super::record::FleetRecord;
-use super::state::{service_state_str, WorkerState};
+use super::state::WorkerState;
 use crate::proto;
 use std::time::{Duration, SystemTime};
 
@@ -89,17 +89,5 @@ impl WorkerView {
             sessions: self.sessions,
             version: self.version.clone(),
         }
-    }
-
-    pub fn service_names(&self) -> Vec<String> {
-        self.services.iter().map(|s| s.name.clone()).collect()
-    }
-
-    pub fn services_summary(&self) -> String {
-        self.services
-            .iter()
-            .map(|s| format!("{}:{}", s.name, service_state_str(s.state)))
-            .collect::<Vec<_>>()
-            .join(",")
     }
 }

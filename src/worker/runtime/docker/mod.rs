@@ -25,19 +25,25 @@
 //! only on a worker that declares GPUs. Nothing is mounted into a service
 //! container, the Docker socket least of all.
 
+mod logs;
+mod network;
+mod spec;
+
 use super::supervised::{by_name, Supervisors};
 use super::RunSpec;
 use crate::errors::chain;
 use crate::proto::ServiceState;
 use crate::worker::tunnel::LocalServices;
 use crate::worker::{Backoff, ServiceReport};
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
-use sha2::{Digest, Sha256};
+use logs::{follow_logs, unix_now};
+use network::own_network;
+pub use spec::container_name;
+use spec::{create_body, spec_digest, split_image};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -207,87 +213,6 @@ impl Shared {
     }
 }
 
-/// The network of the container this worker runs in, if it runs in one
-/// (the first user-defined network; `bridge` only when there is no other).
-async fn own_network(docker: &Docker) -> Placement {
-    let Some(me) = own_container_id() else {
-        return Placement::Host;
-    };
-    let Ok(info) = docker.inspect_container(&me, None).await else {
-        // Not a container of this engine (another engine's socket, say).
-        return Placement::Host;
-    };
-    let mode = info.host_config.and_then(|h| h.network_mode).unwrap_or_default();
-    if mode == "host" {
-        return Placement::Host;
-    }
-    let mut nets: Vec<String> = info
-        .network_settings
-        .and_then(|n| n.networks)
-        .map(|n| n.into_keys().collect())
-        .unwrap_or_default();
-    nets.retain(|n| n != "host" && n != "none");
-    nets.sort_by_key(|n| (n == "bridge", n.clone()));
-    nets.into_iter().next().map_or(Placement::Host, Placement::Network)
-}
-
-/// This process's container id, if it runs in a Docker container.
-fn own_container_id() -> Option<String> {
-    container_id_from_mounts(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
-}
-
-/// The engine bind-mounts `/var/lib/docker/containers/<id>/hostname` on
-/// the container's `/etc/hostname` (and so for `hosts`, `resolv.conf`).
-/// Only those mount points count: a process on the host sees other
-/// containers' paths in its mount table too.
-fn container_id_from_mounts(mountinfo: &str) -> Option<String> {
-    mountinfo.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let (root, mount_point) = (f.get(3)?, f.get(4)?);
-        if !matches!(*mount_point, "/etc/hostname" | "/etc/hosts" | "/etc/resolv.conf") {
-            return None;
-        }
-        let rest = &root[root.find("/containers/")? + "/containers/".len()..];
-        let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
-        (id.len() == 64).then_some(id)
-    })
-}
-
-/// `edgeplane-<worker>-<service>`, with anything Docker refuses made `-`.
-pub fn container_name(worker: &str, service: &str) -> String {
-    format!("edgeplane-{worker}-{service}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
-/// A digest of everything the container is created from.
-fn spec_digest(spec: &RunSpec, ctx: &DockerContext, placement: &Placement) -> String {
-    let mut h = Sha256::new();
-    let mut put = |s: &str| {
-        h.update(s.as_bytes());
-        h.update([0]);
-    };
-    put(&spec.name);
-    put(&spec.port.to_string());
-    put(&spec.image);
-    put(&spec.command.len().to_string());
-    spec.command.iter().for_each(|a| put(a));
-    for (k, v) in &spec.env {
-        put(k);
-        put(v);
-    }
-    put(&format!("{placement:?} gpus={} all={}", ctx.gpus, ctx.publish_all));
-    let d = h.finalize();
-    d.iter().take(12).map(|b| format!("{b:02x}")).collect()
-}
-
 /// Runs one service until told to stop.
 async fn supervise(spec: RunSpec, stop: CancellationToken, shared: Arc<Shared>) {
     let ctx = &shared.ctx;
@@ -446,69 +371,6 @@ async fn pull(docker: &Docker, image: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `repo[:tag]` or `repo@digest` -> (repo, tag or digest); `latest` when none.
-fn split_image(image: &str) -> (&str, &str) {
-    if let Some((repo, digest)) = image.split_once('@') {
-        return (repo, digest);
-    }
-    match image.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-        _ => (image, "latest"),
-    }
-}
-
-fn create_body(spec: &RunSpec, ctx: &DockerContext, placement: &Placement, digest: &str) -> ContainerCreateBody {
-    let port = format!("{}/tcp", spec.port);
-    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.push(format!("PORT={}", spec.port));
-    env.push(format!("EDGEPLANE_SERVICE={}", spec.name));
-    env.push(format!("EDGEPLANE_WORKER={}", ctx.worker_name));
-    let labels = HashMap::from([
-        (OWNER_LABEL.to_string(), ctx.owner.clone()),
-        (SERVICE_LABEL.to_string(), spec.name.clone()),
-        (WORKER_LABEL.to_string(), ctx.worker_name.clone()),
-        (SPEC_LABEL.to_string(), digest.to_string()),
-    ]);
-    let publish_on = match placement {
-        _ if ctx.publish_all => Some("0.0.0.0"),
-        Placement::Host => Some("127.0.0.1"),
-        Placement::Network(_) => None,
-    };
-    let port_bindings = publish_on.map(|ip| {
-        HashMap::from([(
-            port.clone(),
-            Some(vec![PortBinding {
-                host_ip: Some(ip.to_string()),
-                host_port: Some(spec.port.to_string()),
-            }]),
-        )])
-    });
-    let device_requests = ctx.gpus.then(|| {
-        vec![DeviceRequest {
-            count: Some(-1),
-            capabilities: Some(vec![vec!["gpu".to_string()]]),
-            ..Default::default()
-        }]
-    });
-    ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-        env: Some(env),
-        labels: Some(labels),
-        exposed_ports: Some(vec![port]),
-        host_config: Some(HostConfig {
-            port_bindings,
-            device_requests,
-            network_mode: match placement {
-                Placement::Network(n) => Some(n.clone()),
-                Placement::Host => None,
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// The URL the worker uses for a service on a network: the container's
 /// name (or, on the default bridge, its address). `None` on the host: the
 /// assignment's `127.0.0.1:{port}` is right there.
@@ -550,61 +412,11 @@ async fn remove(docker: &Docker, container: &str, ctx: &DockerContext) -> Result
     }
 }
 
-fn unix_now() -> i32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i32)
-}
-
-/// The container's output, line by line, under the worker's and service's names.
-async fn follow_logs(docker: Docker, id: String, since: i32, worker: String, service: String) {
-    let opts = LogsOptionsBuilder::new()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .since(since)
-        .build();
-    let mut logs = docker.logs(&id, Some(opts));
-    while let Some(Ok(chunk)) = logs.next().await {
-        let stream = match chunk {
-            bollard::container::LogOutput::StdErr { .. } => "stderr",
-            _ => "stdout",
-        };
-        for line in chunk
-            .to_string()
-            .lines()
-            .map(strip_ansi)
-            .filter(|l| !l.trim().is_empty())
-        {
-            info!(worker = %worker, service = %service, stream, "{line}");
-        }
-    }
-}
-
-/// A line without its terminal colour codes (`ESC [ ... letter`), which
-/// would otherwise show up escaped inside the worker's own log line.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if ('\u{40}'..='\u{7e}').contains(&c) {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::logs::strip_ansi;
+    use super::network::container_id_from_mounts;
+    use super::spec::{container_name, split_image};
 
     #[test]
     fn own_container_from_mountinfo() {

@@ -67,6 +67,44 @@ async fn send_big(c: &TestCoordinator, raw: String) -> Message {
     m
 }
 
+/// Another client's request in flight on the same worker: a chunked
+/// response that waits half sent until `release`. A tunnel that failed
+/// meanwhile would cut it.
+struct Busy {
+    s: TcpStream,
+    got: Vec<u8>,
+}
+
+impl Busy {
+    async fn start(c: &TestCoordinator, ctx: &str) -> Busy {
+        let mut s = TcpStream::connect(c.addr).await.unwrap();
+        s.write_all(b"GET /service/notes/chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !text(&got).contains("first\r\n") {
+            assert!(within(fill(&mut s, &mut got)).await > 0, "{ctx}");
+        }
+        Busy { s, got }
+    }
+
+    /// Lets the response finish and checks it arrived whole (hyper's path
+    /// drops the chunk extension and the trailer, which the client did not
+    /// ask for, so only the end of the body is looked for).
+    async fn finish(&mut self, signals: &Signals, ctx: &str) {
+        signals.release.notify_one();
+        let body_at = self.got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        while chunked_end(&self.got[body_at..]).is_none() {
+            assert!(
+                within(fill(&mut self.s, &mut self.got)).await > 0,
+                "{ctx}: the request in flight was cut: {}",
+                text(&self.got)
+            );
+        }
+        assert!(text(&self.got).contains("\r\nlast\r\n"), "{ctx}");
+    }
+}
+
 /// The probe: `Connection: content-length` took the length off a request
 /// whose body was still written upstream, where it became a request of its
 /// own on a connection the next client's request then shared. For every
@@ -132,16 +170,7 @@ async fn a_head_too_large_gets_431_and_nothing_else_on_the_worker_notices() {
     for (data_path, fast) in PATHS {
         let ctx = format!("{data_path}, fast path {fast}");
         let (signals, c, _guard) = routed(data_path, fast).await;
-        // Another client's request, in flight on the same worker: its
-        // response waits half sent until `release`.
-        let mut busy = TcpStream::connect(c.addr).await.unwrap();
-        busy.write_all(b"GET /service/notes/chunked HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut busy_got = Vec::new();
-        while !text(&busy_got).contains("first\r\n") {
-            assert!(within(fill(&mut busy, &mut busy_got)).await > 0, "{ctx}");
-        }
+        let mut busy = Busy::start(&c, &ctx).await;
         for size in [70_000, 100_000, 200_000, 300_000] {
             let big = "a".repeat(size);
             let raw = format!("GET /service/notes/big HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
@@ -155,17 +184,7 @@ async fn a_head_too_large_gets_431_and_nothing_else_on_the_worker_notices() {
         )
         .await;
         assert!(m.head.starts_with("HTTP/1.1 200"), "{ctx}: {}", m.head);
-        signals.release.notify_one();
-        // The end of the chunked body (hyper's path drops the extension and
-        // the trailer, which the client did not ask for).
-        while chunked_end(&busy_got[busy_got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..]).is_none() {
-            assert!(
-                within(fill(&mut busy, &mut busy_got)).await > 0,
-                "{ctx}: the request in flight was cut: {}",
-                text(&busy_got)
-            );
-        }
-        assert!(text(&busy_got).contains("\r\nlast\r\n"), "{ctx}");
+        busy.finish(&signals, &ctx).await;
         let seen = signals.seen();
         assert!(!seen.iter().any(|r| r.contains("/big")), "{ctx}: {seen:?}");
         assert_eq!(seen.iter().filter(|r| r.contains("/fits")).count(), 1, "{ctx}");
@@ -180,14 +199,7 @@ async fn a_response_head_too_large_is_a_502_and_nothing_else_on_the_worker_notic
     for (data_path, fast) in PATHS {
         let ctx = format!("{data_path}, fast path {fast}");
         let (signals, c, _guard) = routed(data_path, fast).await;
-        let mut busy = TcpStream::connect(c.addr).await.unwrap();
-        busy.write_all(b"GET /service/notes/chunked HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut busy_got = Vec::new();
-        while !text(&busy_got).contains("first\r\n") {
-            assert!(within(fill(&mut busy, &mut busy_got)).await > 0, "{ctx}");
-        }
+        let mut busy = Busy::start(&c, &ctx).await;
         let m = ask(&c, "GET /service/notes/huge-head HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
             m.head.starts_with("HTTP/1.1 502"),
@@ -195,15 +207,7 @@ async fn a_response_head_too_large_is_a_502_and_nothing_else_on_the_worker_notic
             &m.head[..m.head.len().min(200)]
         );
         assert!(text(&m.body).contains("upstream_failed"), "{ctx}");
-        signals.release.notify_one();
-        let body_at = busy_got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        while chunked_end(&busy_got[body_at..]).is_none() {
-            assert!(
-                within(fill(&mut busy, &mut busy_got)).await > 0,
-                "{ctx}: the request in flight was cut: {}",
-                text(&busy_got)
-            );
-        }
+        busy.finish(&signals, &ctx).await;
         let again = ask(&c, "GET /service/notes/after HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(again.head.starts_with("HTTP/1.1 200"), "{ctx}: {}", again.head);
     }

@@ -71,8 +71,14 @@ impl Attempt for HyperAttempt<'_> {
             } else {
                 std::mem::take(&mut self.headers)
             };
-            let upstream = build_request(&self.method, uri, headers, body, self.wire);
+            let mut upstream = build_request(&self.method, uri, headers, body, self.wire);
             if matches!(ep.via, Via::Tunnel(_)) {
+                // Down the tunnel every request is an HTTP/2 stream naming
+                // its service; its header list is checked as it will be sent.
+                *upstream.version_mut() = Version::HTTP_2;
+                if let Ok(v) = HeaderValue::from_str(self.service) {
+                    upstream.headers_mut().insert(crate::tunnel::SERVICE_HEADER, v);
+                }
                 if let Err(e) = tunnel_headers_fit(&upstream) {
                     return Ok(Err(e));
                 }
@@ -101,17 +107,13 @@ impl Attempt for HyperAttempt<'_> {
                 }
                 // The client's body broke, and the attempt with it: the
                 // client's fault, not the replica's, and not retried.
-                Err(_) if self.client_body.as_ref().and_then(|b| b.get()).is_some() => {
-                    let e = self
-                        .client_body
-                        .as_ref()
-                        .and_then(|b| b.get())
-                        .cloned()
-                        .unwrap_or_default();
-                    debug!(%service, error = %e, "request body broke off");
-                    Ok(Err(ProxyError::Body(e)))
-                }
-                Err(failure) => Err(failure),
+                Err(failure) => match self.client_body.as_ref().and_then(|b| b.get()) {
+                    Some(e) => {
+                        debug!(%service, error = %e, "request body broke off");
+                        Ok(Err(ProxyError::Body(e.clone())))
+                    }
+                    None => Err(failure),
+                },
             }
         }
     }
@@ -124,7 +126,7 @@ impl Proxy {
         &self,
         ep: &Endpoint,
         service: &str,
-        mut req: Request<Body>,
+        req: Request<Body>,
         wire: Wire,
         inline: Option<&Arc<InlineUpstreams>>,
         in_flight: balance::InFlight,
@@ -155,15 +157,6 @@ impl Proxy {
                 let tunnel = || format!("the tunnel of worker `{}`", ep.worker_name);
                 if let Err(e) = sender.ready().await {
                     return Err(SendFailure::connect(tunnel(), e));
-                }
-                *req.version_mut() = Version::HTTP_2;
-                if let Ok(v) = HeaderValue::from_str(service) {
-                    req.headers_mut().insert(crate::tunnel::SERVICE_HEADER, v);
-                }
-                // Checked by the caller ([`tunnel_headers_fit`]); a request
-                // that got here anyway must not reset the worker's tunnel.
-                if let Err(e) = tunnel_headers_fit(&req) {
-                    return Err(SendFailure::reset(e));
                 }
                 let resp = sender.send_request(req).await.map_err(SendFailure::reset)?;
                 // The worker could not reach its local service: as good as a

@@ -7,6 +7,7 @@
 mod backoff;
 mod capabilities;
 mod config;
+mod flags;
 mod identity;
 mod probe;
 pub mod runtime;

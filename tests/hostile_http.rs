@@ -436,3 +436,49 @@ async fn dot_segments_never_climb_out_of_the_service() {
         );
     }
 }
+
+/// A path the replica's prefix makes longer than any request target can
+/// be: 414 `uri_too_long` on every path, and the replica sees nothing (the
+/// hyper path called it a bad request body, the fast path sent it, and the
+/// worker's end of the tunnel sent it as `/`). One that fits is served whole.
+#[tokio::test]
+async fn a_target_the_prefix_makes_too_long_is_a_414_on_every_path() {
+    let prefix = format!("/{}", "p".repeat(900));
+    for (data_path, fast) in PATHS {
+        let ctx = format!("{data_path}, fast path {fast}");
+        let signals = Arc::new(Signals::default());
+        let backend = format!("{}{prefix}", raw_backend(signals.clone()).await);
+        let (c, _guard) = notes_routed_to(&backend, config(fast), data_path).await;
+        let long = format!("/long{}", "a".repeat(edgeplane::upstream::MAX_TARGET - prefix.len()));
+        let m = send_big(&c, format!("GET /service/notes{long}?q=1 HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert!(m.head.starts_with("HTTP/1.1 414"), "{ctx}: {}", m.head);
+        assert!(
+            text(&m.body).contains("\"error\":\"uri_too_long\""),
+            "{ctx}: {}",
+            text(&m.body)
+        );
+        let fits = format!(
+            "/fits{}",
+            "a".repeat(edgeplane::upstream::MAX_TARGET - prefix.len() - 20)
+        );
+        let m = send_big(
+            &c,
+            format!("GET /service/notes{fits} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(m.head.starts_with("HTTP/1.1 200"), "{ctx}: {}", m.head);
+        // Besides the readiness probe's `/health`, only the request that fits.
+        let served: Vec<String> = signals
+            .seen()
+            .into_iter()
+            .filter(|r| !r.starts_with(&format!("GET {prefix}/health ")))
+            .collect();
+        assert_eq!(
+            served.len(),
+            1,
+            "{ctx}: {:?}",
+            served.iter().map(|r| r.len()).collect::<Vec<_>>()
+        );
+        assert!(served[0].starts_with(&format!("GET {prefix}{fits} ")), "{ctx}");
+    }
+}

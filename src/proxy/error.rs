@@ -29,6 +29,13 @@ pub enum ProxyError {
     },
     #[error("request body: {0}")]
     Body(String),
+    /// The request target the replica would get (its prefix, the path and
+    /// the query) is longer than any request line can carry on every path.
+    #[error("request target too long: the replica's path and query would be more than {limit} bytes")]
+    TargetTooLong { limit: usize },
+    /// A path that cannot be written as a request target.
+    #[error("the path cannot be forwarded: {0}")]
+    BadPath(String),
     /// A request head (or the header list it makes) past the bound.
     #[error("request headers too large: more than {limit} bytes")]
     HeadersTooLarge { limit: usize },
@@ -42,7 +49,8 @@ impl ProxyError {
             ProxyError::NoReadyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Body(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Body(_) | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TargetTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
@@ -56,6 +64,8 @@ impl ProxyError {
             ProxyError::Upstream { .. } => "upstream_failed",
             ProxyError::Timeout { .. } => "upstream_timeout",
             ProxyError::Body(_) => "bad_request_body",
+            ProxyError::BadPath(_) => "bad_path",
+            ProxyError::TargetTooLong { .. } => "uri_too_long",
             ProxyError::HeadersTooLarge { .. } => "request_headers_too_large",
         }
     }
@@ -68,7 +78,9 @@ impl ProxyError {
             }
             ProxyError::NoReadyEndpoint { .. } | ProxyError::Upstream { .. } => tonic::Code::Unavailable,
             ProxyError::Timeout { .. } => tonic::Code::DeadlineExceeded,
-            ProxyError::Body(_) => tonic::Code::InvalidArgument,
+            ProxyError::Body(_) | ProxyError::BadPath(_) | ProxyError::TargetTooLong { .. } => {
+                tonic::Code::InvalidArgument
+            }
             ProxyError::HeadersTooLarge { .. } => tonic::Code::ResourceExhausted,
         }
     }

@@ -6,6 +6,8 @@
 //! the request id comes from a thread-local generator (a v4 UUID from
 //! `getrandom` is a system call per request).
 
+use super::ProxyError;
+pub use crate::upstream::MAX_TARGET;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use rand::Rng;
@@ -180,15 +182,24 @@ pub fn remove_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// `prefix` + `rest` (which starts with `/`), keeping the query.
-pub fn upstream_path(prefix: &str, rest: &str, query: Option<&str>) -> Option<PathAndQuery> {
-    let mut s = String::with_capacity(prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+pub fn upstream_path(prefix: &str, rest: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+    let len = target_len(prefix, rest, query);
+    if len > MAX_TARGET {
+        return Err(ProxyError::TargetTooLong { limit: MAX_TARGET });
+    }
+    let mut s = String::with_capacity(len);
     s.push_str(prefix);
     s.push_str(if rest.is_empty() { "/" } else { rest });
     if let Some(q) = query {
         s.push('?');
         s.push_str(q);
     }
-    PathAndQuery::from_maybe_shared(bytes::Bytes::from(s)).ok()
+    PathAndQuery::from_maybe_shared(bytes::Bytes::from(s)).map_err(|e| ProxyError::BadPath(e.to_string()))
+}
+
+/// The length of the target [`upstream_path`] builds.
+pub fn target_len(prefix: &str, rest: &str, query: Option<&str>) -> usize {
+    prefix.len() + rest.len().max(1) + query.map_or(0, |q| q.len() + 1)
 }
 
 #[cfg(test)]
@@ -234,6 +245,17 @@ mod tests {
         );
         assert_eq!(upstream_path("/api", "/x", None).unwrap(), "/api/x");
         assert_eq!(upstream_path("", "", None).unwrap(), "/");
+        let longest = format!("/{}", "a".repeat(MAX_TARGET - 3));
+        assert_eq!(upstream_path("/p", &longest, None).unwrap().as_str().len(), MAX_TARGET);
+        let too_long = format!("/{}", "a".repeat(MAX_TARGET - 2));
+        assert!(matches!(
+            upstream_path("/p", &too_long, None),
+            Err(ProxyError::TargetTooLong { limit: MAX_TARGET })
+        ));
+        assert!(matches!(
+            upstream_path("/p", "/a", Some(&"q".repeat(MAX_TARGET))),
+            Err(ProxyError::TargetTooLong { .. })
+        ));
     }
 
     #[test]

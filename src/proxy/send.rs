@@ -47,14 +47,15 @@ impl Attempt for HyperAttempt<'_> {
                 (None, Some(b)) => b,
                 (None, None) => unreachable!("streamed bodies are not retried"),
             };
-            let Some(pq) = forward::upstream_path(&ep.prefix, self.rest, self.query.as_deref()) else {
-                return Ok(Err(ProxyError::Body("the path cannot be forwarded".into())));
+            let pq = match forward::upstream_path(&ep.prefix, self.rest, self.query.as_deref()) {
+                Ok(pq) => pq,
+                Err(e) => return Ok(Err(e)),
             };
             let mut uri = ep.origin.clone().into_parts();
             uri.path_and_query = Some(pq);
             let uri = match http::Uri::from_parts(uri) {
                 Ok(u) => u,
-                Err(e) => return Ok(Err(ProxyError::Body(e.to_string()))),
+                Err(e) => return Ok(Err(ProxyError::BadPath(e.to_string()))),
             };
             // HTTP/1 upstreams get `Host` from us rather than from the client
             // (same value, less work); HTTP/2 ones carry `:authority` instead.

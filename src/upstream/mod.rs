@@ -17,6 +17,13 @@ pub use inline::{connect_tcp, InlineUpstreams, MAX_PER_CLIENT};
 /// worker's tunnel): past it the client gets a 502.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
+/// The longest request target (path and query) a replica is sent: the
+/// `http` crate's bound on a path and query, which the proxy's hyper path
+/// and the worker's end of the tunnel cannot exceed. The fast path, which
+/// writes targets as bytes, keeps to it too, so that a request gets the
+/// same answer (414) on every path.
+pub const MAX_TARGET: usize = 65_534;
+
 /// `Host` for an HTTP/1 request to `origin`, as the HTTP client would write
 /// it (the port only when it is not the scheme's default). Set by the proxy
 /// so the client does not have to format it, and grow the header map, per request.

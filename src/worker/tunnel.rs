@@ -190,8 +190,21 @@ impl Forwarder {
             ("", Some(pq)) => Ok(pq.clone()),
             (prefix, pq) => PathAndQuery::try_from(format!("{prefix}{}", pq.map_or("/", |p| p.as_str()))),
         };
+        // A path the prefix makes too long is refused, never sent as `/`
+        // (which is what a URI without its path and query would ask for).
+        let pq = match pq {
+            Ok(pq) => pq,
+            Err(_) => {
+                let limit = crate::upstream::MAX_TARGET;
+                return Self::fail(
+                    StatusCode::URI_TOO_LONG,
+                    "uri_too_long",
+                    format!("request target too long: the replica's path and query would be more than {limit} bytes"),
+                );
+            }
+        };
         let mut uri = origin.into_parts();
-        uri.path_and_query = pq.ok();
+        uri.path_and_query = Some(pq);
         let Ok(uri) = http::Uri::from_parts(uri) else {
             return Self::fail(
                 StatusCode::BAD_REQUEST,

@@ -8,6 +8,8 @@ use super::upstream::{Failed, Upstream};
 use super::{client_gone, response, Exchange, MAX_RESPONSE_HEAD, READ_CHUNK};
 use crate::proxy::attempts::Attempt;
 use crate::proxy::balance::InFlight;
+use crate::proxy::forward::{self, MAX_TARGET};
+use crate::proxy::ProxyError;
 use crate::routes::Endpoint;
 use crate::upstream::SendFailure;
 use bytes::{Buf, BytesMut};
@@ -39,6 +41,9 @@ pub(super) enum Final {
     ClientGone(Arc<Endpoint>),
     /// A response head that cannot be forwarded.
     BadHead { ep: Arc<Endpoint>, detail: String },
+    /// The request cannot be sent to any replica, as the hyper path
+    /// would refuse it too.
+    Refused(ProxyError),
 }
 
 impl<IO> Attempt for FastAttempt<'_, '_, IO>
@@ -62,6 +67,7 @@ where
                     Err(Failed::Send(f)) => Err(f),
                     Err(Failed::Quiet { detail, .. }) => Err(SendFailure::reset(detail)),
                     Err(Failed::BadHead(detail)) => Ok(Err(Final::BadHead { ep: ep.clone(), detail })),
+                    Err(Failed::TargetTooLong) => Ok(Err(Final::Refused(ProxyError::TargetTooLong { limit: MAX_TARGET }))),
                 },
                 () = client_gone(&mut **io, early) => Ok(Err(Final::ClientGone(ep.clone()))),
             }
@@ -91,6 +97,12 @@ impl Exchange<'_> {
             Some(up) => up,
             None => open().await?,
         };
+        // The same bound as the hyper path's (the prefix of a tunnel pipe is
+        // known only once it is open); the connection is kept, unused.
+        if forward::target_len(up.prefix(ep), self.head.rest, self.head.query) > MAX_TARGET {
+            upstreams.push(up);
+            return Err(Failed::TargetTooLong);
+        }
         loop {
             out.clear();
             self.write_request(ep, &up, out);

@@ -238,6 +238,7 @@ impl Exchange<'_> {
                 };
                 self.error(io, e, out).await
             }
+            Ok(Err(Final::Refused(e))) => self.error(io, e, out).await,
             Err(e) => self.error(io, e, out).await,
         }
     }

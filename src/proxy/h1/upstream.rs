@@ -27,6 +27,9 @@ pub(super) enum Failed {
     Quiet { detail: String, written: bool },
     /// A response head that cannot be forwarded.
     BadHead(String),
+    /// The request's target under this replica's prefix would be past
+    /// [`crate::proxy::forward::MAX_TARGET`]; nothing was sent.
+    TargetTooLong,
 }
 
 /// Which replica a kept connection leads to.

@@ -5,9 +5,12 @@
 #   benches/fleet_old_vs_new.sh OLD_REV [WORKERS] [ROUNDS] [DURATION]
 #
 # builds OLD_REV (a git revision) and the working tree in release mode, then
-# runs `edgeplane bench fleet` with each binary in turn, ROUNDS times (each
-# spawns its own coordinator from the same binary), and prints the medians
-# of each side. Defaults: 10000 workers, 2 rounds, 60 s of keepalives.
+# runs `edgeplane bench fleet` against each binary's coordinator in turn,
+# ROUNDS times, and prints the medians of each side. The simulated fleet is
+# always the new binary's (`--coordinator-bin` picks the coordinator), so
+# that only the coordinator differs between the sides: the bench client is
+# in the same binary, and a change to it would otherwise show up as one to
+# the coordinator. Defaults: 10000 workers, 2 rounds, 60 s of keepalives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old_rev=${1:?usage: $0 OLD_REV [WORKERS] [ROUNDS] [DURATION]}
@@ -32,7 +35,7 @@ for r in $(seq 1 "$rounds"); do
   for side in old new; do
     bin=$old_bin; [ "$side" = new ] && bin=$new_bin
     echo "round $r: $side ($bin), $workers workers" >&2
-    "$bin" bench fleet --workers "$workers" --keepalive 1s --duration "$duration" \
+    "$new_bin" bench fleet --coordinator-bin "$bin" --workers "$workers" --keepalive 1s --duration "$duration" \
       --json "$out/$side-$r.json" >"$out/$side-$r.txt" 2>&1 \
       || { echo "the $side bench failed; see $out/$side-$r.txt" >&2; exit 1; }
   done

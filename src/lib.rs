@@ -21,6 +21,8 @@
 //! Control plane:
 //! - [`registry`]: worker records, the health clock, and the change events
 //!   every view is built from. The one boundary through which state changes.
+//! - [`cluster`]: several coordinators, one fleet: etcd membership (a lease
+//!   and a key per coordinator); without `--etcd`, nothing.
 //! - [`catalog`]: the services the fleet can run, and their requirements.
 //! - [`placement`]: which catalog services each worker should run (pure).
 //! - [`json`]: the JSON shape of a worker, shared by the API and the CLI.
@@ -48,6 +50,7 @@ pub mod admin_cli;
 pub mod auth;
 pub mod bench;
 pub mod catalog;
+pub mod cluster;
 pub mod coordinator;
 pub mod demo;
 pub mod duration;

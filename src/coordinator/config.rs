@@ -170,6 +170,10 @@ pub struct CoordinatorConfig {
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "EDGEPLANE_MAX_STREAMS_PER_CONNECTION", default_value_t = defaults::MAX_STREAMS_PER_CONNECTION)]
     pub max_streams_per_connection: u32,
+
+    /// Several coordinators sharing one fleet through etcd (`--etcd`).
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -200,6 +204,7 @@ impl Default for CoordinatorConfig {
             proxy_timeout: default_duration(defaults::PROXY_TIMEOUT),
             proxy_connect_timeout: default_duration(defaults::PROXY_CONNECT_TIMEOUT),
             proxy_retries: defaults::PROXY_RETRIES,
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct HttpState {
     pub catalog: Arc<crate::catalog::Catalog>,
     pub admin: Secret,
     pub closing: CancellationToken,
+    /// This coordinator's cluster membership, with `--etcd`.
+    pub member: Option<Arc<crate::cluster::Member>>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -86,7 +88,30 @@ async fn health(State(state): State<HttpState>) -> Response {
     } else {
         (StatusCode::OK, "serving")
     };
-    (code, Json(json!({ "status": status, "workers": workers }))).into_response()
+    let mut body = json!({ "status": status, "workers": workers });
+    if let Some(m) = &state.member {
+        body["cluster"] = cluster_health(m);
+    }
+    (code, Json(body)).into_response()
+}
+
+/// This coordinator's place in its cluster: its id, its etcd link, and the
+/// coordinators it sees. A coordinator cut off from etcd still answers 200:
+/// it goes on serving the workers it holds.
+fn cluster_health(m: &crate::cluster::Member) -> serde_json::Value {
+    let link = m.link().borrow().clone();
+    let peers = m.peers().borrow().clone();
+    let mut v = json!({
+        "coordinator_id": m.id(),
+        "peer": m.info().peer,
+        "etcd": if link.is_up() { "up" } else { "down" },
+        "coordinators": peers.keys().collect::<Vec<_>>(),
+    });
+    if let crate::cluster::Link::Down { since_unix_ms, error } = link {
+        v["etcd_error"] = error.into();
+        v["etcd_down_since_unix_ms"] = since_unix_ms.into();
+    }
+    v
 }
 
 #[derive(Deserialize)]

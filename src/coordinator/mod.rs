@@ -49,6 +49,8 @@ pub enum CoordinatorError {
     Catalog(#[from] crate::catalog::CatalogError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 pub struct Coordinator {
@@ -90,6 +92,14 @@ impl Coordinator {
         let catalog = self.catalog;
         let local = listener.local_addr()?;
         let closing = CancellationToken::new();
+        // Joined before anything is served: a coordinator that cannot reach
+        // its cluster's etcd says so and stops, rather than serve alone.
+        let member = match cfg.cluster.enabled() {
+            true => Some(crate::cluster::Member::join(&cfg.cluster, local).await?),
+            false => None,
+        };
+        let leave = CancellationToken::new();
+        let membership = member.clone().map(|m| tokio::spawn(m.run(leave.clone())));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for svc in ["", proto::WORKER_CONTROL_SERVICE] {
@@ -142,6 +152,7 @@ impl Coordinator {
             catalog: catalog.clone(),
             admin: admin_secret,
             closing: closing.clone(),
+            member: member.clone(),
         })
         .route_service(SERVICE_PREFIX, ProxyService::http(proxy.clone()))
         .route_service(&format!("{SERVICE_PREFIX}/"), ProxyService::http(proxy.clone()))
@@ -206,6 +217,7 @@ impl Coordinator {
             res = &mut server => {
                 closing.cancel();
                 clock.abort();
+                leave.cancel();
                 return match res {
                     Ok(r) => r.map_err(Into::into),
                     Err(join) => Err(std::io::Error::other(join).into()),
@@ -238,6 +250,12 @@ impl Coordinator {
             }
         };
         clock.abort();
+        // Goodbyes are sent: give the lease back, so that this coordinator's
+        // keys vanish now rather than a lease TTL later.
+        leave.cancel();
+        if let Some(m) = membership {
+            let _ = m.await;
+        }
         info!("coordinator stopped");
         res
     }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod etcd;
 pub mod http1;
 
 use edgeplane::coordinator::{Coordinator, CoordinatorConfig};

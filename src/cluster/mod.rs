@@ -1,0 +1,19 @@
+//! Several coordinators, one fleet: membership of a cluster through etcd.
+//!
+//! Without `--etcd` nothing here runs and the coordinator keeps its fleet
+//! in memory, alone (the embedded default). With it, each coordinator
+//! holds one etcd lease and a key for itself on it ([`Member`]); the key
+//! layout is in [`keys`]. Worker keepalives never reach etcd: liveness stays
+//! with the coordinator holding a worker's stream, and etcd holds only
+//! what changes on transitions.
+
+pub mod config;
+mod error;
+mod identity;
+pub mod keys;
+mod member;
+
+pub use config::ClusterConfig;
+pub use error::ClusterError;
+pub use keys::Keys;
+pub use member::{CoordinatorInfo, Link, Member};

@@ -5,7 +5,6 @@
 use super::flags::{parse_gpu, parse_label, parse_service};
 use super::runtime::RuntimeKind;
 use crate::duration::parse_duration;
-use crate::parse::normalize_url;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,7 +72,9 @@ impl std::str::FromStr for RuntimeChoice {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerConfig {
-    /// The coordinator to dial (`http://host:8080`; `host:8080` works too).
+    /// The coordinator to dial (`http://host:8080`; `host:8080` works too),
+    /// or several, comma-separated: on losing one, the worker tries the
+    /// next. A name with several addresses counts as several.
     #[arg(long, env = "COORDINATOR_URL", default_value = defaults::COORDINATOR)]
     pub coordinator: String,
 
@@ -198,6 +199,8 @@ pub enum WorkerConfigError {
         url: String,
         reason: crate::routes::ServiceUrlError,
     },
+    #[error("--coordinator names no coordinator; give one URL or several, comma-separated")]
+    NoCoordinator,
 }
 
 impl WorkerConfig {
@@ -206,6 +209,9 @@ impl WorkerConfig {
     /// than from a worker that keeps reconnecting. Flags are checked as they
     /// are parsed too; this covers configurations built in code.
     pub fn validate(&self) -> Result<(), WorkerConfigError> {
+        if self.coordinator_urls().is_empty() {
+            return Err(WorkerConfigError::NoCoordinator);
+        }
         for (name, url) in &self.services {
             if let Err(reason) = crate::routes::check_service_url(url) {
                 return Err(WorkerConfigError::ServiceUrl {
@@ -243,9 +249,9 @@ impl WorkerConfig {
         resolve_runtime(self.runtime, &docker_host()).await
     }
 
-    /// The coordinator URL with a scheme.
-    pub fn coordinator_url(&self) -> String {
-        normalize_url(&self.coordinator)
+    /// The coordinator URLs, each with a scheme, in the order given.
+    pub fn coordinator_urls(&self) -> Vec<String> {
+        super::targets::urls(&self.coordinator)
     }
 }
 
@@ -312,6 +318,7 @@ async fn docker_answers_at(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::normalize_url;
 
     #[test]
     fn https_service_urls_are_refused_at_start() {
@@ -324,6 +331,11 @@ mod tests {
         let mut c = WorkerConfig::new("http://127.0.0.1:1");
         c.services = vec![("notes".into(), "http://10.0.0.5:8100".into())];
         assert_eq!(c.validate(), Ok(()));
+        let none = WorkerConfig {
+            coordinator: " , ".into(),
+            ..c.clone()
+        };
+        assert_eq!(none.validate(), Err(WorkerConfigError::NoCoordinator));
         c.services.push(("vault".into(), "https://10.0.0.5:8443".into()));
         let err = c.validate().unwrap_err();
         assert_eq!(

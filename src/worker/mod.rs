@@ -12,6 +12,7 @@ mod identity;
 mod probe;
 pub mod runtime;
 mod session;
+mod targets;
 pub mod tunnel;
 
 pub use backoff::Backoff;
@@ -33,6 +34,8 @@ pub struct AgentStatus {
     /// The id the coordinator assigned (kept across reconnects).
     pub worker_id: Option<String>,
     pub connected: bool,
+    /// The coordinator (as configured) that welcomed the latest session.
+    pub coordinator: Option<String>,
     /// Sessions that reached Welcome.
     pub sessions: u64,
     /// Whether the latest session resumed an existing record.
@@ -310,11 +313,19 @@ async fn run_services(
 async fn run(ctx: AgentCtx, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(ctx.config.reconnect_min, ctx.config.reconnect_max);
     let mut token: Option<String> = None;
-    info!(worker = %ctx.name, coordinator = %ctx.config.coordinator_url(), "worker agent starting");
+    let urls = ctx.config.coordinator_urls();
+    info!(worker = %ctx.name, coordinators = %urls.join(","), "worker agent starting");
+    // Which target the next attempt dials; it moves on after every loss, so
+    // a worker whose coordinator died tries the others.
+    let mut cursor = 0usize;
     loop {
-        match session::run(&ctx, &mut token, &shutdown).await {
+        // Resolved on every attempt: a name's addresses may change.
+        let targets = targets::resolve(&urls).await;
+        let target = &targets[cursor % targets.len()];
+        match session::run(&ctx, target, &mut token, &shutdown).await {
             session::Ended::Shutdown => break,
             session::Ended::Lost { reason, welcomed } => {
+                cursor = cursor.wrapping_add(1);
                 if welcomed {
                     backoff.reset();
                 }

@@ -5,6 +5,7 @@
 //! model load or a stalled status report cannot delay them, because nothing
 //! else runs on that task.
 
+use super::targets::Target;
 use super::{AgentCtx, ServiceReport};
 use crate::auth::bearer;
 use crate::proto::{
@@ -38,25 +39,31 @@ fn wrap(m: Out) -> WorkerMessage {
     WorkerMessage { msg: Some(m) }
 }
 
-pub async fn run(ctx: &AgentCtx, token: &mut Option<String>, shutdown: &CancellationToken) -> Ended {
+pub async fn run(ctx: &AgentCtx, target: &Target, token: &mut Option<String>, shutdown: &CancellationToken) -> Ended {
     tokio::select! {
-        ended = session(ctx, token) => ended,
+        ended = session(ctx, target, token) => ended,
         _ = shutdown.cancelled() => Ended::Shutdown,
     }
 }
 
-async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
+async fn session(ctx: &AgentCtx, target: &Target, token: &mut Option<String>) -> Ended {
     let cfg = &ctx.config;
-    let url = cfg.coordinator_url();
+    let url = target.dial.clone();
     let endpoint = match Endpoint::from_shared(url.clone()) {
-        Ok(e) => e
-            .connect_timeout(cfg.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(cfg.http2_keepalive_interval)
-            .keep_alive_timeout(cfg.http2_keepalive_timeout)
-            .keep_alive_while_idle(true),
+        // One address of a name: the request still names the name.
+        Ok(e) if target.dial != target.url => match target.url.parse() {
+            Ok(origin) => e.origin(origin),
+            Err(_) => e,
+        },
+        Ok(e) => e,
         Err(e) => return lost(format!("bad coordinator URL `{url}`: {e}")),
     };
+    let endpoint = endpoint
+        .connect_timeout(cfg.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(cfg.http2_keepalive_interval)
+        .keep_alive_timeout(cfg.http2_keepalive_timeout)
+        .keep_alive_while_idle(true);
     let channel = match endpoint.connect().await {
         Ok(c) => c,
         Err(e) => return lost(format!("cannot reach {url}: {}", crate::errors::chain(&e))),
@@ -125,10 +132,11 @@ async fn session(ctx: &AgentCtx, token: &mut Option<String>) -> Ended {
 
     *token = Some(welcome.resume_token.clone());
     let id = welcome.worker_id.clone();
-    info!(worker = %ctx.name, worker_id = %id, resumed = welcome.resumed, "registered with the coordinator");
+    info!(worker = %ctx.name, worker_id = %id, resumed = welcome.resumed, coordinator = %target.url, "registered with the coordinator");
     ctx.status.send_modify(|s| {
         s.worker_id = Some(id.clone());
         s.connected = true;
+        s.coordinator = Some(target.url.clone());
         s.sessions += 1;
         s.resumed = welcome.resumed;
         s.draining = false;

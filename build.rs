@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/edgeplane/v1/worker.proto",
         "proto/edgeplane/v1/admin.proto",
+        "proto/edgeplane/v1/cluster.proto",
         "proto/notes/v1/notes.proto",
     ];
     for f in &files {

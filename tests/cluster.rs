@@ -173,3 +173,65 @@ async fn a_lease_that_expired_during_an_outage_is_replaced_and_the_key_written_a
     assert_eq!(health(&c).await["cluster"]["etcd"], "up");
     let _ = &mut etcd;
 }
+
+/// The worker's record in etcd, decoded, once `f` holds for it.
+async fn stored_until(
+    etcd: &Etcd,
+    key: &str,
+    f: impl Fn(&edgeplane::registry::FleetRecord) -> bool,
+) -> (edgeplane::registry::FleetRecord, i64) {
+    let mut client = etcd.client().await;
+    let times = edgeplane::cluster::record_codec::Times { zero_unix_ms: 0 };
+    let started = std::time::Instant::now();
+    loop {
+        let r = client.get(key, None).await.unwrap();
+        if let Some(kv) = r.kvs().first() {
+            let rec = edgeplane::cluster::record_codec::decode(kv.value(), times).expect("a record that decodes");
+            if f(&rec) {
+                return (rec, r.header().unwrap().revision());
+            }
+        }
+        assert!(started.elapsed() < PATIENCE, "{key} never matched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn transitions_write_the_record_and_a_steady_fleet_writes_nothing() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // No catalog services, so that nothing is placed: the fleet is steady
+    // as soon as the worker is in.
+    let config = CoordinatorConfig {
+        cluster: member(&etcd, "writes", "coord-a", Duration::from_secs(30)).cluster,
+        ..catalog_config(dir.path(), "")
+    };
+    let c = started(config).await;
+    let (agent, stop) = c.worker("w1", dir.path()).await;
+    let s = within(agent.wait_for(|s| s.connected)).await;
+    let id = s.worker_id.unwrap();
+    let key = format!("/writes/workers/{id}");
+    let (rec, steady) = stored_until(&etcd, &key, |r| r.name == "w1" && r.disconnected_ms.is_none()).await;
+    assert_eq!(rec.sessions, 1);
+
+    // Keepalives flow (every 50 ms here); etcd's revision stays where it is.
+    let acked = agent.status().borrow().keepalives_acked;
+    within(agent.wait_for(|s| s.keepalives_acked >= acked + 20)).await;
+    let mut client = etcd.client().await;
+    let now = client.get("/writes/", None).await.unwrap().header().unwrap().revision();
+    assert_eq!(now, steady, "20 keepalives wrote nothing to etcd");
+
+    // A drain is a transition: the record says so.
+    let mut admin = c.admin().await;
+    admin
+        .drain_worker(edgeplane::proto::DrainWorkerRequest {
+            worker: "w1".into(),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+    stored_until(&etcd, &key, |r| r.draining).await;
+    // So is a disconnect.
+    stop.cancel();
+    stored_until(&etcd, &key, |r| r.disconnected_ms.is_some()).await;
+}

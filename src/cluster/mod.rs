@@ -2,8 +2,10 @@
 //!
 //! Without `--etcd` nothing here runs and the coordinator keeps its fleet
 //! in memory, alone (the embedded default). With it, each coordinator
-//! holds one etcd lease and a key for itself on it ([`Member`]); the key
-//! layout is in [`keys`]. Worker keepalives never reach etcd: liveness stays
+//! holds one etcd lease and a key for itself on it ([`Member`]), and its
+//! registry keeps fleet records in etcd ([`EtcdFleet`], written by a
+//! [`Writer`] task; the encoding is [`record_codec`]); the key layout is in
+//! [`keys`]. Worker keepalives never reach etcd: liveness stays
 //! with the coordinator holding a worker's stream, and etcd holds only
 //! what changes on transitions.
 
@@ -12,8 +14,11 @@ mod error;
 mod identity;
 pub mod keys;
 mod member;
+pub mod record_codec;
+mod store;
 
 pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use keys::Keys;
 pub use member::{CoordinatorInfo, Link, Member};
+pub use store::{EtcdFleet, Writer};

@@ -57,16 +57,33 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     registry: Arc<Registry>,
     catalog: Arc<Catalog>,
+    /// With `--etcd`: sends the registry's fleet records to etcd.
+    writer: Option<crate::cluster::Writer>,
 }
 
 impl Coordinator {
     pub fn new(config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
         config.validate()?;
-        let registry = Arc::new(Registry::new(RegistryConfig {
+        let registry_config = RegistryConfig {
             heartbeat_timeout: config.heartbeat_timeout,
             worker_timeout: config.worker_timeout,
             max_workers: config.max_workers,
-        }));
+        };
+        // Clustered, fleet records live in etcd (mirrored in memory);
+        // alone, in memory only.
+        let (registry, writer) = if config.cluster.enabled() {
+            let zero_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let (store, writer) = crate::cluster::EtcdFleet::new(
+                crate::cluster::Keys::new(&config.cluster.cluster),
+                crate::cluster::record_codec::Times { zero_unix_ms },
+            );
+            (Registry::with_store(registry_config, Box::new(store)), Some(writer))
+        } else {
+            (Registry::new(registry_config), None)
+        };
+        let registry = Arc::new(registry);
         let catalog = Arc::new(match &config.catalog {
             Some(path) => Catalog::load(path)?,
             None => Catalog::embedded(),
@@ -75,6 +92,7 @@ impl Coordinator {
             config,
             registry,
             catalog,
+            writer,
         })
     }
 
@@ -100,6 +118,15 @@ impl Coordinator {
         };
         let leave = CancellationToken::new();
         let membership = member.clone().map(|m| tokio::spawn(m.run(leave.clone())));
+        let stop_writing = CancellationToken::new();
+        let writing = match (&member, self.writer) {
+            (Some(m), Some(w)) => Some(tokio::spawn(w.run(
+                m.client(),
+                stop_writing.clone(),
+                cfg.shutdown_grace,
+            ))),
+            _ => None,
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for svc in ["", proto::WORKER_CONTROL_SERVICE] {
@@ -217,6 +244,7 @@ impl Coordinator {
             res = &mut server => {
                 closing.cancel();
                 clock.abort();
+                stop_writing.cancel();
                 leave.cancel();
                 return match res {
                     Ok(r) => r.map_err(Into::into),
@@ -250,8 +278,13 @@ impl Coordinator {
             }
         };
         clock.abort();
-        // Goodbyes are sent: give the lease back, so that this coordinator's
-        // keys vanish now rather than a lease TTL later.
+        // The sessions' last changes go to etcd, then the lease is given
+        // back, so that this coordinator's keys vanish now rather than a
+        // lease TTL later.
+        stop_writing.cancel();
+        if let Some(w) = writing {
+            let _ = w.await;
+        }
         leave.cancel();
         if let Some(m) = membership {
             let _ = m.await;

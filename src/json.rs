@@ -29,6 +29,9 @@ pub struct JsonWorker {
     pub version: String,
     pub advertise_address: String,
     pub capabilities: JsonCapabilities,
+    /// In a cluster: the coordinator holding the worker's session.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub coordinator: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -96,6 +99,7 @@ impl From<&proto::Worker> for JsonWorker {
             sessions: w.sessions,
             version: w.version.clone(),
             advertise_address: w.advertise_address.clone(),
+            coordinator: w.coordinator.clone(),
             capabilities: JsonCapabilities {
                 cpu_cores: caps.cpu_cores,
                 memory_bytes: caps.memory_bytes,

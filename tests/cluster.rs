@@ -211,13 +211,26 @@ async fn transitions_write_the_record_and_a_steady_fleet_writes_nothing() {
     let s = within(agent.wait_for(|s| s.connected)).await;
     let id = s.worker_id.unwrap();
     let key = format!("/writes/workers/{id}");
-    let (rec, steady) = stored_until(&etcd, &key, |r| r.name == "w1" && r.disconnected_ms.is_none()).await;
+    let (rec, _) = stored_until(&etcd, &key, |r| r.name == "w1" && r.disconnected_ms.is_none()).await;
     assert_eq!(rec.sessions, 1);
+    // Its session key follows the record: who holds it, and how it is.
+    let mut client = etcd.client().await;
+    let session = format!("/writes/sessions/{id}");
+    let steady = loop {
+        let r = client.get(session.as_str(), None).await.unwrap();
+        if let Some(kv) = r.kvs().first() {
+            let hold = edgeplane::cluster::record_codec::decode_session(kv.value()).unwrap();
+            assert_eq!(hold.coordinator, "coord-a");
+            assert_eq!(hold.status, edgeplane::registry::WorkerState::Healthy);
+            assert_ne!(kv.lease(), 0, "on the coordinator's lease");
+            break r.header().unwrap().revision();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
 
     // Keepalives flow (every 50 ms here); etcd's revision stays where it is.
     let acked = agent.status().borrow().keepalives_acked;
     within(agent.wait_for(|s| s.keepalives_acked >= acked + 20)).await;
-    let mut client = etcd.client().await;
     let now = client.get("/writes/", None).await.unwrap().header().unwrap().revision();
     assert_eq!(now, steady, "20 keepalives wrote nothing to etcd");
 
@@ -234,4 +247,143 @@ async fn transitions_write_the_record_and_a_steady_fleet_writes_nothing() {
     // So is a disconnect.
     stop.cancel();
     stored_until(&etcd, &key, |r| r.disconnected_ms.is_some()).await;
+    let gone = std::time::Instant::now();
+    while !client.get(session.as_str(), None).await.unwrap().kvs().is_empty() {
+        assert!(gone.elapsed() < PATIENCE, "the session key outlived the session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Three coordinators of one cluster on `etcd`, ids `coord-a` to `coord-c`.
+async fn three(etcd: &Etcd, cluster: &str) -> Vec<TestCoordinator> {
+    let mut cs = Vec::new();
+    for id in ["coord-a", "coord-b", "coord-c"] {
+        cs.push(started(member(etcd, cluster, id, Duration::from_secs(30))).await);
+    }
+    cs
+}
+
+/// Waits until `c` lists exactly `want` (name -> coordinator), all healthy.
+async fn lists(c: &TestCoordinator, want: &std::collections::BTreeMap<String, String>) {
+    let started = std::time::Instant::now();
+    loop {
+        let got: std::collections::BTreeMap<String, String> = c
+            .registry
+            .snapshot(None)
+            .into_iter()
+            .filter(|w| w.status == edgeplane::registry::WorkerState::Healthy)
+            .map(|w| (w.name, w.coordinator))
+            .collect();
+        let all = c.registry.snapshot(None).len();
+        if &got == want && all == want.len() {
+            return;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{} lists {got:?} ({all} records), not {want:?}",
+            c.url
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_coordinator_lists_the_whole_fleet_each_worker_with_its_coordinator() {
+    let etcd = Etcd::start().await;
+    let cs = three(&etcd, "fleet").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents = Vec::new();
+    let mut want = std::collections::BTreeMap::new();
+    for (c, id) in cs.iter().zip(["coord-a", "coord-b", "coord-c"]) {
+        for n in 0..2 {
+            let name = format!("{id}-w{n}");
+            agents.push(c.worker(&name, dir.path()).await);
+            want.insert(name, id.to_string());
+        }
+    }
+    for c in &cs {
+        lists(c, &want).await;
+    }
+    // The operator's view says the same: `coordinator` in the JSON.
+    let json: Value = reqwest::get(format!("{}/api/admin/workers", cs[2].url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: std::collections::BTreeMap<String, String> = json
+        .as_array()
+        .expect("a list of workers")
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_string(),
+                w["coordinator"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, want);
+    let h = health(&cs[1]).await;
+    assert_eq!(
+        h["workers"]["healthy"], 6,
+        "the fleet counts are the whole fleet's: {h}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_resumes_its_id_on_another_coordinator_and_a_forged_token_resumes_nowhere() {
+    let etcd = Etcd::start().await;
+    let cs = three(&etcd, "resume").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cs[0].worker_config("mover", dir.path());
+    cfg.coordinator = format!("{},{}", cs[0].url, cs[1].url);
+    let (agent, _stop) = start_agent(cfg).await;
+    let first = within(agent.wait_for(|s| s.connected)).await;
+    let id = first.worker_id.clone().unwrap();
+    let want = std::collections::BTreeMap::from([("mover".to_string(), "coord-a".to_string())]);
+    for c in &cs {
+        lists(c, &want).await;
+    }
+
+    // coord-a goes away: the worker is taken in by coord-b, with its id.
+    let mut cs = cs.into_iter();
+    let a = cs.next().unwrap();
+    let (b, c) = (cs.next().unwrap(), cs.next().unwrap());
+    a.stop().await;
+    let moved = within(agent.wait_for(|s| s.connected && s.coordinator.as_deref() == Some(b.url.as_str()))).await;
+    assert_eq!(moved.worker_id.as_deref(), Some(id.as_str()), "the same id");
+    assert!(moved.resumed, "resumed with the token coord-a issued");
+    let want = std::collections::BTreeMap::from([("mover".to_string(), "coord-b".to_string())]);
+    lists(&b, &want).await;
+    lists(&c, &want).await;
+
+    // A token nobody issued resumes nothing, on either survivor.
+    for coordinator in [&b, &c] {
+        let mut raw = coordinator.raw().await;
+        let w = raw.hello(hello("forger", "forged-instance", "ep1.forged-token")).await;
+        assert!(!w.resumed, "a forged token resumes nothing");
+        assert_ne!(w.worker_id, id);
+    }
+}
+
+#[tokio::test]
+async fn a_worker_on_two_coordinators_at_once_keeps_one_live_session() {
+    let etcd = Etcd::start().await;
+    let cs = three(&etcd, "twice").await;
+    let mut on_a = cs[0].raw().await;
+    let w = on_a.hello(hello("twice", "inst-twice", "")).await;
+    let want = std::collections::BTreeMap::from([("twice".to_string(), "coord-a".to_string())]);
+    lists(&cs[1], &want).await;
+    // The same worker, with its token, at coord-b while its stream to
+    // coord-a is still open: the newer session wins, everywhere.
+    let mut on_b = cs[1].raw().await;
+    let w2 = on_b.hello(hello("twice", "inst-twice", &w.resume_token)).await;
+    assert_eq!(w2.worker_id, w.worker_id);
+    assert!(w2.resumed);
+    let ended = within(on_a.end()).await;
+    assert!(ended.is_ok(), "coord-a closed its stream cleanly: {ended:?}");
+    let want = std::collections::BTreeMap::from([("twice".to_string(), "coord-b".to_string())]);
+    for c in &cs {
+        lists(c, &want).await;
+    }
 }

@@ -16,9 +16,12 @@ pub mod keys;
 mod member;
 pub mod record_codec;
 mod store;
+mod watcher;
 
 pub use config::ClusterConfig;
 pub use error::ClusterError;
+pub use identity::coordinator_id;
 pub use keys::Keys;
 pub use member::{CoordinatorInfo, Link, Member};
 pub use store::{EtcdFleet, Writer};
+pub use watcher::Watcher;

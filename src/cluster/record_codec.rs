@@ -2,8 +2,8 @@
 //! protobuf). Times cross as Unix milliseconds: each coordinator's registry
 //! counts its own from when it started.
 
-use crate::proto::{ServiceState, StoredService, StoredWorker};
-use crate::registry::{FleetRecord, ServiceEntry};
+use crate::proto::{ServiceState, StoredService, StoredSession, StoredWorker};
+use crate::registry::{FleetRecord, RemoteHold, ServiceEntry, WorkerState};
 use crate::routes::Endpoint;
 use prost::Message;
 
@@ -40,7 +40,8 @@ impl Times {
     }
 }
 
-pub fn encode(rec: &FleetRecord, times: Times) -> Vec<u8> {
+/// `rec` as stored, written by coordinator `written_by`.
+pub fn encode(rec: &FleetRecord, times: Times, written_by: &str) -> Vec<u8> {
     StoredWorker {
         worker_id: rec.worker_id.clone(),
         name: rec.name.clone(),
@@ -68,8 +69,49 @@ pub fn encode(rec: &FleetRecord, times: Times) -> Vec<u8> {
         assignment_version: rec.assignment_version,
         disconnected_unix_ms: rec.disconnected_ms.map(|ms| times.unix_ms(ms)),
         tunnel_wanted: rec.tunnel_wanted,
+        written_by: written_by.to_string(),
     }
     .encode_to_vec()
+}
+
+/// A stored record, and the coordinator that wrote it.
+pub fn decode_with_writer(bytes: &[u8], times: Times) -> Result<(FleetRecord, String), CodecError> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    let writer = StoredWorker::decode(bytes)
+        .map_err(|e| CodecError::Decode(e.to_string()))?
+        .written_by;
+    Ok((decode(bytes, times)?, writer))
+}
+
+/// A session key's value: who holds the worker, and how it is.
+pub fn encode_session(coordinator: &str, generation: u64, status: WorkerState) -> Vec<u8> {
+    StoredSession {
+        coordinator: coordinator.to_string(),
+        generation,
+        status: status.as_str().to_string(),
+    }
+    .encode_to_vec()
+}
+
+/// Bound on a session key's value.
+pub const MAX_SESSION_BYTES: usize = 1024;
+
+pub fn decode_session(bytes: &[u8]) -> Result<RemoteHold, CodecError> {
+    if bytes.len() > MAX_SESSION_BYTES {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    let s = StoredSession::decode(bytes).map_err(|e| CodecError::Decode(e.to_string()))?;
+    if s.coordinator.is_empty() {
+        return Err(CodecError::Invalid("no coordinator"));
+    }
+    let status = WorkerState::parse(&s.status).ok_or(CodecError::Invalid("unknown status"))?;
+    Ok(RemoteHold {
+        coordinator: s.coordinator,
+        generation: s.generation,
+        status,
+    })
 }
 
 pub fn decode(bytes: &[u8], times: Times) -> Result<FleetRecord, CodecError> {
@@ -159,6 +201,7 @@ mod tests {
             Times {
                 zero_unix_ms: 1_000_000,
             },
+            "c-1",
         );
         // Another coordinator started 1,000 ms later reads the same instants.
         let back = decode(
@@ -185,16 +228,32 @@ mod tests {
             "the URL is parsed again on the way in"
         );
         assert!(!back.services["ocr"].declared);
+        let (_, writer) = decode_with_writer(&bytes, Times { zero_unix_ms: 0 }).unwrap();
+        assert_eq!(writer, "c-1");
         // Same instants, same clock: the same bytes.
         assert_eq!(
             encode(
                 &back,
                 Times {
                     zero_unix_ms: 1_001_000
-                }
+                },
+                "c-1"
             ),
             bytes
         );
+    }
+
+    #[test]
+    fn a_session_key_says_who_holds_the_worker() {
+        let v = encode_session("c-2", 9, WorkerState::Degraded);
+        let h = decode_session(&v).unwrap();
+        assert_eq!(
+            (h.coordinator.as_str(), h.generation, h.status),
+            ("c-2", 9, WorkerState::Degraded)
+        );
+        assert!(decode_session(&encode_session("", 1, WorkerState::Healthy)).is_err());
+        assert!(decode_session(&[0xff; 4]).is_err());
+        assert!(decode_session(&vec![0; MAX_SESSION_BYTES + 1]).is_err());
     }
 
     #[test]
@@ -206,10 +265,10 @@ mod tests {
         );
         assert!(matches!(decode(&[0xff, 0xff, 0xff], t), Err(CodecError::Decode(_))));
         assert_eq!(decode(&[], t).unwrap_err(), CodecError::Invalid("no worker id"));
-        let mut short = StoredWorker::decode(&encode(&record(), t)[..]).unwrap();
+        let mut short = StoredWorker::decode(&encode(&record(), t, "c-1")[..]).unwrap();
         short.token_digest.pop();
         assert!(matches!(decode(&short.encode_to_vec(), t), Err(CodecError::Invalid(_))));
-        let good = encode(&record(), t);
+        let good = encode(&record(), t, "c-1");
         for i in 0..good.len() {
             let mut b = good.clone();
             b[i] ^= 0x5a;

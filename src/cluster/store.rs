@@ -12,11 +12,18 @@
 //! placement, disconnect), never on keepalives: a steady fleet writes
 //! nothing. While etcd cannot be reached the queue waits, bounded by the
 //! number of workers (one entry each), and is sent when it returns.
+//!
+//! Session keys (`sessions/{id}`: who holds the worker, and its status) go
+//! the same way, on this coordinator's lease, so that they vanish with it;
+//! a session given up is deleted only if it is still on that lease (another
+//! coordinator may have taken it since). When the lease is replaced after
+//! an outage, every session held here is written again.
 
 use super::keys::Keys;
-use super::record_codec::{encode, Times};
-use crate::registry::{FleetChange, FleetRecord, FleetStore, MemoryFleet};
-use etcd_client::Client;
+use super::member::Member;
+use super::record_codec::{encode, encode_session, Times};
+use crate::registry::{FleetChange, FleetRecord, FleetStore, Held, MemoryFleet};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,10 +32,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// Changes waiting for etcd: per worker, its newest record (or `None`: delete).
+/// Changes waiting for etcd: per worker, its newest record (or `None`:
+/// delete), and its newest session key.
 #[derive(Default)]
 struct Queue {
     pending: Mutex<HashMap<String, Option<Vec<u8>>>>,
+    sessions: Mutex<HashMap<String, Option<Vec<u8>>>>,
+    /// Every session held here, as last written: written again under a new lease.
+    held: Mutex<HashMap<String, Vec<u8>>>,
     wake: Notify,
     /// Puts and deletes etcd has acknowledged.
     written: AtomicU64,
@@ -39,6 +50,8 @@ pub struct EtcdFleet {
     mirror: MemoryFleet,
     times: Times,
     queue: Arc<Queue>,
+    /// This coordinator's id, on every record it writes.
+    me: String,
 }
 
 /// The task's side: sends the queue to etcd.
@@ -51,12 +64,13 @@ pub struct Writer {
 impl EtcdFleet {
     /// A store writing under `keys`; `times` turns the registry's clock
     /// into Unix time for the records.
-    pub fn new(keys: Keys, times: Times) -> (EtcdFleet, Writer) {
+    pub fn new(keys: Keys, times: Times, me: String) -> (EtcdFleet, Writer) {
         let queue = Arc::new(Queue::default());
         let store = EtcdFleet {
             mirror: MemoryFleet::default(),
             times,
             queue: queue.clone(),
+            me,
         };
         (store, Writer { keys, queue })
     }
@@ -65,7 +79,7 @@ impl EtcdFleet {
 impl FleetStore for EtcdFleet {
     fn apply(&mut self, change: FleetChange) {
         let (id, value) = match &change {
-            FleetChange::Put(rec) => (rec.worker_id.clone(), Some(encode(rec, self.times))),
+            FleetChange::Put(rec) => (rec.worker_id.clone(), Some(encode(rec, self.times, &self.me))),
             FleetChange::Remove(id) => (id.clone(), None),
         };
         self.mirror.apply(change);
@@ -74,6 +88,23 @@ impl FleetStore for EtcdFleet {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, value);
+        self.queue.wake.notify_one();
+    }
+
+    fn learn(&mut self, change: FleetChange) {
+        self.mirror.apply(change);
+    }
+
+    fn hold(&mut self, worker_id: &str, held: Option<Held>) {
+        let value = held.map(|h| encode_session(&self.me, h.generation, h.status));
+        {
+            let mut all = lock(&self.queue.held);
+            match &value {
+                Some(v) => all.insert(worker_id.to_string(), v.clone()),
+                None => all.remove(worker_id),
+            };
+        }
+        lock(&self.queue.sessions).insert(worker_id.to_string(), value);
         self.queue.wake.notify_one();
     }
 
@@ -98,6 +129,10 @@ impl FleetStore for EtcdFleet {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Writer {
     /// Puts and deletes etcd has acknowledged so far.
     pub fn written(&self) -> u64 {
@@ -106,20 +141,30 @@ impl Writer {
 
     /// Changes not yet written.
     pub fn pending(&self) -> usize {
-        self.queue.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        lock(&self.queue.pending).len() + lock(&self.queue.sessions).len()
     }
 
     /// Sends the queue to etcd until `shutdown`, then once more (bounded by
     /// `flush`) so that a graceful stop leaves nothing unwritten.
-    pub async fn run(self, client: Client, shutdown: CancellationToken, flush: Duration) {
+    pub async fn run(self, member: Arc<Member>, shutdown: CancellationToken, flush: Duration) {
         let mut backoff = Duration::from_millis(100);
+        let mut epoch = member.epoch();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = self.queue.wake.notified() => {}
+                r = epoch.changed() => {
+                    if r.is_err() { break }
+                    // A new lease: every session held here goes on it.
+                    let held = lock(&self.queue.held).clone();
+                    let mut s = lock(&self.queue.sessions);
+                    for (id, v) in held {
+                        s.insert(id, Some(v));
+                    }
+                }
             }
             loop {
-                match self.send_all(&client).await {
+                match self.send_all(&member).await {
                     Ok(()) => {
                         backoff = Duration::from_millis(100);
                         break;
@@ -135,36 +180,90 @@ impl Writer {
                 }
             }
         }
-        let _ = tokio::time::timeout(flush, self.send_all(&client)).await;
+        let _ = tokio::time::timeout(flush, self.send_all(&member)).await;
     }
 
-    /// Writes every waiting change; a change that fails goes back on the
-    /// queue unless a newer one for the same worker arrived meanwhile.
-    async fn send_all(&self, client: &Client) -> Result<(), etcd_client::Error> {
+    /// Writes every waiting change, records before session keys (so that a
+    /// reader sees a worker's record before who holds it). A change that
+    /// fails goes back on its queue unless a newer one for the same worker
+    /// arrived meanwhile.
+    async fn send_all(&self, member: &Member) -> Result<(), etcd_client::Error> {
         loop {
-            let batch: Vec<(String, Option<Vec<u8>>)> = {
-                let mut p = self.queue.pending.lock().unwrap_or_else(|e| e.into_inner());
-                if p.is_empty() {
-                    return Ok(());
-                }
-                p.drain().collect()
-            };
-            let mut batch = batch.into_iter();
-            while let Some((id, value)) = batch.next() {
-                let key = self.keys.worker(&id);
-                let res = match &value {
-                    Some(v) => client.clone().put(key, v.clone(), None).await.map(|_| ()),
-                    None => client.clone().delete(key, None).await.map(|_| ()),
-                };
-                if let Err(e) = res {
-                    let mut p = self.queue.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    for (id, value) in std::iter::once((id, value)).chain(batch) {
-                        p.entry(id).or_insert(value);
-                    }
-                    return Err(e);
-                }
-                self.queue.written.fetch_add(1, Ordering::Relaxed);
+            let records = take(&self.queue.pending);
+            let sessions = take(&self.queue.sessions);
+            if records.is_empty() && sessions.is_empty() {
+                return Ok(());
             }
+            let sent = self
+                .send(
+                    member,
+                    &self.queue.pending,
+                    records,
+                    |k: &Keys, id: &str| k.worker(id),
+                    false,
+                )
+                .await;
+            if let Err(e) = sent {
+                let mut p = lock(&self.queue.sessions);
+                for (id, value) in sessions {
+                    p.entry(id).or_insert(value);
+                }
+                return Err(e);
+            }
+            self.send(
+                member,
+                &self.queue.sessions,
+                sessions,
+                |k: &Keys, id: &str| k.session(id),
+                true,
+            )
+            .await?;
         }
     }
+
+    async fn send(
+        &self,
+        member: &Member,
+        queue: &Mutex<HashMap<String, Option<Vec<u8>>>>,
+        batch: Vec<(String, Option<Vec<u8>>)>,
+        key_of: impl Fn(&Keys, &str) -> String,
+        on_lease: bool,
+    ) -> Result<(), etcd_client::Error> {
+        let mut client = member.client();
+        let mut batch = batch.into_iter();
+        while let Some((id, value)) = batch.next() {
+            let key = key_of(&self.keys, &id);
+            let lease = member.lease();
+            let res = match (&value, on_lease) {
+                (Some(v), false) => client.put(key, v.clone(), None).await.map(|_| ()),
+                (Some(v), true) => client
+                    .put(key, v.clone(), Some(PutOptions::new().with_lease(lease)))
+                    .await
+                    .map(|_| ()),
+                (None, false) => client.delete(key, None).await.map(|_| ()),
+                // Given up: deleted only if still this coordinator's.
+                (None, true) => client
+                    .txn(
+                        Txn::new()
+                            .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+                            .and_then([TxnOp::delete(key, None)]),
+                    )
+                    .await
+                    .map(|_| ()),
+            };
+            if let Err(e) = res {
+                let mut p = lock(queue);
+                for (id, value) in std::iter::once((id, value)).chain(batch) {
+                    p.entry(id).or_insert(value);
+                }
+                return Err(e);
+            }
+            self.queue.written.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+fn take(q: &Mutex<HashMap<String, Option<Vec<u8>>>>) -> Vec<(String, Option<Vec<u8>>)> {
+    lock(q).drain().collect()
 }

@@ -57,13 +57,19 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     registry: Arc<Registry>,
     catalog: Arc<Catalog>,
-    /// With `--etcd`: sends the registry's fleet records to etcd.
-    writer: Option<crate::cluster::Writer>,
+    /// With `--etcd`: sends the registry's fleet records to etcd, and the
+    /// clock they are written with.
+    writer: Option<(crate::cluster::Writer, crate::cluster::record_codec::Times)>,
 }
 
 impl Coordinator {
-    pub fn new(config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
+    pub fn new(mut config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
         config.validate()?;
+        // Settled once: the registry's records and the cluster membership
+        // name the same coordinator.
+        if config.cluster.enabled() {
+            config.cluster.coordinator_id = Some(crate::cluster::coordinator_id(&config.cluster)?);
+        }
         let registry_config = RegistryConfig {
             heartbeat_timeout: config.heartbeat_timeout,
             worker_timeout: config.worker_timeout,
@@ -75,11 +81,13 @@ impl Coordinator {
             let zero_unix_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            let (store, writer) = crate::cluster::EtcdFleet::new(
-                crate::cluster::Keys::new(&config.cluster.cluster),
-                crate::cluster::record_codec::Times { zero_unix_ms },
-            );
-            (Registry::with_store(registry_config, Box::new(store)), Some(writer))
+            let times = crate::cluster::record_codec::Times { zero_unix_ms };
+            let me = config.cluster.coordinator_id.clone().unwrap_or_default();
+            let (store, writer) =
+                crate::cluster::EtcdFleet::new(crate::cluster::Keys::new(&config.cluster.cluster), times, me.clone());
+            let registry = Registry::with_store(registry_config, Box::new(store));
+            registry.set_coordinator_id(me);
+            (registry, Some((writer, times)))
         } else {
             (Registry::new(registry_config), None)
         };
@@ -120,11 +128,11 @@ impl Coordinator {
         let membership = member.clone().map(|m| tokio::spawn(m.run(leave.clone())));
         let stop_writing = CancellationToken::new();
         let writing = match (&member, self.writer) {
-            (Some(m), Some(w)) => Some(tokio::spawn(w.run(
-                m.client(),
-                stop_writing.clone(),
-                cfg.shutdown_grace,
-            ))),
+            (Some(m), Some((w, times))) => {
+                let watcher = crate::cluster::Watcher::new(m.clone(), registry.clone(), times);
+                tokio::spawn(watcher.run(closing.clone()));
+                Some(tokio::spawn(w.run(m.clone(), stop_writing.clone(), cfg.shutdown_grace)))
+            }
             _ => None,
         };
 

@@ -31,7 +31,17 @@
 //! on keepalives, so the copy costs nothing at fleet scale.
 
 use super::record::FleetRecord;
+use super::state::WorkerState;
 use std::collections::HashMap;
+
+/// This coordinator's hold on a worker's session, as the rest of the
+/// fleet is told of it: the session's generation and the worker's status
+/// (both change only on transitions, never on a keepalive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub generation: u64,
+    pub status: WorkerState,
+}
 
 /// One write of fleet state.
 #[derive(Debug, Clone)]
@@ -45,8 +55,19 @@ pub enum FleetChange {
 /// Where fleet state is kept. Reads are synchronous: a distributed store
 /// answers them from its own watched cache.
 pub trait FleetStore: Send {
-    /// Writes one change. The only way fleet state changes.
+    /// Writes one change. The only way this coordinator changes fleet state.
     fn apply(&mut self, change: FleetChange);
+    /// Takes in a change another coordinator made (learnt from a shared
+    /// store's watch): the same as [`FleetStore::apply`], but not written
+    /// back.
+    fn learn(&mut self, change: FleetChange) {
+        self.apply(change);
+    }
+    /// This coordinator now holds the worker's session (`Some`), or no
+    /// longer does (`None`). A shared store publishes it, so that the other
+    /// coordinators can tell who holds each worker and how it is; alone,
+    /// there is nobody to tell.
+    fn hold(&mut self, _worker_id: &str, _held: Option<Held>) {}
     fn get(&self, worker_id: &str) -> Option<&FleetRecord>;
     /// The record whose current resume token has this digest.
     fn by_token(&self, digest: &[u8; 32]) -> Option<&FleetRecord>;

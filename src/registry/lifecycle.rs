@@ -3,7 +3,7 @@
 //! then removal).
 
 use super::changes::{ChangeKind, Changes, Log, RegistryEvent};
-use super::fleet::FleetChange;
+use super::fleet::{FleetChange, Held};
 use super::identity::{self, new_resume_token, new_worker_id, token_digest};
 use super::limits;
 use super::local::Local;
@@ -85,7 +85,10 @@ impl State {
         }
         if target.is_none() && !hello.instance_id.is_empty() {
             if let Some(rec) = self.fleet.by_instance(&hello.instance_id) {
-                if self.session(&rec.worker_id).is_connected() {
+                let local = self.session(&rec.worker_id);
+                // Live here or on another coordinator: only the token may
+                // take over a live session.
+                if local.is_connected() || local.held_elsewhere() {
                     out.logs.push(Log::SecondLiveSession {
                         worker: hello.name.clone(),
                         worker_id: rec.worker_id.clone(),
@@ -94,6 +97,12 @@ impl State {
                 }
                 target = Some((rec.worker_id.clone(), ResumeBy::InstanceId));
             }
+        }
+        // Above the record's own: a record resumed from another coordinator
+        // carries that coordinator's generation, and the newer session
+        // must compare newer everywhere.
+        if let Some((id, _)) = &target {
+            self.next_generation = self.next_generation.max(self.record(id).generation);
         }
         self.next_generation += 1;
         let generation = self.next_generation;
@@ -133,6 +142,13 @@ impl State {
         let (name, placed) = (rec.name.clone(), rec.placed.clone());
         self.put(rec);
         self.local.insert(id.clone(), Local::connected(link, now_ms));
+        self.fleet.hold(
+            &id,
+            Some(Held {
+                generation,
+                status: WorkerState::Healthy,
+            }),
+        );
         out.logs.push(Log::Registered {
             worker: name.clone(),
             worker_id: id.clone(),
@@ -168,6 +184,7 @@ impl State {
                 .push((old, Notice::Close("replaced by a newer session of this worker".into())));
         }
         local.tunnel = None;
+        local.elsewhere = None;
         let mut rec = self.record(&id).clone();
         rec.instance_id = hello.instance_id.clone();
         rec.apply_hello(hello);
@@ -192,6 +209,8 @@ impl State {
             ResumeBy::InstanceId => "instance id",
         };
         self.changed(&id, &format!("resumed by {how}"), now_ms, out);
+        let status = self.session(&id).status;
+        self.fleet.hold(&id, Some(Held { generation, status }));
         registered
     }
 
@@ -255,6 +274,7 @@ impl State {
         let Some(link) = local.link.take() else { return out };
         local.last_heard_ms = link.heard_ms();
         local.tunnel = None;
+        self.fleet.hold(worker_id, None);
         let mut rec = self.record(worker_id).clone();
         rec.disconnected_ms = Some(now_ms);
         self.put(rec);
@@ -302,6 +322,11 @@ impl State {
         let mut expired = Vec::new();
         let mut moved = Vec::new();
         for (id, local) in &self.local {
+            // Another coordinator's (or, unheld, the one it last had): its
+            // clock is not this coordinator's to run.
+            if local.elsewhere.is_some() {
+                continue;
+            }
             let silent = now_ms.saturating_sub(local.heard_ms());
             if silent > timeout_ms {
                 expired.push((id.clone(), silent));
@@ -332,6 +357,9 @@ impl State {
             let worker = self.view(&id, now_ms);
             if let Some(link) = &self.session(&id).link {
                 out.notices.push((link.clone(), Notice::Close(reason.clone())));
+            }
+            if self.session(&id).link.is_some() {
+                self.fleet.hold(&id, None);
             }
             self.fleet.apply(FleetChange::Remove(id.clone()));
             self.local.remove(&id);

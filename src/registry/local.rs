@@ -19,6 +19,30 @@ pub struct Local {
     pub tunnel: Option<(u64, TunnelSender)>,
     /// Last published status, to log and emit each transition once.
     pub status: WorkerState,
+    /// Set when the session is not held here but by another coordinator of
+    /// the cluster (or by none), as the fleet store says.
+    pub elsewhere: Option<Elsewhere>,
+}
+
+/// A worker whose session this coordinator does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elsewhere {
+    /// The coordinator holding it, if any does.
+    pub coordinator: Option<String>,
+    /// Its generation there, and the status that coordinator reports.
+    pub generation: u64,
+    pub status: WorkerState,
+}
+
+impl Elsewhere {
+    /// Held by no coordinator: waiting to resume somewhere.
+    pub fn nobody() -> Self {
+        Elsewhere {
+            coordinator: None,
+            generation: 0,
+            status: WorkerState::Disconnected,
+        }
+    }
 }
 
 impl Local {
@@ -29,7 +53,24 @@ impl Local {
             last_heard_ms: now_ms,
             tunnel: None,
             status: WorkerState::Healthy,
+            elsewhere: None,
         }
+    }
+
+    /// A worker learnt of from the fleet store, held elsewhere (or nowhere).
+    pub fn elsewhere(e: Elsewhere) -> Self {
+        Local {
+            link: None,
+            last_heard_ms: 0,
+            tunnel: None,
+            status: e.status,
+            elsewhere: Some(e),
+        }
+    }
+
+    /// Whether another coordinator holds a live session of the worker.
+    pub fn held_elsewhere(&self) -> bool {
+        self.elsewhere.as_ref().is_some_and(|e| e.coordinator.is_some())
     }
 
     pub fn heard_ms(&self) -> u64 {
@@ -43,7 +84,7 @@ impl Local {
     /// The status the clock says now. `draining` is fleet state.
     pub fn derive_status(&self, draining: bool, now_ms: u64, heartbeat_timeout_ms: u64) -> WorkerState {
         match &self.link {
-            None => WorkerState::Disconnected,
+            None => self.elsewhere.as_ref().map_or(WorkerState::Disconnected, |e| e.status),
             Some(_) if draining => WorkerState::Draining,
             Some(l) if now_ms.saturating_sub(l.heard_ms()) > heartbeat_timeout_ms => WorkerState::Degraded,
             Some(_) => WorkerState::Healthy,

@@ -11,7 +11,7 @@
 //! change (which updates the routing index too).
 
 use super::changes::{ChangeKind, Changes, Log, RegistryEvent};
-use super::fleet::{FleetChange, FleetStore, MemoryFleet};
+use super::fleet::{FleetChange, FleetStore, Held, MemoryFleet};
 use super::local::Local;
 use super::record::FleetRecord;
 use super::routing::RoutingIndex;
@@ -55,6 +55,8 @@ pub struct State {
     /// The last session generation handed out.
     pub(super) next_generation: u64,
     pub(super) routing: RoutingIndex,
+    /// This coordinator's id in its cluster; `None` alone.
+    pub(super) me: Option<String>,
 }
 
 impl State {
@@ -71,11 +73,17 @@ impl State {
             local: HashMap::new(),
             next_generation: 0,
             routing: RoutingIndex::default(),
+            me: None,
         }
     }
 
     pub fn config(&self) -> &RegistryConfig {
         &self.config
+    }
+
+    /// Names this coordinator in views (the `coordinator` holding a worker).
+    pub fn set_coordinator_id(&mut self, id: String) {
+        self.me = Some(id);
     }
 
     /// Fleet state, read-only.
@@ -105,12 +113,12 @@ impl State {
     }
 
     pub(super) fn view(&self, id: &str, now_ms: u64) -> WorkerView {
-        WorkerView::of(self.record(id), self.session(id), now_ms, self.wall)
+        WorkerView::of(self.record(id), self.session(id), self.me.as_deref(), now_ms, self.wall)
     }
 
     /// Re-derives the worker's status from its session and clock; logs a
     /// move. Returns whether the status moved.
-    fn rederive(&mut self, id: &str, now_ms: u64, reason: &str, out: &mut Changes) -> bool {
+    pub(super) fn rederive(&mut self, id: &str, now_ms: u64, reason: &str, out: &mut Changes) -> bool {
         let hb = self.heartbeat_ms();
         let Some(rec) = self.fleet.get(id) else { return false };
         let local = self.local.get_mut(id).expect("every fleet record has its local entry");
@@ -119,6 +127,7 @@ impl State {
             l.set_degraded(new == WorkerState::Degraded);
         }
         let old = std::mem::replace(&mut local.status, new);
+        let held = local.link.is_some().then_some(rec.generation);
         if new != old {
             out.logs.push(Log::Status {
                 worker: rec.name.clone(),
@@ -127,6 +136,16 @@ impl State {
                 to: new,
                 reason: reason.to_string(),
             });
+            // The rest of the fleet sees a held worker's status move.
+            if let Some(generation) = held {
+                self.fleet.hold(
+                    id,
+                    Some(Held {
+                        generation,
+                        status: new,
+                    }),
+                );
+            }
         }
         new != old
     }
@@ -140,7 +159,7 @@ impl State {
         self.routing.update(rec, local);
         out.events.push(RegistryEvent {
             kind,
-            worker: WorkerView::of(rec, local, now_ms, self.wall),
+            worker: WorkerView::of(rec, local, self.me.as_deref(), now_ms, self.wall),
             reason: reason.to_string(),
         });
     }

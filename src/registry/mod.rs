@@ -30,6 +30,7 @@ mod machine;
 mod placement;
 mod queries;
 mod record;
+mod remote;
 mod routing;
 mod session;
 mod state;
@@ -41,11 +42,12 @@ mod tests;
 
 pub use changes::{ChangeKind, Changes, Log, RegistryEvent};
 pub use clock::Clock;
-pub use fleet::{FleetChange, FleetStore, MemoryFleet};
+pub use fleet::{FleetChange, FleetStore, Held, MemoryFleet};
 pub use lifecycle::{RegisterError, Registered};
 pub use machine::{RegistryConfig, State};
 pub use queries::LookupError;
 pub use record::{FleetRecord, ServiceEntry, Target};
+pub use remote::RemoteHold;
 pub use session::{Notice, SessionLink};
 pub use state::{service_state_str, WorkerState};
 pub use view::{ServiceView, WorkerView};
@@ -181,6 +183,35 @@ impl Registry {
         let (view, changes) = st.drain(now, worker, reason)?;
         self.carry_out(st, changes);
         Ok(view)
+    }
+
+    /// Names this coordinator in the views (`coordinator`), in a cluster.
+    pub fn set_coordinator_id(&self, id: String) {
+        self.lock().set_coordinator_id(id);
+    }
+
+    /// Another coordinator wrote `rec` (from the shared store's watch).
+    pub fn learn_record(&self, rec: FleetRecord) {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        let changes = st.learn_record(now, rec);
+        self.carry_out(st, changes);
+    }
+
+    /// Another coordinator removed a record.
+    pub fn learn_removed(&self, worker_id: &str) {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        let changes = st.learn_removed(now, worker_id);
+        self.carry_out(st, changes);
+    }
+
+    /// A session key changed: another coordinator holds the worker (or none does).
+    pub fn learn_session(&self, worker_id: &str, hold: Option<RemoteHold>) {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        let changes = st.learn_session(now, worker_id, hold);
+        self.carry_out(st, changes);
     }
 
     /// Runs the health clock once: healthy <-> degraded, and removal of

@@ -22,6 +22,10 @@ impl State {
             .fleet
             .records()
             .filter(|r| !r.capabilities.runtimes.is_empty() || !r.placed.is_empty() || !r.services.is_empty())
+            // Workers another coordinator holds are not placed from here:
+            // one placement leader for the cluster is not built yet, and a
+            // placement here could not reach them.
+            .filter(|r| self.session(&r.worker_id).elsewhere.is_none())
             .map(|r| {
                 let local = self.session(&r.worker_id);
                 Candidate {

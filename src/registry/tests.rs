@@ -405,3 +405,86 @@ fn an_instance_id_changed_on_resume_is_forgotten_with_the_record() {
     assert!(!connect(&mut st, WORKER_MS + 5, &hello("gpu-1", "i-new")).0.resumed);
     assert!(!connect(&mut st, WORKER_MS + 6, &hello("gpu-1", "i-old")).0.resumed);
 }
+
+/// What another coordinator holds: a record learnt from the store, and
+/// its session key.
+fn remote(st: &mut State, now: u64, name: &str, generation: u64, coordinator: &str) -> String {
+    let mut other = state();
+    other.next_generation = generation - 1;
+    let (w, _) = connect(&mut other, 0, &hello(name, &format!("i-{name}")));
+    let rec = other.fleet().get(&w.worker_id).unwrap().clone();
+    st.learn_record(now, rec);
+    st.learn_session(
+        now,
+        &w.worker_id,
+        Some(super::RemoteHold {
+            coordinator: coordinator.into(),
+            generation,
+            status: WorkerState::Healthy,
+        }),
+    );
+    w.worker_id
+}
+
+#[test]
+fn a_worker_held_elsewhere_is_listed_with_its_coordinator_and_its_clock_is_not_run_here() {
+    let mut st = state();
+    st.set_coordinator_id("c-a".into());
+    let id = remote(&mut st, 0, "far", 5, "c-b");
+    let view = st.get(0, &id).unwrap();
+    assert_eq!((view.status, view.coordinator.as_str()), (WorkerState::Healthy, "c-b"));
+    // Far past both timeouts, nothing is heard here: still c-b's, healthy.
+    st.sweep(10 * WORKER_MS);
+    assert_eq!(status_of(&st, 10 * WORKER_MS, &id), WorkerState::Healthy);
+    // Its holder gives it up: it waits, disconnected, for a coordinator.
+    st.learn_session(10 * WORKER_MS, &id, None);
+    let view = st.get(10 * WORKER_MS, &id).unwrap();
+    assert_eq!(
+        (view.status, view.coordinator.as_str()),
+        (WorkerState::Disconnected, "")
+    );
+    // Only the token takes over a session live elsewhere; the instance id
+    // alone does not.
+    let id2 = remote(&mut st, 0, "live", 3, "c-b");
+    let (r, _, _) = open(&mut st, 1, &hello("live", "i-live"));
+    assert!(matches!(r, Err(RegisterError::InstanceLive(_))), "{r:?}");
+    assert_eq!(st.get(1, &id2).unwrap().coordinator, "c-b");
+}
+
+#[test]
+fn the_newest_session_wins_and_the_older_one_is_closed() {
+    let mut st = state();
+    st.set_coordinator_id("c-a".into());
+    let (w, link) = connect(&mut st, 0, &hello("gpu-1", "i-1"));
+    let hold = |generation, coordinator: &str| {
+        Some(super::RemoteHold {
+            coordinator: coordinator.into(),
+            generation,
+            status: WorkerState::Healthy,
+        })
+    };
+    // An older session elsewhere (its key seen late) changes nothing.
+    let c = st.learn_session(1, &w.worker_id, hold(w.generation - 1, "c-b"));
+    assert!(c.notices.is_empty());
+    // Its own key, echoed, neither.
+    let c = st.learn_session(1, &w.worker_id, hold(w.generation + 5, "c-a"));
+    assert!(c.notices.is_empty());
+    assert_eq!(st.get(1, &w.worker_id).unwrap().coordinator, "c-a");
+    // A newer one: this coordinator's stream is told goodbye.
+    let c = st.learn_session(2, &w.worker_id, hold(w.generation + 1, "c-b"));
+    assert!(
+        matches!(&c.notices[..], [(l, Notice::Close(why))] if Arc::ptr_eq(l, &link) && why.contains("c-b")),
+        "{:?}",
+        c.notices.iter().map(|(_, n)| n).collect::<Vec<_>>()
+    );
+    assert_eq!(st.get(2, &w.worker_id).unwrap().coordinator, "c-b");
+    // Its own key deleted after its own disconnect: the clock stays here.
+    let (w2, _) = connect(&mut st, 3, &hello("gpu-2", "i-2"));
+    st.disconnect(4, &w2.worker_id, w2.generation, "gone");
+    st.learn_session(4, &w2.worker_id, None);
+    st.sweep(4 + WORKER_MS + 1);
+    assert!(
+        st.get(4 + WORKER_MS + 1, &w2.worker_id).is_err(),
+        "removed by this coordinator's clock"
+    );
+}

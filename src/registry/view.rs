@@ -33,12 +33,20 @@ pub struct WorkerView {
     pub silent_for: Duration,
     /// Streams this worker id has had (1 + resumptions).
     pub sessions: u64,
+    /// The coordinator holding its session, in a cluster (empty alone, or
+    /// while no coordinator holds it).
+    pub coordinator: String,
 }
 
 impl WorkerView {
     /// The view of a record and its session at `now_ms`; `wall` is the
     /// wall-clock time of the registry clock's zero.
-    pub(super) fn of(rec: &FleetRecord, local: &Local, now_ms: u64, wall: SystemTime) -> Self {
+    pub(super) fn of(rec: &FleetRecord, local: &Local, me: Option<&str>, now_ms: u64, wall: SystemTime) -> Self {
+        let coordinator = match (&local.link, &local.elsewhere) {
+            (Some(_), _) => me.unwrap_or_default().to_string(),
+            (None, Some(e)) => e.coordinator.clone().unwrap_or_default(),
+            (None, None) => String::new(),
+        };
         let heard = local.heard_ms();
         WorkerView {
             worker_id: rec.worker_id.clone(),
@@ -62,6 +70,7 @@ impl WorkerView {
             age: Duration::from_millis(now_ms.saturating_sub(rec.registered_ms)),
             silent_for: Duration::from_millis(now_ms.saturating_sub(heard)),
             sessions: rec.sessions,
+            coordinator,
         }
     }
 
@@ -88,6 +97,7 @@ impl WorkerView {
             silent_seconds: self.silent_for.as_secs_f64(),
             sessions: self.sessions,
             version: self.version.clone(),
+            coordinator: self.coordinator.clone(),
         }
     }
 }

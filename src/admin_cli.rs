@@ -131,10 +131,17 @@ pub async fn drain(args: &DrainArgs) -> Result<String, CliError> {
     Ok(format!("{} ({}) is {}\n", w.name, w.worker_id, status_str(w.status)))
 }
 
-/// A table a person can read: NAME, ID, STATUS, AGE, LAST SEEN, SERVICES.
+/// A table a person can read: NAME, ID, STATUS, AGE, LAST SEEN, SERVICES,
+/// and, in a cluster, COORDINATOR (the one holding each worker).
 pub fn render_table(workers: &[Worker]) -> String {
-    let header = ["NAME", "ID", "STATUS", "AGE", "LAST SEEN", "SERVICES"].map(String::from);
-    let mut rows = vec![header.to_vec()];
+    let clustered = workers.iter().any(|w| !w.coordinator.is_empty());
+    let mut header = ["NAME", "ID", "STATUS", "AGE", "LAST SEEN", "SERVICES"]
+        .map(String::from)
+        .to_vec();
+    if clustered {
+        header.insert(3, "COORDINATOR".into());
+    }
+    let mut rows = vec![header];
     for w in workers {
         let services = w
             .services
@@ -145,7 +152,7 @@ pub fn render_table(workers: &[Worker]) -> String {
             })
             .collect::<Vec<_>>()
             .join(" ");
-        rows.push(vec![
+        let mut row = vec![
             w.name.clone(),
             w.worker_id.clone(),
             status_str(w.status).to_string(),
@@ -155,7 +162,12 @@ pub fn render_table(workers: &[Worker]) -> String {
                 crate::duration::format_short(Duration::from_secs_f64(w.silent_seconds.max(0.0)))
             ),
             if services.is_empty() { "-".into() } else { services },
-        ]);
+        ];
+        if clustered {
+            let holder = if w.coordinator.is_empty() { "-" } else { &w.coordinator };
+            row.insert(3, holder.to_string());
+        }
+        rows.push(row);
     }
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
@@ -198,5 +210,16 @@ mod tests {
         assert!(lines[1].contains("gpu-box") && lines[1].contains("w-1") && lines[1].contains("healthy"));
         assert!(lines[1].contains("notes-coa(ready)") && lines[1].contains("1m05s"));
         assert!(render_table(&[]).contains("(no workers)"));
+        assert!(!lines[0].contains("COORDINATOR"), "alone, no coordinator column");
+
+        let held = Worker {
+            coordinator: "coord-b".into(),
+            ..Default::default()
+        };
+        let t = render_table(&[held, Worker::default()]);
+        let lines: Vec<&str> = t.lines().collect();
+        let col = lines[0].find("COORDINATOR").expect("a coordinator column in a cluster");
+        assert_eq!(&lines[1][col..col + 7], "coord-b");
+        assert_eq!(&lines[2][col..col + 1], "-", "held by none");
     }
 }

@@ -387,3 +387,130 @@ async fn a_worker_on_two_coordinators_at_once_keeps_one_live_session() {
         lists(c, &want).await;
     }
 }
+
+/// A worker named `name` on `c`, declaring `notes` at `backend`, reached
+/// directly (the coordinator dials it).
+async fn notes_worker(
+    c: &TestCoordinator,
+    name: &str,
+    backend: &common::backend::Backend,
+    dir: &std::path::Path,
+) -> (edgeplane::worker::AgentHandle, tokio_util::sync::CancellationToken) {
+    let mut cfg = c.worker_config(name, dir);
+    cfg.services = vec![("notes".into(), backend.url.clone())];
+    cfg.data_path = "direct".parse().unwrap();
+    cfg.probe_interval = Duration::from_millis(50);
+    start_agent(cfg).await
+}
+
+/// `POST /service/notes/convert` through `c`: the replica that answered.
+async fn convert(c: &TestCoordinator) -> Result<String, String> {
+    let r = reqwest::Client::new()
+        .post(format!("{}/service/notes/convert", c.url))
+        .header("content-type", "application/json")
+        .body(r#"{"notes":"test","client_name":"test"}"#)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status() != 200 {
+        return Err(format!("{}: {}", r.status(), r.text().await.unwrap_or_default()));
+    }
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    Ok(v["served_by"].as_str().unwrap_or_default().to_string())
+}
+
+/// Waits until `/service/notes/convert` through `c` is served by `replica`.
+async fn served_by(c: &TestCoordinator, replica: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let r = convert(c).await;
+        if r.as_deref() == Ok(replica) {
+            return;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{}: {r:?}; it lists {:?}",
+            c.url,
+            c.registry
+                .snapshot(None)
+                .iter()
+                .map(|w| (w.name.clone(), w.status, w.coordinator.clone(), w.services.clone()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn any_coordinator_routes_to_a_direct_replica_whichever_holds_its_worker() {
+    let etcd = Etcd::start().await;
+    let cs = three(&etcd, "route").await;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = common::backend::start("replica-on-a").await;
+    let _w = notes_worker(&cs[0], "notes-a", &backend, dir.path()).await;
+    for c in &cs {
+        served_by(c, "replica-on-a").await;
+    }
+}
+
+#[tokio::test]
+async fn with_etcd_stopped_for_10s_nothing_leaves_healthy_routes_keep_working_and_state_converges() {
+    let mut etcd = Etcd::start().await;
+    let cs = three(&etcd, "outage3").await;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = common::backend::start("replica").await;
+    let mut agents = Vec::new();
+    let mut want = std::collections::BTreeMap::new();
+    for (c, id) in cs.iter().zip(["coord-a", "coord-b", "coord-c"]) {
+        let name = format!("{id}-notes");
+        agents.push(notes_worker(c, &name, &backend, dir.path()).await);
+        want.insert(name, id.to_string());
+    }
+    for c in &cs {
+        lists(c, &want).await;
+        served_by(c, "replica").await;
+    }
+    let mut watches = Vec::new();
+    for c in &cs {
+        watches.push(c.watch().await);
+    }
+
+    etcd.stop();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut calls = 0;
+    while std::time::Instant::now() < until {
+        for c in &cs {
+            assert_eq!(
+                convert(c).await,
+                Ok("replica".to_string()),
+                "{} while etcd is down",
+                c.url
+            );
+            calls += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for c in &cs {
+        assert_eq!(health(c).await["cluster"]["etcd"], "down");
+    }
+    etcd.resume().await;
+    for c in &cs {
+        health_until(c, PATIENCE, |h| h["cluster"]["etcd"] == "up").await;
+        lists(c, &want).await;
+    }
+    // No worker left `healthy` on any coordinator's watch, in all that time.
+    for (w, c) in watches.iter_mut().zip(&cs) {
+        while let Some(e) = w.try_next().await {
+            if let Some(worker) = e.worker {
+                assert_eq!(
+                    worker.status,
+                    edgeplane::proto::WorkerStatus::Healthy as i32,
+                    "{}: {} left healthy",
+                    c.url,
+                    worker.name
+                );
+            }
+        }
+    }
+    assert!(calls > 30, "{calls} calls made while etcd was down");
+}

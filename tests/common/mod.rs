@@ -212,6 +212,18 @@ pub struct Watcher {
 }
 
 impl Watcher {
+    /// An event already sent, if there is one (waiting at most 50 ms for
+    /// one in flight): for checking what a watch saw, after the fact.
+    pub async fn try_next(&mut self) -> Option<WorkerEvent> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(e);
+        }
+        match tokio::time::timeout(Duration::from_millis(50), self.stream.message()).await {
+            Ok(Ok(Some(e))) => Some(e),
+            _ => None,
+        }
+    }
+
     pub async fn next(&mut self) -> WorkerEvent {
         if let Some(e) = self.pending.pop_front() {
             return e;

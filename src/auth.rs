@@ -32,6 +32,11 @@ pub enum AuthError {
 }
 
 impl Secret {
+    /// Whether a secret is configured (the check is on).
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// A secret from configuration; an empty string counts as unset.
     pub fn new(token: Option<&str>) -> Self {
         match token {
@@ -68,6 +73,49 @@ fn strip_bearer(v: &[u8]) -> Option<&[u8]> {
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// A secret this process both presents and checks (the cluster secret
+/// between coordinators): its digest for checking, and the header value to
+/// send, marked sensitive so that HTTP/2 never indexes it and `Debug`
+/// never shows it.
+#[derive(Clone, Default)]
+pub struct SharedSecret {
+    check: Secret,
+    send: Option<http::HeaderValue>,
+}
+
+impl std::fmt::Debug for SharedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.check.fmt(f)
+    }
+}
+
+impl SharedSecret {
+    pub fn new(token: Option<&str>) -> Self {
+        let check = Secret::new(token);
+        let send = token
+            .filter(|t| !t.is_empty())
+            .and_then(|t| http::HeaderValue::from_str(&bearer(t)).ok())
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        SharedSecret { check, send }
+    }
+
+    /// The `Bearer` value to present; `None` when no secret is set.
+    pub fn header(&self) -> Option<&http::HeaderValue> {
+        self.send.as_ref()
+    }
+
+    /// Checks a presented value; with no secret set, nothing passes.
+    pub fn verify(&self, presented: Option<&[u8]>) -> Result<(), AuthError> {
+        if !self.check.is_set() {
+            return Err(AuthError::Invalid);
+        }
+        self.check.verify(presented)
+    }
 }
 
 /// The header value a client sends for `token`.

@@ -30,7 +30,22 @@ pub enum Via {
     Direct,
     /// Send down the worker's own tunnel; the worker forwards to the service.
     Tunnel(TunnelSender),
+    /// Through the coordinator that holds the worker's session (its tunnel
+    /// ends there): `origin` is that coordinator's peer address, and the
+    /// request names the worker in [`PEER_WORKER_HEADER`].
+    Peer,
 }
+
+/// Where services are served: `/service/{name}/...`.
+pub const SERVICE_PREFIX: &str = "/service";
+
+/// A request forwarded by another coordinator of the cluster: the cluster
+/// secret (`Bearer`), checked in constant time.
+pub const PEER_AUTH_HEADER: &str = "x-edgeplane-peer-authorization";
+/// The worker a peer-forwarded request is for: the receiving coordinator
+/// sends it down that worker's tunnel, and nowhere else (never to a third
+/// coordinator), so a request crosses at most one hop between coordinators.
+pub const PEER_WORKER_HEADER: &str = "x-edgeplane-peer-worker";
 
 /// Where one replica of a service can be reached.
 #[derive(Debug)]

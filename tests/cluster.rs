@@ -358,9 +358,11 @@ async fn a_worker_resumes_its_id_on_another_coordinator_and_a_forged_token_resum
     lists(&c, &want).await;
 
     // A token nobody issued resumes nothing, on either survivor.
-    for coordinator in [&b, &c] {
+    for (n, coordinator) in [&b, &c].into_iter().enumerate() {
         let mut raw = coordinator.raw().await;
-        let w = raw.hello(hello("forger", "forged-instance", "ep1.forged-token")).await;
+        let w = raw
+            .hello(hello("forger", &format!("forged-instance-{n}"), "ep1.forged-token"))
+            .await;
         assert!(!w.resumed, "a forged token resumes nothing");
         assert_ne!(w.worker_id, id);
     }
@@ -442,14 +444,98 @@ async fn served_by(c: &TestCoordinator, replica: &str) {
 }
 
 #[tokio::test]
-async fn any_coordinator_routes_to_a_direct_replica_whichever_holds_its_worker() {
+async fn any_coordinator_routes_to_a_replica_whichever_holds_its_worker_direct_or_tunnel() {
     let etcd = Etcd::start().await;
-    let cs = three(&etcd, "route").await;
+    let mut cs = Vec::new();
+    for id in ["coord-a", "coord-b", "coord-c"] {
+        let mut config = member(&etcd, "route", id, Duration::from_secs(30));
+        config.cluster.cluster_secret = Some("the-cluster-secret".into());
+        cs.push(started(config).await);
+    }
     let dir = tempfile::tempdir().unwrap();
-    let backend = common::backend::start("replica-on-a").await;
-    let _w = notes_worker(&cs[0], "notes-a", &backend, dir.path()).await;
+    let direct = common::backend::start("direct-on-a").await;
+    let tunnel = common::backend::start("tunnel-on-b").await;
+    let _a = notes_worker(&cs[0], "notes-a", &direct, dir.path()).await;
     for c in &cs {
-        served_by(c, "replica-on-a").await;
+        served_by(c, "direct-on-a").await;
+    }
+    // The direct replica's worker leaves; every coordinator sees it go.
+    _a.1.cancel();
+    for c in &cs {
+        let started = std::time::Instant::now();
+        while c
+            .registry
+            .snapshot(None)
+            .iter()
+            .any(|w| w.name == "notes-a" && w.status == edgeplane::registry::WorkerState::Healthy)
+        {
+            assert!(started.elapsed() < PATIENCE, "{} still routes to notes-a", c.url);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A tunnel replica's tunnel ends at coord-b: the others go through it.
+    let mut cfg = cs[1].worker_config("notes-b", dir.path());
+    cfg.services = vec![("notes".into(), tunnel.url.clone())];
+    cfg.data_path = "tunnel".parse().unwrap();
+    cfg.probe_interval = Duration::from_millis(50);
+    let _b = start_agent(cfg).await;
+    for c in &cs {
+        served_by(c, "tunnel-on-b").await;
+    }
+    let before = tunnel.hits();
+    for c in [&cs[0], &cs[2]] {
+        for _ in 0..20 {
+            assert_eq!(convert(c).await, Ok("tunnel-on-b".to_string()), "{}", c.url);
+        }
+    }
+    assert!(tunnel.hits() >= before + 40);
+    // The hop's headers stay between coordinators.
+    let v: Value = reqwest::get(format!("{}/service/notes/echo/x", cs[2].url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["backend"], "tunnel-on-b");
+    assert_eq!(v["peer_headers"], serde_json::json!([]), "{v}");
+}
+
+#[tokio::test]
+async fn a_client_posing_as_a_peer_is_refused_on_every_path() {
+    let etcd = Etcd::start().await;
+    let backend = common::backend::start("replica").await;
+    let dir = tempfile::tempdir().unwrap();
+    for fast in [true, false] {
+        let mut config = member(&etcd, &format!("pose-{fast}"), "coord-a", Duration::from_secs(30));
+        config.cluster.cluster_secret = Some("the-cluster-secret".into());
+        config.http1_fast_path = fast;
+        let c = started(config).await;
+        let _w = notes_worker(&c, "notes-a", &backend, dir.path()).await;
+        served_by(&c, "replica").await;
+        for auth in [None, Some("Bearer wrong"), Some("the-cluster-secret")] {
+            let mut req = reqwest::Client::new()
+                .get(format!("{}/service/notes/echo/x", c.url))
+                .header("x-edgeplane-peer-worker", "w-anything");
+            if let Some(a) = auth {
+                req = req.header("x-edgeplane-peer-authorization", a);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 403, "fast path {fast}, {auth:?}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"], "peer_refused");
+        }
+        // An authorization header alone is taken out, never passed on.
+        let v: Value = reqwest::Client::new()
+            .get(format!("{}/service/notes/echo/x", c.url))
+            .header("x-edgeplane-peer-authorization", "Bearer the-cluster-secret")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["peer_headers"], serde_json::json!([]), "fast path {fast}: {v}");
+        c.stop().await;
     }
 }
 

@@ -40,6 +40,12 @@ pub struct ClusterConfig {
     #[arg(long, env = "EDGEPLANE_ETCD_LEASE_TTL", default_value = defaults::LEASE_TTL, value_parser = parse_duration)]
     pub etcd_lease_ttl: Duration,
 
+    /// The secret coordinators of the cluster present to one another when
+    /// one forwards a request to a tunnel replica another holds. Without
+    /// it, such replicas are reachable only through their own coordinator.
+    #[arg(long, env = "EDGEPLANE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
     /// Where the coordinator keeps what must survive a restart (its id).
     #[arg(long = "state-dir", env = "EDGEPLANE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -53,6 +59,7 @@ impl Default for ClusterConfig {
             coordinator_id: None,
             advertise_peer: None,
             etcd_lease_ttl: parse_duration(defaults::LEASE_TTL).expect("the default lease TTL parses"),
+            cluster_secret: None,
             state_dir: None,
         }
     }

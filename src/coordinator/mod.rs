@@ -131,6 +131,13 @@ impl Coordinator {
             (Some(m), Some((w, times))) => {
                 let watcher = crate::cluster::Watcher::new(m.clone(), registry.clone(), times);
                 tokio::spawn(watcher.run(closing.clone()));
+                if cfg.cluster.cluster_secret.as_deref().is_some_and(|s| !s.is_empty()) {
+                    tokio::spawn(follow_peers(m.clone(), registry.clone(), closing.clone()));
+                } else {
+                    warn!(
+                        "no --cluster-secret: tunnel replicas held by other coordinators are reached only through them"
+                    );
+                }
                 Some(tokio::spawn(w.run(m.clone(), stop_writing.clone(), cfg.shutdown_grace)))
             }
             _ => None,
@@ -179,6 +186,7 @@ impl Coordinator {
                 timeout: cfg.proxy_timeout,
                 connect_timeout: cfg.proxy_connect_timeout,
                 retries: cfg.proxy_retries,
+                peer_secret: crate::auth::SharedSecret::new(cfg.cluster.cluster_secret.as_deref()),
                 ..ProxyConfig::default()
             },
         );
@@ -299,6 +307,24 @@ impl Coordinator {
         }
         info!("coordinator stopped");
         res
+    }
+}
+
+/// Keeps the registry's peer addresses current, for routes to the tunnel
+/// replicas other coordinators hold.
+async fn follow_peers(member: Arc<crate::cluster::Member>, registry: Arc<Registry>, closing: CancellationToken) {
+    let mut peers = member.peers();
+    loop {
+        let map: std::collections::BTreeMap<String, String> = peers
+            .borrow_and_update()
+            .iter()
+            .map(|(id, info)| (id.clone(), info.peer.clone()))
+            .collect();
+        registry.set_peers(&map);
+        tokio::select! {
+            () = closing.cancelled() => return,
+            r = peers.changed() => if r.is_err() { return },
+        }
     }
 }
 

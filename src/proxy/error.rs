@@ -36,6 +36,10 @@ pub enum ProxyError {
     /// A path that cannot be written as a request target.
     #[error("the path cannot be forwarded: {0}")]
     BadPath(String),
+    /// A request that claims to come from another coordinator without the
+    /// cluster secret.
+    #[error("forwarded-by-peer headers without the cluster secret")]
+    PeerRefused,
     /// A request head (or the header list it makes) past the bound.
     #[error("request headers too large: more than {limit} bytes")]
     HeadersTooLarge { limit: usize },
@@ -51,6 +55,7 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Body(_) | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::TargetTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::PeerRefused => StatusCode::FORBIDDEN,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
@@ -66,6 +71,7 @@ impl ProxyError {
             ProxyError::Body(_) => "bad_request_body",
             ProxyError::BadPath(_) => "bad_path",
             ProxyError::TargetTooLong { .. } => "uri_too_long",
+            ProxyError::PeerRefused => "peer_refused",
             ProxyError::HeadersTooLarge { .. } => "request_headers_too_large",
         }
     }
@@ -82,6 +88,7 @@ impl ProxyError {
                 tonic::Code::InvalidArgument
             }
             ProxyError::HeadersTooLarge { .. } => tonic::Code::ResourceExhausted,
+            ProxyError::PeerRefused => tonic::Code::PermissionDenied,
         }
     }
 

@@ -202,6 +202,15 @@ pub fn target_len(prefix: &str, rest: &str, query: Option<&str>) -> usize {
     prefix.len() + rest.len().max(1) + query.map_or(0, |q| q.len() + 1)
 }
 
+/// Takes the peer headers out of `headers`: `Some((authorization,
+/// worker))` when the request names a worker as forwarded by a peer.
+/// Removed either way, so that no client can pass them to a replica.
+pub fn take_peer_headers(headers: &mut HeaderMap) -> Option<(Option<HeaderValue>, String)> {
+    let auth = headers.remove(crate::routes::PEER_AUTH_HEADER);
+    let worker = headers.remove(crate::routes::PEER_WORKER_HEADER)?;
+    Some((auth, worker.to_str().unwrap_or_default().to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

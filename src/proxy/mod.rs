@@ -71,7 +71,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Where the HTTP face is mounted: `/service/{name-or-alias}/{rest}`.
-pub const SERVICE_PREFIX: &str = "/service";
+pub use crate::routes::SERVICE_PREFIX;
 
 /// Whether `path` is for the HTTP face.
 pub fn is_service_path(path: &str) -> bool {
@@ -92,6 +92,9 @@ pub struct ProxyConfig {
     /// Bodies up to this size are buffered so the request can be retried;
     /// larger ones stream through and are not retried.
     pub max_replay_bytes: usize,
+    /// The cluster secret: presented on requests forwarded to another
+    /// coordinator, required on requests forwarded by one.
+    pub peer_secret: crate::auth::SharedSecret,
 }
 
 impl Default for ProxyConfig {
@@ -102,6 +105,7 @@ impl Default for ProxyConfig {
             retries: 2,
             eject_for: Duration::from_secs(5),
             max_replay_bytes: 64 * 1024,
+            peer_secret: crate::auth::SharedSecret::default(),
         }
     }
 }
@@ -245,6 +249,37 @@ impl Proxy {
                 .and_then(|a| forward::ClientAddr::new(a.ip()))
         });
         let mut headers = parts.headers;
+        // A request another coordinator forwarded goes down the named
+        // worker's tunnel only; the two headers never reach a replica.
+        let routes = match forward::take_peer_headers(&mut headers) {
+            None => routes,
+            Some((presented, worker)) => {
+                if self
+                    .config
+                    .peer_secret
+                    .verify(presented.as_ref().map(|v| v.as_bytes()))
+                    .is_err()
+                {
+                    return Err(ProxyError::PeerRefused);
+                }
+                let ready: Vec<_> = routes
+                    .ready
+                    .iter()
+                    .filter(|e| e.worker_id == worker && matches!(e.via, crate::routes::Via::Tunnel(_)))
+                    .cloned()
+                    .collect();
+                if ready.is_empty() {
+                    return Err(unavailable(Unavailable::AllWorkersUnhealthy));
+                }
+                Arc::new(crate::routes::ServiceRoutes {
+                    ready,
+                    total: routes.total,
+                    loading: routes.loading,
+                    failed: routes.failed,
+                    unhealthy: routes.unhealthy,
+                })
+            }
+        };
         // Room for what is added below (x-forwarded-*, x-request-id, host),
         // so the map grows at most once.
         headers.reserve(6);

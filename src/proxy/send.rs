@@ -47,7 +47,13 @@ impl Attempt for HyperAttempt<'_> {
                 (None, Some(b)) => b,
                 (None, None) => unreachable!("streamed bodies are not retried"),
             };
-            let pq = match forward::upstream_path(&ep.prefix, self.rest, self.query.as_deref()) {
+            // A peer serves `/service/{name}/...` for HTTP, and gRPC by its
+            // own path, as this coordinator does.
+            let prefix = match (&ep.via, self.wire) {
+                (Via::Peer, Wire::H2) => "",
+                _ => ep.prefix.as_str(),
+            };
+            let pq = match forward::upstream_path(prefix, self.rest, self.query.as_deref()) {
                 Ok(pq) => pq,
                 Err(e) => return Ok(Err(e)),
             };
@@ -60,7 +66,7 @@ impl Attempt for HyperAttempt<'_> {
             // HTTP/1 upstreams get `Host` from us rather than from the client
             // (same value, less work); HTTP/2 ones carry `:authority` instead.
             match (&ep.via, self.wire, crate::upstream::host_for(&uri)) {
-                (Via::Direct, Wire::Http1, Some(host)) => {
+                (Via::Direct | Via::Peer, Wire::Http1, Some(host)) => {
                     self.headers.insert(header::HOST, host);
                 }
                 _ => {
@@ -73,6 +79,15 @@ impl Attempt for HyperAttempt<'_> {
                 std::mem::take(&mut self.headers)
             };
             let mut upstream = build_request(&self.method, uri, headers, body, self.wire);
+            if matches!(ep.via, Via::Peer) {
+                let h = upstream.headers_mut();
+                if let Some(secret) = self.proxy.config.peer_secret.header() {
+                    h.insert(crate::routes::PEER_AUTH_HEADER, secret.clone());
+                }
+                if let Ok(v) = HeaderValue::from_str(&ep.worker_id) {
+                    h.insert(crate::routes::PEER_WORKER_HEADER, v);
+                }
+            }
             if matches!(ep.via, Via::Tunnel(_)) {
                 // Down the tunnel every request is an HTTP/2 stream naming
                 // its service; its header list is checked as it will be sent.
@@ -133,6 +148,21 @@ impl Proxy {
         in_flight: balance::InFlight,
     ) -> Result<Response, SendFailure> {
         match &ep.via {
+            // Another coordinator: the shared pools (its connections are
+            // kept for every client, not one per request).
+            Via::Peer => {
+                let client = match wire {
+                    Wire::Http1 => &self.http1,
+                    Wire::H2 => &self.h2,
+                };
+                client.request(req).await.map(|r| guarded(r, in_flight)).map_err(|e| {
+                    if e.is_connect() {
+                        SendFailure::connect(&ep.origin, e)
+                    } else {
+                        SendFailure::reset(e)
+                    }
+                })
+            }
             Via::Direct => {
                 // An HTTP/1 client connection of our own: its own upstream
                 // connections, driven in its task (see [`inline`]).

@@ -57,6 +57,9 @@ pub struct State {
     pub(super) routing: RoutingIndex,
     /// This coordinator's id in its cluster; `None` alone.
     pub(super) me: Option<String>,
+    /// The other coordinators' peer addresses (origin only), for routes to
+    /// tunnel replicas they hold; empty without a cluster secret.
+    pub(super) peers: HashMap<String, http::Uri>,
 }
 
 impl State {
@@ -74,6 +77,7 @@ impl State {
             next_generation: 0,
             routing: RoutingIndex::default(),
             me: None,
+            peers: HashMap::new(),
         }
     }
 
@@ -84,6 +88,34 @@ impl State {
     /// Names this coordinator in views (the `coordinator` holding a worker).
     pub fn set_coordinator_id(&mut self, id: String) {
         self.me = Some(id);
+    }
+
+    /// The other coordinators' peer addresses (`id -> http://host:port`);
+    /// routes to the tunnel replicas each holds are rebuilt.
+    pub fn set_peers(&mut self, peers: &std::collections::BTreeMap<String, String>) -> Changes {
+        self.peers = peers
+            .iter()
+            .filter(|(id, _)| self.me.as_deref() != Some(id.as_str()))
+            .filter_map(|(id, url)| Some((id.clone(), crate::routes::Endpoint::parse_url(url)?.0)))
+            .collect();
+        let remote_tunnels: Vec<String> = self
+            .fleet
+            .records()
+            .filter(|r| r.tunnel_wanted && self.local.get(&r.worker_id).is_some_and(|l| l.held_elsewhere()))
+            .map(|r| r.worker_id.clone())
+            .collect();
+        for id in remote_tunnels {
+            let (Some(rec), Some(local)) = (self.fleet.get(&id), self.local.get(&id)) else {
+                continue;
+            };
+            let peer = local
+                .elsewhere
+                .as_ref()
+                .and_then(|e| e.coordinator.as_ref())
+                .and_then(|c| self.peers.get(c));
+            self.routing.update(rec, local, peer);
+        }
+        self.done(Changes::default())
     }
 
     /// Fleet state, read-only.
@@ -156,7 +188,12 @@ impl State {
         let (Some(rec), Some(local)) = (self.fleet.get(id), self.local.get(id)) else {
             return;
         };
-        self.routing.update(rec, local);
+        let peer = local
+            .elsewhere
+            .as_ref()
+            .and_then(|e| e.coordinator.as_ref())
+            .and_then(|c| self.peers.get(c));
+        self.routing.update(rec, local, peer);
         out.events.push(RegistryEvent {
             kind,
             worker: WorkerView::of(rec, local, self.me.as_deref(), now_ms, self.wall),

@@ -190,6 +190,13 @@ impl Registry {
         self.lock().set_coordinator_id(id);
     }
 
+    /// The cluster's coordinators and their peer addresses (`id -> URL`).
+    pub fn set_peers(&self, peers: &BTreeMap<String, String>) {
+        let mut st = self.lock();
+        let changes = st.set_peers(peers);
+        self.carry_out(st, changes);
+    }
+
     /// Another coordinator wrote `rec` (from the shared store's watch).
     pub fn learn_record(&self, rec: FleetRecord) {
         let now = self.clock.now_ms();

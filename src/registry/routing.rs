@@ -38,7 +38,9 @@ pub struct RoutingIndex {
 impl RoutingIndex {
     /// Brings the worker's replicas up to date with its record and session.
     /// Each replica's load figures survive the update.
-    pub fn update(&mut self, rec: &FleetRecord, local: &Local) {
+    /// `peer`: the peer address of the coordinator holding the worker, when
+    /// another one does (a tunnel replica is reached through it).
+    pub fn update(&mut self, rec: &FleetRecord, local: &Local, peer: Option<&http::Uri>) {
         let id = rec.worker_id.as_str();
         let worker_ok = local.status == WorkerState::Healthy;
         let old = self
@@ -56,12 +58,19 @@ impl RoutingIndex {
         }
         for (svc, s) in &rec.services {
             let target = if rec.tunnel_wanted {
-                // Through the tunnel the worker knows the service's URL; the
-                // origin here only names the service.
-                local
-                    .tunnel
-                    .as_ref()
-                    .map(|(_, t)| (tunnel_origin(), String::new(), Via::Tunnel(t.clone())))
+                match (&local.tunnel, peer) {
+                    // Through the tunnel the worker knows the service's URL;
+                    // the origin here only names the service.
+                    (Some((_, t)), _) => Some((tunnel_origin(), String::new(), Via::Tunnel(t.clone()))),
+                    // Its tunnel ends at another coordinator: through that one,
+                    // which serves the same `/service/{name}` path.
+                    (None, Some(origin)) if local.link.is_none() => Some((
+                        origin.clone(),
+                        format!("{}/{svc}", crate::routes::SERVICE_PREFIX),
+                        Via::Peer,
+                    )),
+                    _ => None,
+                }
             } else {
                 s.target.clone().map(|(o, p)| (o, p, Via::Direct))
             };

@@ -78,6 +78,13 @@ async fn echo(State(s): State<BackendState>, req: Request) -> Response {
         "x_forwarded_proto": h("x-forwarded-proto"),
         "x_request_id": h("x-request-id"),
         "connection": h("connection"),
+        // Headers only coordinators may see: a replica must never get them.
+        "peer_headers": parts
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-edgeplane-peer"))
+            .map(|k| k.as_str().to_string())
+            .collect::<Vec<_>>(),
     }))
     .into_response()
 }

@@ -172,6 +172,9 @@ fn fast_routes(proxy: &Proxy, name: &str) -> Option<(String, Arc<ServiceRoutes>)
     let reachable = |e: &Arc<Endpoint>| match e.via {
         Via::Direct => e.origin.scheme_str() == Some("http") && e.origin.authority().is_some(),
         Via::Tunnel(_) => true,
+        // Through another coordinator: the full path, which adds the peer
+        // headers.
+        Via::Peer => false,
     };
     routes.ready.iter().all(reachable).then_some((service, routes))
 }

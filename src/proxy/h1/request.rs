@@ -91,6 +91,11 @@ pub fn parse<'b>(buf: &'b [u8], headers: &'b mut [httparse::Header<'b>], max_bod
             || n.eq_ignore_ascii_case("upgrade")
         {
             return Parsed::Other;
+        } else if n.eq_ignore_ascii_case(crate::routes::PEER_WORKER_HEADER)
+            || n.eq_ignore_ascii_case(crate::routes::PEER_AUTH_HEADER)
+        {
+            // Forwarded by a peer (or claiming to be): the full path checks it.
+            return Parsed::Other;
         } else if n.eq_ignore_ascii_case("connection") && is_token_in(h.value, "close") {
             close = true;
         }

@@ -94,6 +94,11 @@ impl Upstream {
         match &ep.via {
             Via::Direct => dial(ep, timeout).await,
             Via::Tunnel(sender) => pipe(ep, sender, service, timeout).await,
+            // Never on the fast path (`fast_routes`); refused, not dialed.
+            Via::Peer => Err(Failed::Send(SendFailure::connect(
+                &ep.origin,
+                "a peer replica is reached through the full path",
+            ))),
         }
     }
 }

@@ -600,3 +600,155 @@ async fn with_etcd_stopped_for_10s_nothing_leaves_healthy_routes_keep_working_an
     }
     assert!(calls > 30, "{calls} calls made while etcd was down");
 }
+
+/// A worker that can run `process` services, on its own raw stream.
+fn placeable(name: &str) -> edgeplane::proto::Hello {
+    edgeplane::proto::Hello {
+        name: name.into(),
+        instance_id: format!("inst-{name}"),
+        advertise_address: "127.0.0.1".into(),
+        capabilities: Some(edgeplane::proto::Capabilities {
+            cpu_cores: 4,
+            memory_bytes: 8 << 30,
+            runtimes: vec!["process".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Sends keepalives on `raw`'s stream, and collects the services each
+/// Assignment names, until the stream ends.
+fn drive(mut raw: RawWorker) -> (tokio::sync::watch::Receiver<Vec<String>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let task = tokio::spawn(async move {
+        let mut seq = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    seq += 1;
+                    let m = edgeplane::proto::WorkerMessage {
+                        msg: Some(edgeplane::proto::worker_message::Msg::Keepalive(edgeplane::proto::Keepalive { seq })),
+                    };
+                    if raw.tx.send(m).await.is_err() { return; }
+                }
+                m = raw.rx.message() => match m {
+                    Ok(Some(edgeplane::proto::CoordinatorMessage { msg: Some(edgeplane::proto::coordinator_message::Msg::Assignment(a)) })) => {
+                        tx.send_replace(a.services.iter().map(|s| s.name.clone()).collect());
+                    }
+                    Ok(Some(_)) => {}
+                    _ => return,
+                },
+            }
+        }
+    });
+    (rx, task)
+}
+
+/// The coordinators that say they are the placement leader.
+async fn leaders(cs: &[TestCoordinator]) -> Vec<String> {
+    let mut l = Vec::new();
+    for c in cs {
+        if health(c).await["cluster"]["role"] == "leader" {
+            l.push(c.url.clone());
+        }
+    }
+    l
+}
+
+/// Healthy workers `c` lists with `service` placed on them.
+fn placed_on(c: &TestCoordinator, service: &str) -> Vec<String> {
+    c.registry
+        .snapshot(Some(edgeplane::registry::WorkerState::Healthy))
+        .into_iter()
+        .filter(|w| w.services.iter().any(|s| s.name == service))
+        .map(|w| w.name)
+        .collect()
+}
+
+#[tokio::test]
+async fn one_leader_places_for_the_whole_cluster_and_a_new_one_takes_over() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = r#"
+[[service]]
+name = "solo"
+requires = "cpu"
+port = 9100
+command = ["true"]
+readiness = { tcp = true }
+min_replicas = 1
+max_replicas = 1
+cpu = 1.0
+"#;
+    let mut cs = Vec::new();
+    for id in ["coord-a", "coord-b", "coord-c"] {
+        let mut config = catalog_config(dir.path(), catalog);
+        config.cluster = member(&etcd, "place", id, Duration::from_secs(2)).cluster;
+        config.cluster.failover_grace = Duration::from_millis(300);
+        config.placement_grace = Duration::from_millis(300);
+        cs.push(started(config).await);
+    }
+    let started_at = std::time::Instant::now();
+    while leaders(&cs).await.len() != 1 {
+        assert!(started_at.elapsed() < PATIENCE, "no single leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One placeable worker on each coordinator: `solo` goes to exactly one.
+    let mut drivers = Vec::new();
+    for (n, c) in cs.iter().enumerate() {
+        let mut raw = c.raw().await;
+        raw.hello(placeable(&format!("w{n}"))).await;
+        drivers.push(drive(raw));
+    }
+    let started_at = std::time::Instant::now();
+    loop {
+        let got: Vec<usize> = drivers
+            .iter()
+            .enumerate()
+            .filter(|(_, (rx, _))| rx.borrow().iter().any(|s| s == "solo"))
+            .map(|(i, _)| i)
+            .collect();
+        let listed: Vec<Vec<String>> = cs.iter().map(|c| placed_on(c, "solo")).collect();
+        for l in &listed {
+            assert!(l.len() <= 1, "solo on more replicas than allowed: {listed:?}");
+        }
+        assert!(got.len() <= 1, "two workers were told to run solo: {got:?}");
+        if got.len() == 1 && listed.iter().all(|l| l.len() == 1) {
+            break;
+        }
+        assert!(started_at.elapsed() < PATIENCE, "solo never placed: {got:?} {listed:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The leader leaves: another is elected within the lease TTL, and solo
+    // is never on two workers meanwhile.
+    let old = leaders(&cs).await.remove(0);
+    let i = cs.iter().position(|c| c.url == old).unwrap();
+    let gone = cs.remove(i);
+    gone.stop().await;
+    let left = std::time::Instant::now();
+    loop {
+        for c in &cs {
+            assert!(placed_on(c, "solo").len() <= 1, "solo on two workers");
+        }
+        if leaders(&cs).await.len() == 1 {
+            break;
+        }
+        assert!(
+            left.elapsed() < Duration::from_secs(3),
+            "no new leader within the lease TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The cluster goes on placing: solo is on one healthy worker again.
+    let started_at = std::time::Instant::now();
+    while !cs.iter().all(|c| placed_on(c, "solo").len() == 1) {
+        for c in &cs {
+            assert!(placed_on(c, "solo").len() <= 1, "solo on two workers");
+        }
+        assert!(started_at.elapsed() < PATIENCE, "solo not placed again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -12,6 +12,10 @@ pub mod defaults {
     /// Nomad and Kubernetes use 10-15 s: long enough for an etcd leader
     /// election, short enough that a dead coordinator's workers move soon.
     pub const LEASE_TTL: &str = "15s";
+    /// After a leader change, or a coordinator's death, placements stay
+    /// where they are this long: the workers are probably reconnecting to
+    /// a survivor, services and all.
+    pub const FAILOVER_GRACE: &str = "15s";
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -46,6 +50,12 @@ pub struct ClusterConfig {
     #[arg(long, env = "EDGEPLANE_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
 
+    /// How long a newly elected placement leader, and every coordinator
+    /// after another one died, leaves placements as they are before
+    /// re-placing the services of workers no coordinator holds.
+    #[arg(long, env = "EDGEPLANE_FAILOVER_GRACE", default_value = defaults::FAILOVER_GRACE, value_parser = parse_duration)]
+    pub failover_grace: Duration,
+
     /// Where the coordinator keeps what must survive a restart (its id).
     #[arg(long = "state-dir", env = "EDGEPLANE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -60,6 +70,7 @@ impl Default for ClusterConfig {
             advertise_peer: None,
             etcd_lease_ttl: parse_duration(defaults::LEASE_TTL).expect("the default lease TTL parses"),
             cluster_secret: None,
+            failover_grace: parse_duration(defaults::FAILOVER_GRACE).expect("the default failover grace parses"),
             state_dir: None,
         }
     }

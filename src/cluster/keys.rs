@@ -8,6 +8,8 @@
 //!   record outlives the coordinator that wrote it).
 //! - `sessions/{worker_id}`: which coordinator holds the worker's stream,
 //!   on that coordinator's lease.
+//! - `placements/{worker_id}`: the services the placement leader wants on
+//!   the worker, applied by the coordinator that holds it.
 //! - `election`: the placement leader's election.
 
 /// The keys of one cluster.
@@ -51,6 +53,14 @@ impl Keys {
 
     pub fn session(&self, worker_id: &str) -> String {
         format!("{}sessions/{worker_id}", self.root)
+    }
+
+    pub fn placements(&self) -> String {
+        format!("{}placements/", self.root)
+    }
+
+    pub fn placement(&self, worker_id: &str) -> String {
+        format!("{}placements/{worker_id}", self.root)
     }
 
     pub fn election(&self) -> String {

@@ -80,6 +80,8 @@ pub struct Member {
     epoch: watch::Sender<u64>,
     /// Every live coordinator of the cluster (this one included).
     peers: watch::Sender<Arc<BTreeMap<String, CoordinatorInfo>>>,
+    /// Placement leader or follower ([`super::leader`] keeps it).
+    role: watch::Sender<super::role::Role>,
 }
 
 fn unix_ms() -> u64 {
@@ -132,6 +134,7 @@ impl Member {
             link: watch::channel(Link::Up).0,
             epoch: watch::channel(0).0,
             peers: watch::channel(Arc::new(BTreeMap::new())).0,
+            role: watch::channel(super::role::Role::Follower).0,
         };
         // A restarted coordinator may find its previous run's key, on a
         // lease that expires within one TTL: wait that long, no longer.
@@ -190,6 +193,14 @@ impl Member {
 
     pub fn peers(&self) -> watch::Receiver<Arc<BTreeMap<String, CoordinatorInfo>>> {
         self.peers.subscribe()
+    }
+
+    pub fn role(&self) -> watch::Receiver<super::role::Role> {
+        self.role.subscribe()
+    }
+
+    pub(super) fn role_sender(&self) -> &watch::Sender<super::role::Role> {
+        &self.role
     }
 
     pub fn lease_ttl(&self) -> Duration {

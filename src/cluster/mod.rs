@@ -13,8 +13,10 @@ pub mod config;
 mod error;
 mod identity;
 pub mod keys;
+pub mod leader;
 mod member;
 pub mod record_codec;
+mod role;
 mod store;
 mod watcher;
 
@@ -23,5 +25,6 @@ pub use error::ClusterError;
 pub use identity::coordinator_id;
 pub use keys::Keys;
 pub use member::{CoordinatorInfo, Link, Member};
+pub use role::Role;
 pub use store::{EtcdFleet, Writer};
-pub use watcher::Watcher;
+pub use watcher::{ApplyPlacement, Watcher};

@@ -95,6 +95,23 @@ pub fn encode_session(coordinator: &str, generation: u64, status: WorkerState) -
     .encode_to_vec()
 }
 
+/// A placement key's value.
+pub fn encode_placement(placed: &std::collections::BTreeSet<String>, leader: &str) -> Vec<u8> {
+    crate::proto::StoredPlacement {
+        placed: placed.iter().cloned().collect(),
+        leader: leader.to_string(),
+    }
+    .encode_to_vec()
+}
+
+pub fn decode_placement(bytes: &[u8]) -> Result<std::collections::BTreeSet<String>, CodecError> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    let p = crate::proto::StoredPlacement::decode(bytes).map_err(|e| CodecError::Decode(e.to_string()))?;
+    Ok(p.placed.into_iter().collect())
+}
+
 /// Bound on a session key's value.
 pub const MAX_SESSION_BYTES: usize = 1024;
 

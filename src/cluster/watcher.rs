@@ -23,22 +23,27 @@ struct Known {
     sessions: HashSet<String>,
 }
 
+/// Applies the leader's placement for a worker (`worker_id`, services).
+pub type ApplyPlacement = Arc<dyn Fn(&str, std::collections::BTreeSet<String>) + Send + Sync>;
+
 pub struct Watcher {
     member: Arc<Member>,
     registry: Arc<Registry>,
     times: Times,
     keys: Keys,
     known: Known,
+    placement: ApplyPlacement,
 }
 
 impl Watcher {
-    pub fn new(member: Arc<Member>, registry: Arc<Registry>, times: Times) -> Self {
+    pub fn new(member: Arc<Member>, registry: Arc<Registry>, times: Times, placement: ApplyPlacement) -> Self {
         Watcher {
             keys: member.keys().clone(),
             member,
             registry,
             times,
             known: Known::default(),
+            placement,
         }
     }
 
@@ -62,7 +67,7 @@ impl Watcher {
         let root = self.keys.root().to_string();
         let listed = client.get(root.clone(), Some(GetOptions::new().with_prefix())).await?;
         let revision = listed.header().map_or(0, |h| h.revision());
-        let (workers, sessions) = (self.keys.workers(), self.keys.sessions());
+        let (workers, sessions, placements) = (self.keys.workers(), self.keys.sessions(), self.keys.placements());
         let mut records = HashSet::new();
         let mut held = HashSet::new();
         // Records first: a session key names a record the registry must know.
@@ -76,6 +81,11 @@ impl Watcher {
             if let Some(id) = self.keys.id_in(&sessions, kv.key()) {
                 held.insert(id.to_string());
                 self.session(id, Some(kv.value()));
+            }
+        }
+        for kv in listed.kvs() {
+            if let Some(id) = self.keys.id_in(&placements, kv.key()) {
+                self.placement(id, kv.value());
             }
         }
         for gone in self.known.sessions.difference(&held) {
@@ -107,6 +117,10 @@ impl Watcher {
                         self.known.records.remove(id);
                         self.registry.learn_removed(id);
                     }
+                } else if let Some(id) = self.keys.id_in(&placements, kv.key()) {
+                    if put {
+                        self.placement(id, kv.value());
+                    }
                 } else if let Some(id) = self.keys.id_in(&sessions, kv.key()) {
                     if put {
                         self.known.sessions.insert(id.to_string());
@@ -128,6 +142,13 @@ impl Watcher {
             Ok((rec, _)) if rec.worker_id == id => self.registry.learn_record(rec),
             Ok(_) => warn!(worker_id = %id, "a stored record names another worker id; ignored"),
             Err(e) => warn!(worker_id = %id, error = %e, "a stored record does not decode; ignored"),
+        }
+    }
+
+    fn placement(&self, id: &str, value: &[u8]) {
+        match super::record_codec::decode_placement(value) {
+            Ok(placed) => (self.placement)(id, placed),
+            Err(e) => warn!(worker_id = %id, error = %e, "a placement key does not decode; ignored"),
         }
     }
 

@@ -105,6 +105,7 @@ fn cluster_health(m: &crate::cluster::Member) -> serde_json::Value {
         "coordinator_id": m.id(),
         "peer": m.info().peer,
         "etcd": if link.is_up() { "up" } else { "down" },
+        "role": m.role().borrow().as_str(),
         "coordinators": peers.keys().collect::<Vec<_>>(),
     });
     if let crate::cluster::Link::Down { since_unix_ms, error } = link {

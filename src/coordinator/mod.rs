@@ -129,7 +129,14 @@ impl Coordinator {
         let stop_writing = CancellationToken::new();
         let writing = match (&member, self.writer) {
             (Some(m), Some((w, times))) => {
-                let watcher = crate::cluster::Watcher::new(m.clone(), registry.clone(), times);
+                let (reg, cat) = (registry.clone(), catalog.clone());
+                let apply: crate::cluster::ApplyPlacement = Arc::new(move |worker_id, placed| {
+                    if reg.holds(worker_id) {
+                        placement_loop::apply(&reg, &cat, worker_id, placed);
+                    }
+                });
+                let watcher = crate::cluster::Watcher::new(m.clone(), registry.clone(), times, apply);
+                tokio::spawn(crate::cluster::leader::run(m.clone(), leave.clone()));
                 tokio::spawn(watcher.run(closing.clone()));
                 if cfg.cluster.cluster_secret.as_deref().is_some_and(|s| !s.is_empty()) {
                     tokio::spawn(follow_peers(m.clone(), registry.clone(), closing.clone()));
@@ -241,12 +248,23 @@ impl Coordinator {
             .serve_with_incoming_shutdown(incoming, stop_server.clone().cancelled_owned());
         let mut server = tokio::spawn(server);
         let clock = tokio::spawn(health_clock(registry.clone(), closing.clone()));
-        tokio::spawn(placement_loop::run(
-            registry.clone(),
-            catalog.clone(),
-            cfg.placement_grace,
-            closing.clone(),
-        ));
+        match &member {
+            // In a cluster, only the elected leader places.
+            Some(m) => tokio::spawn(placement_loop::run_clustered(
+                registry.clone(),
+                catalog.clone(),
+                cfg.placement_grace,
+                cfg.cluster.failover_grace,
+                m.clone(),
+                closing.clone(),
+            )),
+            None => tokio::spawn(placement_loop::run(
+                registry.clone(),
+                catalog.clone(),
+                cfg.placement_grace,
+                closing.clone(),
+            )),
+        };
         tokio::spawn(service_health::run(
             registry.routes(),
             catalog.clone(),

@@ -32,15 +32,20 @@ pub struct Elsewhere {
     /// Its generation there, and the status that coordinator reports.
     pub generation: u64,
     pub status: WorkerState,
+    /// When this coordinator learnt that no coordinator holds it (for the
+    /// failover grace: its holder may have died, and it may be moving).
+    pub unheld_since_ms: Option<u64>,
 }
 
 impl Elsewhere {
-    /// Held by no coordinator: waiting to resume somewhere.
-    pub fn nobody() -> Self {
+    /// Held by no coordinator (as learnt at `now_ms`): waiting to resume
+    /// somewhere.
+    pub fn nobody(now_ms: u64) -> Self {
         Elsewhere {
             coordinator: None,
             generation: 0,
             status: WorkerState::Disconnected,
+            unheld_since_ms: Some(now_ms),
         }
     }
 }

@@ -190,6 +190,11 @@ impl Registry {
         self.lock().set_coordinator_id(id);
     }
 
+    /// Whether this coordinator holds the worker's session.
+    pub fn holds(&self, worker_id: &str) -> bool {
+        self.lock().holds(worker_id)
+    }
+
     /// The cluster's coordinators and their peer addresses (`id -> URL`).
     pub fn set_peers(&self, peers: &BTreeMap<String, String>) {
         let mut st = self.lock();

@@ -22,18 +22,23 @@ impl State {
             .fleet
             .records()
             .filter(|r| !r.capabilities.runtimes.is_empty() || !r.placed.is_empty() || !r.services.is_empty())
-            // Workers another coordinator holds are not placed from here:
-            // one placement leader for the cluster is not built yet, and a
-            // placement here could not reach them.
-            .filter(|r| self.session(&r.worker_id).elsewhere.is_none())
             .map(|r| {
                 let local = self.session(&r.worker_id);
                 Candidate {
                     worker_id: r.worker_id.clone(),
                     name: r.name.clone(),
                     eligible: local.status == WorkerState::Healthy && !r.capabilities.runtimes.is_empty(),
+                    // Held here or elsewhere; or let go within the grace (a
+                    // holder that died says nothing: the grace runs from
+                    // when its session key vanished).
                     keep: local.is_connected()
-                        || r.disconnected_ms.is_some_and(|t| now_ms.saturating_sub(t) < grace_ms),
+                        || local.held_elsewhere()
+                        || r.disconnected_ms.is_some_and(|t| now_ms.saturating_sub(t) < grace_ms)
+                        || local
+                            .elsewhere
+                            .as_ref()
+                            .and_then(|e| e.unheld_since_ms)
+                            .is_some_and(|t| now_ms.saturating_sub(t) < grace_ms),
                     declared: r
                         .services
                         .iter()

@@ -45,6 +45,11 @@ impl State {
         }
     }
 
+    /// Whether this coordinator holds the worker's session.
+    pub fn holds(&self, worker_id: &str) -> bool {
+        self.local.get(worker_id).is_some_and(|l| l.link.is_some())
+    }
+
     /// Worker counts by state.
     pub fn counts(&self) -> BTreeMap<WorkerState, usize> {
         let mut m = BTreeMap::new();

@@ -34,7 +34,7 @@ impl State {
         self.fleet.learn(FleetChange::Put(Box::new(rec)));
         self.local
             .entry(id.clone())
-            .or_insert_with(|| Local::elsewhere(Elsewhere::nobody()));
+            .or_insert_with(|| Local::elsewhere(Elsewhere::nobody(now_ms)));
         if added {
             self.changed_as(
                 &id,
@@ -110,11 +110,12 @@ impl State {
                 coordinator: Some(h.coordinator),
                 generation: h.generation,
                 status: h.status,
+                unheld_since_ms: None,
             },
             // This coordinator held it last (its own key, deleted): its
             // clock goes on running here, towards the worker timeout.
             None if local.elsewhere.is_none() => return out,
-            None => Elsewhere::nobody(),
+            None => Elsewhere::nobody(now_ms),
         });
         self.changed(worker_id, "held by another coordinator", now_ms, &mut out);
         self.done(out)

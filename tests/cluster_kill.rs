@@ -19,6 +19,21 @@ struct Process {
 }
 
 async fn coordinator(etcd: &Etcd, cluster: &str, id: &str, dir: &std::path::Path) -> Process {
+    coordinator_with(etcd, cluster, id, dir, "30s").await
+}
+
+async fn coordinator_with(
+    etcd: &Etcd,
+    cluster: &str,
+    id: &str,
+    dir: &std::path::Path,
+    worker_timeout: &str,
+) -> Process {
+    coordinator_args(etcd, cluster, id, dir, &["--worker-timeout", worker_timeout]).await
+}
+
+/// A coordinator process of `cluster`, with `extra` arguments last.
+async fn coordinator_args(etcd: &Etcd, cluster: &str, id: &str, dir: &std::path::Path, extra: &[&str]) -> Process {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let args: Vec<String> = [
@@ -37,10 +52,9 @@ async fn coordinator(etcd: &Etcd, cluster: &str, id: &str, dir: &std::path::Path
         "1s",
         "--keepalive-interval",
         "100ms",
-        "--worker-timeout",
-        "30s",
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     let log = dir.join(format!("{id}.log"));
@@ -183,4 +197,194 @@ async fn kill_9_of_a_coordinator_moves_its_workers_to_the_survivors_with_their_i
     );
     assert_eq!(steady, 0, "no request to a worker that did not move failed");
     assert!(moved_after < Duration::from_secs(10), "{moved_after:?}");
+}
+
+#[tokio::test]
+async fn a_record_whose_coordinator_died_and_whose_worker_never_came_back_is_removed() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = coordinator_with(&etcd, "orphan", "coord-a", dir.path(), "2s").await;
+    let b = coordinator_with(&etcd, "orphan", "coord-b", dir.path(), "2s").await;
+    let channel = tonic::transport::Endpoint::from_shared(a.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = RawWorker::open(channel, None).await;
+    let w = raw.hello(hello("gone-for-good", "inst-gone", "")).await;
+    until_listed(&b.url, |l| {
+        l.get("gone-for-good")
+            .is_some_and(|(id, _, c)| *id == w.worker_id && c == "coord-a")
+    })
+    .await;
+
+    // coord-a dies with the worker's session; the worker never returns.
+    a.child.kill().await.unwrap();
+    drop(raw);
+    let killed = Instant::now();
+    until_listed(&b.url, |l| l.is_empty()).await;
+    let took = killed.elapsed();
+    let mut client = etcd.client().await;
+    let left = client
+        .get("/orphan/workers/", Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(left.kvs().is_empty(), "the record is gone from etcd too");
+    println!("orphan removed {took:?} after the kill (lease 2 s + worker timeout 2 s)");
+    assert!(
+        took >= Duration::from_secs(2),
+        "not before the worker timeout: {took:?}"
+    );
+}
+
+/// Healthy workers `url` lists with `service` on them.
+async fn placed_on(url: &str, service: &str) -> usize {
+    let v: Value = reqwest::get(format!("{url}/api/admin/workers"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["status"] == "healthy")
+        .filter(|w| {
+            w["assigned_containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == service)
+        })
+        .count()
+}
+
+async fn role(url: &str) -> String {
+    let v: Value = reqwest::get(format!("{url}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["cluster"]["role"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn kill_9_of_the_placement_leader_elects_another_and_never_overplaces() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        "[[service]]\nname = \"solo\"\nrequires = \"cpu\"\nport = 9100\ncommand = [\"true\"]\nreadiness = { tcp = true }\nmin_replicas = 1\nmax_replicas = 1\ncpu = 1.0\n",
+    )
+    .unwrap();
+    let catalog = catalog.to_str().unwrap();
+    let extra = [
+        "--catalog",
+        catalog,
+        "--failover-grace",
+        "500ms",
+        "--placement-grace",
+        "500ms",
+    ];
+    let mut cs = Vec::new();
+    for id in ["coord-a", "coord-b", "coord-c"] {
+        cs.push(coordinator_args(&etcd, "leader", id, dir.path(), &extra).await);
+    }
+    // One placeable worker on each, with keepalives from the test.
+    let mut streams = Vec::new();
+    for (n, c) in cs.iter().enumerate() {
+        let channel = tonic::transport::Endpoint::from_shared(c.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut raw = RawWorker::open(channel, None).await;
+        let mut h = hello(&format!("w{n}"), &format!("inst-w{n}"), "");
+        h.advertise_address = "127.0.0.1".into();
+        h.capabilities = Some(edgeplane::proto::Capabilities {
+            cpu_cores: 4,
+            memory_bytes: 8 << 30,
+            runtimes: vec!["process".into()],
+            ..Default::default()
+        });
+        raw.hello(h).await;
+        let tx = raw.tx.clone();
+        streams.push((
+            raw,
+            tokio::spawn(async move {
+                let mut seq = 0;
+                loop {
+                    seq += 1;
+                    let m = edgeplane::proto::WorkerMessage {
+                        msg: Some(edgeplane::proto::worker_message::Msg::Keepalive(
+                            edgeplane::proto::Keepalive { seq },
+                        )),
+                    };
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }),
+        ));
+    }
+    let started = Instant::now();
+    loop {
+        let mut counts = Vec::new();
+        for c in &cs {
+            counts.push(placed_on(&c.url, "solo").await);
+        }
+        assert!(counts.iter().all(|n| *n <= 1), "solo over-placed: {counts:?}");
+        if counts.iter().all(|n| *n == 1) {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "solo never placed: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut leader = None;
+    for (i, c) in cs.iter().enumerate() {
+        if role(&c.url).await == "leader" {
+            assert!(leader.replace(i).is_none(), "two leaders");
+        }
+    }
+    let i = leader.expect("a leader");
+    let mut dead = cs.remove(i);
+    dead.child.kill().await.unwrap();
+    let killed = Instant::now();
+    let elected = loop {
+        let mut leaders = 0;
+        for c in &cs {
+            assert!(placed_on(&c.url, "solo").await <= 1, "solo over-placed after the kill");
+            if role(&c.url).await == "leader" {
+                leaders += 1;
+            }
+        }
+        assert!(leaders <= 1, "two leaders");
+        if leaders == 1 {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(6), "no new leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Placement goes on, still one replica, on a live worker.
+    let started = Instant::now();
+    loop {
+        let mut counts = Vec::new();
+        for c in &cs {
+            counts.push(placed_on(&c.url, "solo").await);
+        }
+        assert!(counts.iter().all(|n| *n <= 1), "solo over-placed: {counts:?}");
+        if counts.iter().all(|n| *n == 1) {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "solo not placed again: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("kill -9 of the leader: a new one elected {elected:?} after (lease TTL 2 s)");
+    assert!(
+        elected <= Duration::from_secs(4),
+        "within the lease TTL, plus a renewal: {elected:?}"
+    );
 }

@@ -240,7 +240,11 @@ impl Writer {
                     .put(key, v.clone(), Some(PutOptions::new().with_lease(lease)))
                     .await
                     .map(|_| ()),
-                (None, false) => client.delete(key, None).await.map(|_| ()),
+                // A record goes with the leader's placement for it.
+                (None, false) => client
+                    .txn(Txn::new().and_then([TxnOp::delete(key, None), TxnOp::delete(self.keys.placement(&id), None)]))
+                    .await
+                    .map(|_| ()),
                 // Given up: deleted only if still this coordinator's.
                 (None, true) => client
                     .txn(

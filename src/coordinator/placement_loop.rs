@@ -102,8 +102,22 @@ pub async fn run_clustered(
                 c.keep = true;
             }
         }
-        let plan = crate::placement::plan(&catalog, &candidates);
         let mut client = member.client();
+        // Records whose coordinator died and whose worker never came back:
+        // the worker timeout, counted from when their session key vanished.
+        for id in registry.orphans(registry.config().worker_timeout) {
+            let keys = member.keys();
+            let txn = etcd_client::Txn::new().and_then([
+                etcd_client::TxnOp::delete(keys.worker(&id), None),
+                etcd_client::TxnOp::delete(keys.placement(&id), None),
+            ]);
+            if let Err(e) = client.txn(txn).await {
+                warn!(worker_id = %id, error = %e, "could not remove an orphaned record; the next tick retries");
+                break;
+            }
+            tracing::info!(worker_id = %id, "removed: no coordinator held it for the worker timeout");
+        }
+        let plan = crate::placement::plan(&catalog, &candidates);
         for c in &candidates {
             let Some(wanted) = plan.get(&c.worker_id) else { continue };
             if *wanted == c.placed {

@@ -190,6 +190,12 @@ impl Registry {
         self.lock().set_coordinator_id(id);
     }
 
+    /// Records no coordinator has held for longer than `older_than`.
+    pub fn orphans(&self, older_than: Duration) -> Vec<String> {
+        let now = self.clock.now_ms();
+        self.lock().orphans(now, older_than.as_millis() as u64)
+    }
+
     /// Whether this coordinator holds the worker's session.
     pub fn holds(&self, worker_id: &str) -> bool {
         self.lock().holds(worker_id)

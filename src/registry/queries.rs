@@ -45,6 +45,23 @@ impl State {
         }
     }
 
+    /// Records no coordinator has held for longer than `older_than_ms` (as
+    /// this coordinator learnt it): their holder died and the worker never
+    /// came back. The placement leader removes them for the whole cluster.
+    pub fn orphans(&self, now_ms: u64, older_than_ms: u64) -> Vec<String> {
+        self.local
+            .iter()
+            .filter(|(_, l)| {
+                l.link.is_none()
+                    && l.elsewhere
+                        .as_ref()
+                        .and_then(|e| e.unheld_since_ms)
+                        .is_some_and(|t| now_ms.saturating_sub(t) > older_than_ms)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Whether this coordinator holds the worker's session.
     pub fn holds(&self, worker_id: &str) -> bool {
         self.local.get(worker_id).is_some_and(|l| l.link.is_some())

@@ -752,3 +752,37 @@ cpu = 1.0
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn the_leader_compacts_old_revisions() {
+    let etcd = Etcd::start().await;
+    let mut config = member(&etcd, "compact", "coord-a", Duration::from_secs(30));
+    config.cluster.etcd_compact_interval = Duration::from_millis(200);
+    let c = started(config).await;
+    health_until(&c, PATIENCE, |h| h["cluster"]["role"] == "leader").await;
+    let dir = tempfile::tempdir().unwrap();
+    let _w = c.worker("w1", dir.path()).await;
+    let mut client = etcd.client().await;
+    let first = client
+        .put("/compact/probe", "x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let started_at = std::time::Instant::now();
+    // An old revision read fails once it is compacted.
+    while client
+        .get(
+            "/compact/probe",
+            Some(etcd_client::GetOptions::new().with_revision(first)),
+        )
+        .await
+        .is_ok()
+    {
+        assert!(started_at.elapsed() < PATIENCE, "revision {first} never compacted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The fleet is still listed, live, after it.
+    health_until(&c, PATIENCE, |h| h["workers"]["healthy"] == 1).await;
+}

@@ -16,6 +16,7 @@ pub mod defaults {
     /// where they are this long: the workers are probably reconnecting to
     /// a survivor, services and all.
     pub const FAILOVER_GRACE: &str = "15s";
+    pub const COMPACT_INTERVAL: &str = "5m";
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -56,6 +57,11 @@ pub struct ClusterConfig {
     #[arg(long, env = "EDGEPLANE_FAILOVER_GRACE", default_value = defaults::FAILOVER_GRACE, value_parser = parse_duration)]
     pub failover_grace: Duration,
 
+    /// How often the placement leader compacts etcd's history (up to the
+    /// revision of one interval before).
+    #[arg(long, env = "EDGEPLANE_ETCD_COMPACT_INTERVAL", default_value = defaults::COMPACT_INTERVAL, value_parser = parse_duration)]
+    pub etcd_compact_interval: Duration,
+
     /// Where the coordinator keeps what must survive a restart (its id).
     #[arg(long = "state-dir", env = "EDGEPLANE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -71,6 +77,8 @@ impl Default for ClusterConfig {
             etcd_lease_ttl: parse_duration(defaults::LEASE_TTL).expect("the default lease TTL parses"),
             cluster_secret: None,
             failover_grace: parse_duration(defaults::FAILOVER_GRACE).expect("the default failover grace parses"),
+            etcd_compact_interval: parse_duration(defaults::COMPACT_INTERVAL)
+                .expect("the default compaction interval parses"),
             state_dir: None,
         }
     }

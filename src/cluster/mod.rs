@@ -9,6 +9,7 @@
 //! with the coordinator holding a worker's stream, and etcd holds only
 //! what changes on transitions.
 
+pub mod compact;
 pub mod config;
 mod error;
 mod identity;

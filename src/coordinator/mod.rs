@@ -137,6 +137,11 @@ impl Coordinator {
                 });
                 let watcher = crate::cluster::Watcher::new(m.clone(), registry.clone(), times, apply);
                 tokio::spawn(crate::cluster::leader::run(m.clone(), leave.clone()));
+                tokio::spawn(crate::cluster::compact::run(
+                    m.clone(),
+                    cfg.cluster.etcd_compact_interval,
+                    closing.clone(),
+                ));
                 tokio::spawn(watcher.run(closing.clone()));
                 if cfg.cluster.cluster_secret.as_deref().is_some_and(|s| !s.is_empty()) {
                     tokio::spawn(follow_peers(m.clone(), registry.clone(), closing.clone()));

@@ -6,20 +6,33 @@
 #
 #   cargo build --release && deploy/offline-image.sh      # -> edgeplane:local
 #   deploy/offline-image.sh BINARY TAG
+#   deploy/offline-image.sh --etcd [BINARY] [TAG]         # -> edgeplane-etcd:local,
+#                                                         #    Debian's etcd (etcd-server)
 #
 # With registry access, `docker-compose build` (the Dockerfile) makes the
-# same tag from source instead.
+# same tag from source instead; the HA stack can use any etcd 3.4+ image.
 set -euo pipefail
-bin=${1:-target/release/edgeplane}
-tag=${2:-${EDGEPLANE_IMAGE:-edgeplane:local}}
-[ -x "$bin" ] || { echo "offline-image: no binary at $bin (run: cargo build --release)" >&2; exit 1; }
+kind=edgeplane
+if [ "${1:-}" = --etcd ]; then
+  kind=etcd
+  shift
+fi
+if [ "$kind" = etcd ]; then
+  bin=${1:-$(command -v etcd || echo /usr/bin/etcd)}
+  tag=${2:-${EDGEPLANE_ETCD_IMAGE:-edgeplane-etcd:local}}
+else
+  bin=${1:-target/release/edgeplane}
+  tag=${2:-${EDGEPLANE_IMAGE:-edgeplane:local}}
+fi
+[ -x "$bin" ] || { echo "offline-image: no binary at $bin (cargo build --release, or apt-get install etcd-server)" >&2; exit 1; }
 command -v docker >/dev/null || { echo "offline-image: docker is not installed" >&2; exit 1; }
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/usr/local/bin "$root"/etc/edgeplane "$root"/var/lib/edgeplane "$root"/tmp
 chmod 1777 "$root/tmp"
-install -m 0755 "$bin" "$root/usr/local/bin/edgeplane"
+install -m 0755 "$bin" "$root/usr/local/bin/$kind"
+mkdir -p "$root/var/lib/etcd"
 
 # The dynamic loader and every library the binary links, at the same paths.
 libs=$(ldd "$bin" | grep -o '/[^ )]*' | sort -u)
@@ -35,14 +48,14 @@ printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
 mkdir -p "$root/root"
 
 previous=$(docker images -q "$tag" 2>/dev/null || true)
+if [ "$kind" = etcd ]; then
+  set -- -c 'CMD ["etcd"]' -c 'EXPOSE 2379' -m "etcd $("$bin" --version 2>/dev/null | awk 'NR==1{print $3}') (offline image)"
+else
+  set -- -c 'ENV EDGEPLANE_STATE_DIR=/var/lib/edgeplane' -c 'EXPOSE 8080' -c 'CMD ["edgeplane", "coordinator"]' \
+    -m "edgeplane $("$bin" --version 2>/dev/null | awk '{print $2}') (offline image)"
+fi
 tar -C "$root" --numeric-owner --owner=0 --group=0 -cf - . |
-  docker import \
-    -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
-    -c 'ENV EDGEPLANE_STATE_DIR=/var/lib/edgeplane' \
-    -c 'EXPOSE 8080' \
-    -c 'CMD ["edgeplane", "coordinator"]' \
-    -m "edgeplane $("$bin" --version 2>/dev/null | awk '{print $2}') (offline image)" \
-    - "$tag" >/dev/null
+  docker import -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$@" - "$tag" >/dev/null
 # The image this tag named before, now untagged: removed unless a container uses it.
 if [ -n "$previous" ] && [ "$previous" != "$(docker images -q "$tag")" ]; then
   docker rmi "$previous" >/dev/null 2>&1 || true

@@ -65,11 +65,16 @@ fn etcd_version(bin: &Path) -> Option<String> {
 }
 
 fn spawn_etcd(args: &EtcdArgs, port: u16, data: &Path) -> Result<ChildServer, BenchError> {
-    let peer = free_port()?;
     let log = args
         .etcd_log
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("edgeplane-bench-etcd-{port}.log")));
+    spawn_etcd_at(&args.etcd_bin, &log, port, data)
+}
+
+/// etcd on 127.0.0.1:`port` with its data in `data`, logging to `log`.
+pub fn spawn_etcd_at(bin: &Path, log: &Path, port: u16, data: &Path) -> Result<ChildServer, BenchError> {
+    let peer = free_port()?;
     let client = format!("http://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let a = [
@@ -97,7 +102,7 @@ fn spawn_etcd(args: &EtcdArgs, port: u16, data: &Path) -> Result<ChildServer, Be
     .iter()
     .map(|s| s.to_string())
     .collect();
-    ChildServer::spawn("etcd", &args.etcd_bin, a, Vec::new(), &log)
+    ChildServer::spawn("etcd", bin, a, Vec::new(), log)
 }
 
 pub async fn run(args: &EtcdArgs) -> Result<EtcdReport, BenchError> {

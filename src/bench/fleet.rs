@@ -160,7 +160,7 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         .keep_alive_while_idle(true);
     let run_tag = format!("bench-{}-{}", std::process::id(), rand::random::<u32>());
     let shared = Arc::new(SimShared {
-        target,
+        targets: vec![target],
         endpoint,
         keepalive: args.load.keepalive,
         reconnect: (args.reconnect_min, args.reconnect_max),

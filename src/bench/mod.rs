@@ -4,6 +4,7 @@
 //!
 //! Map of the module:
 //! - [`args`]: the flags of `bench fleet` and `bench etcd`.
+//! - [`cluster`]: a fleet over several coordinators and one etcd.
 //! - [`fleet`]: the edgeplane run, phase by phase (the disturbing ones,
 //!   kill, silence and restart, in `phases`); [`etcd`] the same load
 //!   against etcd leases, for a side-by-side figure; [`reach`]: whether a
@@ -17,6 +18,7 @@
 
 pub mod args;
 pub mod child;
+pub mod cluster;
 pub mod connector;
 pub mod error;
 pub mod etcd;
@@ -50,6 +52,9 @@ pub enum BenchCommand {
     Fleet(FleetArgs),
     /// The same load against etcd: one lease and one LeaseKeepAlive stream per client.
     Etcd(EtcdArgs),
+    /// A fleet over several coordinator processes sharing one etcd: etcd
+    /// writes in steady state, cost per coordinator, and a coordinator's kill.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Runs a bench; prints its table to stdout (and JSON where asked).
@@ -61,6 +66,10 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         }
         BenchCommand::Etcd(a) => {
             let r = etcd::run(a).await?;
+            (r.table(), serde_json::to_string_pretty(&r), a.load.json.clone())
+        }
+        BenchCommand::Cluster(a) => {
+            let r = cluster::run(a).await?;
             (r.table(), serde_json::to_string_pretty(&r), a.load.json.clone())
         }
     };

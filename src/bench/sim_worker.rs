@@ -38,7 +38,10 @@ pub enum Mode {
 
 /// State every simulated worker shares.
 pub struct SimShared {
-    pub target: SocketAddr,
+    /// The coordinators: each worker starts at its own (`SimWorker::at`)
+    /// and moves to the next one after every lost session, as the agent
+    /// does with a list of coordinators.
+    pub targets: Vec<SocketAddr>,
     pub endpoint: Endpoint,
     pub keepalive: Duration,
     /// Reconnect backoff bounds (the agent's defaults unless told otherwise).
@@ -107,6 +110,8 @@ pub struct SimWorker {
     pub sessions: AtomicU64,
     /// Welcomes that carried a different id than the one before.
     pub id_changes: AtomicU64,
+    /// Which of `SimShared::targets` it dials now.
+    pub at: std::sync::atomic::AtomicUsize,
 }
 
 impl SimWorker {
@@ -121,7 +126,15 @@ impl SimWorker {
             last_sent_us: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
             id_changes: AtomicU64::new(0),
+            at: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// The same, starting at coordinator `at` of the list.
+    pub fn starting_at(index: usize, run_tag: &str, source: IpAddr, at: usize) -> Self {
+        let w = Self::new(index, run_tag, source);
+        w.at.store(at, Ordering::Relaxed);
+        w
     }
 
     pub fn id(&self) -> Option<String> {
@@ -164,6 +177,10 @@ pub async fn run(w: Arc<SimWorker>, shared: Arc<SimShared>, permit: OwnedSemapho
                 if welcomed {
                     backoff.reset();
                 }
+                // The next coordinator of the list, as the agent does.
+                if shared.targets.len() > 1 {
+                    w.at.fetch_add(1, Ordering::Relaxed);
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = shared.stop.cancelled() => return,
@@ -203,7 +220,8 @@ async fn session(
     let kill = CancellationToken::new();
     // Dropped on every return: the connection goes with it.
     let _kill_on_return = kill.clone().drop_guard();
-    let connector = KillableConnector::new(shared.target, Some(w.source), kill.clone());
+    let target = shared.targets[w.at.load(Ordering::Relaxed) % shared.targets.len()];
+    let connector = KillableConnector::new(target, Some(w.source), kill.clone());
     let lost = |permit: &mut Option<OwnedSemaphorePermit>, cause: String| {
         shared.failed(cause);
         permit.take();

@@ -60,7 +60,7 @@ pub async fn run(member: Arc<Member>, shutdown: CancellationToken) {
 
 /// Blocks until elected, on the member's current lease.
 async fn campaign(member: &Member, name: &str) -> Result<LeaderKey, etcd_client::Error> {
-    let mut client = member.client();
+    let mut client = member.patient_client();
     let r = client.campaign(name, member.id(), member.lease()).await?;
     r.leader()
         .cloned()

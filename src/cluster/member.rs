@@ -73,6 +73,10 @@ pub struct Member {
     keys: Keys,
     endpoints: String,
     client: Client,
+    /// The same endpoints without the per-request timeout: for the one call
+    /// that waits as long as it must (the election campaign; a timed-out
+    /// campaign withdraws the candidate and puts it back, two writes each).
+    patient: Client,
     ttl: Duration,
     lease: AtomicI64,
     link: watch::Sender<Link>,
@@ -106,16 +110,20 @@ impl Member {
             endpoints: endpoints.clone(),
             source,
         };
-        let options = ConnectOptions::new()
+        let patient_options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), REQUEST_TIMEOUT)
             .with_keep_alive_while_idle(true);
+        let options = patient_options.clone().with_timeout(REQUEST_TIMEOUT);
         let unreachable = || ClusterError::Unreachable {
             endpoints: endpoints.clone(),
             waited: JOIN_TIMEOUT,
         };
         let client = tokio::time::timeout(JOIN_TIMEOUT, Client::connect(&config.etcd, Some(options)))
+            .await
+            .map_err(|_| unreachable())?
+            .map_err(etcd)?;
+        let patient = tokio::time::timeout(JOIN_TIMEOUT, Client::connect(&config.etcd, Some(patient_options)))
             .await
             .map_err(|_| unreachable())?
             .map_err(etcd)?;
@@ -129,6 +137,7 @@ impl Member {
             id,
             endpoints: endpoints.clone(),
             client,
+            patient,
             ttl: config.etcd_lease_ttl,
             lease: AtomicI64::new(0),
             link: watch::channel(Link::Up).0,
@@ -176,6 +185,11 @@ impl Member {
     /// An etcd client (cheap to clone: one shared channel).
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// A client whose calls have no deadline, for the ones that wait.
+    pub fn patient_client(&self) -> Client {
+        self.patient.clone()
     }
 
     /// The current lease, for keys that must vanish with this coordinator.

@@ -22,12 +22,16 @@ pub struct RemoteHold {
 
 impl State {
     /// Another coordinator wrote a worker's record. A worker whose session
-    /// is held here keeps this coordinator's copy: only the holder writes
-    /// a held record.
+    /// is held here keeps this coordinator's copy (only the holder writes a
+    /// held record), unless the record is of a newer session: then another
+    /// coordinator has taken the worker over, and its session key, which
+    /// follows, closes this one's stream.
     pub fn learn_record(&mut self, now_ms: u64, rec: FleetRecord) -> Changes {
         let mut out = Changes::default();
         let id = rec.worker_id.clone();
-        if self.local.get(&id).is_some_and(|l| l.link.is_some()) {
+        let held_here = self.local.get(&id).is_some_and(|l| l.link.is_some());
+        let ours = self.fleet.get(&id).map_or(0, |r| r.generation);
+        if held_here && rec.generation <= ours {
             return out;
         }
         let added = self.fleet.get(&id).is_none();

@@ -488,3 +488,33 @@ fn the_newest_session_wins_and_the_older_one_is_closed() {
         "removed by this coordinator's clock"
     );
 }
+
+#[test]
+fn a_newer_sessions_record_is_taken_in_even_while_held_here() {
+    let mut st = state();
+    st.set_coordinator_id("c-a".into());
+    let (w, _link) = connect(&mut st, 0, &hello("gpu-1", "i-1"));
+    let mut theirs = st.fleet().get(&w.worker_id).unwrap().clone();
+    theirs.version = "from c-b".into();
+    // An older (or the same) session's record: this coordinator's copy stays.
+    theirs.generation = w.generation;
+    st.learn_record(1, theirs.clone());
+    assert_ne!(st.fleet().get(&w.worker_id).unwrap().version, "from c-b");
+    // A newer one: taken in, ahead of the session key that will close ours.
+    theirs.generation = w.generation + 1;
+    st.learn_record(2, theirs);
+    assert_eq!(st.fleet().get(&w.worker_id).unwrap().version, "from c-b");
+    // The stream this coordinator held then ends: nothing more is written.
+    let c = st.learn_session(
+        3,
+        &w.worker_id,
+        Some(super::RemoteHold {
+            coordinator: "c-b".into(),
+            generation: w.generation + 1,
+            status: WorkerState::Healthy,
+        }),
+    );
+    assert_eq!(c.notices.len(), 1);
+    let after = st.disconnect(4, &w.worker_id, w.generation, "closed");
+    assert!(after.events.is_empty(), "a stale session's end changes nothing");
+}

@@ -770,6 +770,8 @@ async fn the_leader_compacts_old_revisions() {
         .header()
         .unwrap()
         .revision();
+    // A later write, so that the history has something past `first`.
+    client.put("/compact/probe", "y", None).await.unwrap();
     let started_at = std::time::Instant::now();
     // An old revision read fails once it is compacted.
     while client

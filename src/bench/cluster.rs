@@ -65,6 +65,9 @@ pub struct ClusterReport {
     pub keepalive_ms: u64,
     pub connected: usize,
     pub connect_all_s: Option<f64>,
+    /// From all connected until etcd's revision stood still (the
+    /// registrations' writes landed).
+    pub writes_settled_s: f64,
     /// etcd revisions over the keepalive window, and per second.
     pub etcd_writes: i64,
     pub etcd_writes_per_s: f64,
@@ -352,8 +355,19 @@ pub async fn run(args: &ClusterArgs) -> Result<ClusterReport, BenchError> {
     if !all {
         notes.push(format!("only {connected} of {n} connected within {patience:?}"));
     }
-    // Let the registration writes land before the steady window.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The registrations' writes land first: the window starts once etcd's
+    // revision has stood still for two seconds.
+    progress(format_args!("waiting for the registrations' etcd writes to land"));
+    let settle = Instant::now();
+    let mut last = revision(&mut client).await?;
+    let mut still = 0;
+    while still < 4 && settle.elapsed() < patience {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = revision(&mut client).await?;
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    let settled_s = settle.elapsed().as_secs_f64();
 
     progress(format_args!("keepalive window: {:?}", args.load.duration));
     let ends_before = shared.unexpected_ends.load(Ordering::Relaxed);
@@ -375,6 +389,7 @@ pub async fn run(args: &ClusterArgs) -> Result<ClusterReport, BenchError> {
         keepalive_ms: args.load.keepalive.as_millis() as u64,
         connected,
         connect_all_s,
+        writes_settled_s: settled_s,
         etcd_writes,
         etcd_writes_per_s: etcd_writes as f64 / args.load.duration.as_secs_f64(),
         etcd_cores: etcd_usage.target.map(|u| u.cores),

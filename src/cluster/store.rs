@@ -221,6 +221,10 @@ impl Writer {
         }
     }
 
+    /// Sends one queue's changes. Puts (and record deletes) go in
+    /// transactions of up to [`OPS_PER_TXN`] operations, so that a fleet
+    /// registering at once costs a few round trips, not one per worker; a
+    /// session given up is deleted on its own, guarded by its lease.
     async fn send(
         &self,
         member: &Member,
@@ -230,43 +234,62 @@ impl Writer {
         on_lease: bool,
     ) -> Result<(), etcd_client::Error> {
         let mut client = member.client();
-        let mut batch = batch.into_iter();
-        while let Some((id, value)) = batch.next() {
-            let key = key_of(&self.keys, &id);
+        let mut rest = batch;
+        while !rest.is_empty() {
             let lease = member.lease();
-            let res = match (&value, on_lease) {
-                (Some(v), false) => client.put(key, v.clone(), None).await.map(|_| ()),
-                (Some(v), true) => client
-                    .put(key, v.clone(), Some(PutOptions::new().with_lease(lease)))
-                    .await
-                    .map(|_| ()),
-                // A record goes with the leader's placement for it.
-                (None, false) => client
-                    .txn(Txn::new().and_then([TxnOp::delete(key, None), TxnOp::delete(self.keys.placement(&id), None)]))
-                    .await
-                    .map(|_| ()),
+            let res = match rest.last() {
                 // Given up: deleted only if still this coordinator's.
-                (None, true) => client
-                    .txn(
-                        Txn::new()
-                            .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
-                            .and_then([TxnOp::delete(key, None)]),
-                    )
-                    .await
-                    .map(|_| ()),
-            };
-            if let Err(e) = res {
-                let mut p = lock(queue);
-                for (id, value) in std::iter::once((id, value)).chain(batch) {
-                    p.entry(id).or_insert(value);
+                Some((id, None)) if on_lease => {
+                    let key = key_of(&self.keys, id);
+                    let txn = Txn::new()
+                        .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+                        .and_then([TxnOp::delete(key, None)]);
+                    client.txn(txn).await.map(|_| 1)
                 }
-                return Err(e);
+                _ => {
+                    let mut ops = Vec::new();
+                    let mut n = 0;
+                    for (id, value) in rest.iter().rev() {
+                        if (value.is_none() && on_lease) || ops.len() + 2 > OPS_PER_TXN {
+                            break;
+                        }
+                        let key = key_of(&self.keys, id);
+                        match value {
+                            Some(v) if on_lease => {
+                                ops.push(TxnOp::put(key, v.clone(), Some(PutOptions::new().with_lease(lease))))
+                            }
+                            Some(v) => ops.push(TxnOp::put(key, v.clone(), None)),
+                            // A record goes with the leader's placement for it.
+                            None => {
+                                ops.push(TxnOp::delete(key, None));
+                                ops.push(TxnOp::delete(self.keys.placement(id), None));
+                            }
+                        }
+                        n += 1;
+                    }
+                    client.txn(Txn::new().and_then(ops)).await.map(|_| n)
+                }
+            };
+            match res {
+                Ok(n) => {
+                    rest.truncate(rest.len() - n);
+                    self.queue.written.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let mut p = lock(queue);
+                    for (id, value) in rest {
+                        p.entry(id).or_insert(value);
+                    }
+                    return Err(e);
+                }
             }
-            self.queue.written.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 }
+
+/// Operations per etcd transaction: below etcd's default limit (128).
+const OPS_PER_TXN: usize = 100;
 
 fn take(q: &Mutex<HashMap<String, Option<Vec<u8>>>>) -> Vec<(String, Option<Vec<u8>>)> {
     lock(q).drain().collect()

@@ -788,3 +788,53 @@ async fn the_leader_compacts_old_revisions() {
     // The fleet is still listed, live, after it.
     health_until(&c, PATIENCE, |h| h["workers"]["healthy"] == 1).await;
 }
+
+#[tokio::test]
+async fn after_its_lease_expired_a_coordinator_does_not_claim_back_a_worker_another_took() {
+    let etcd = Etcd::start().await;
+    let c = started(member(&etcd, "expired", "coord-a", Duration::from_secs(3))).await;
+    let mut raw = c.raw().await;
+    let w = raw.hello(hello("taken", "inst-taken", "")).await;
+    let mut client = etcd.client().await;
+    let session = format!("/expired/sessions/{}", w.worker_id);
+    let started_at = std::time::Instant::now();
+    let lease = loop {
+        if let Some(kv) = client.get(session.as_str(), None).await.unwrap().kvs().first() {
+            break kv.lease();
+        }
+        assert!(started_at.elapsed() < PATIENCE, "no session key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // coord-a's lease ends (as when it is cut off from etcd past the TTL),
+    // and coord-b takes the worker over meanwhile.
+    client.lease_revoke(lease).await.unwrap();
+    let b_lease = client.lease_grant(30, None).await.unwrap().id();
+    let theirs =
+        edgeplane::cluster::record_codec::encode_session("coord-b", 100, edgeplane::registry::WorkerState::Healthy);
+    client
+        .put(
+            session.as_str(),
+            theirs.clone(),
+            Some(etcd_client::PutOptions::new().with_lease(b_lease)),
+        )
+        .await
+        .unwrap();
+    // coord-a takes a new lease and writes its own key again...
+    let started_at = std::time::Instant::now();
+    while client
+        .get("/expired/coordinators/coord-a", None)
+        .await
+        .unwrap()
+        .kvs()
+        .is_empty()
+    {
+        assert!(started_at.elapsed() < PATIENCE, "coord-a never rejoined");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...but not the session coord-b holds, and it lets the worker go.
+    let ended = within(raw.end()).await;
+    assert!(ended.is_ok(), "{ended:?}");
+    let kv = client.get(session.as_str(), None).await.unwrap();
+    assert_eq!(kv.kvs()[0].value(), &theirs[..], "coord-b's claim stands");
+    assert_eq!(kv.kvs()[0].lease(), b_lease);
+}

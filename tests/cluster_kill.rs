@@ -292,6 +292,32 @@ async fn kill_9_of_the_placement_leader_elects_another_and_never_overplaces() {
     for id in ["coord-a", "coord-b", "coord-c"] {
         cs.push(coordinator_args(&etcd, "leader", id, dir.path(), &extra).await);
     }
+    // A watch on every coordinator, over the whole run: at no event does any
+    // of them list `solo` on more than one healthy worker.
+    let most = Arc::new(AtomicUsize::new(0));
+    for c in &cs {
+        let channel = tonic::transport::Endpoint::from_shared(c.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut stream = edgeplane::proto::admin_client::AdminClient::new(channel)
+            .watch_workers(edgeplane::proto::WatchWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let most = most.clone();
+        tokio::spawn(async move {
+            let mut on: BTreeMap<String, bool> = BTreeMap::new();
+            while let Ok(Some(e)) = stream.message().await {
+                let Some(w) = e.worker else { continue };
+                let healthy = w.status == edgeplane::proto::WorkerStatus::Healthy as i32;
+                let has = w.services.iter().any(|s| s.name == "solo");
+                on.insert(w.worker_id, healthy && has);
+                most.fetch_max(on.values().filter(|v| **v).count(), Ordering::Relaxed);
+            }
+        });
+    }
     // One placeable worker on each, with keepalives from the test.
     let mut streams = Vec::new();
     for (n, c) in cs.iter().enumerate() {
@@ -382,6 +408,12 @@ async fn kill_9_of_the_placement_leader_elects_another_and_never_overplaces() {
         assert!(started.elapsed() < PATIENCE, "solo not placed again: {counts:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(
+        most.load(Ordering::Relaxed) <= 1,
+        "a watch saw solo on {} workers",
+        most.load(Ordering::Relaxed)
+    );
+    assert_eq!(most.load(Ordering::Relaxed), 1, "the watches saw solo placed");
     println!("kill -9 of the leader: a new one elected {elected:?} after (lease TTL 2 s)");
     assert!(
         elected <= Duration::from_secs(4),

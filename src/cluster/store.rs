@@ -40,6 +40,11 @@ struct Queue {
     sessions: Mutex<HashMap<String, Option<Vec<u8>>>>,
     /// Every session held here, as last written: written again under a new lease.
     held: Mutex<HashMap<String, Vec<u8>>>,
+    /// Sessions to write again after a lease was replaced: only where no
+    /// other coordinator has claimed the worker meanwhile (its key would
+    /// be newer than this coordinator's; this one's stream then closes when
+    /// the watch shows it).
+    rewrites: Mutex<std::collections::HashSet<String>>,
     wake: Notify,
     /// Puts and deletes etcd has acknowledged.
     written: AtomicU64,
@@ -104,6 +109,7 @@ impl FleetStore for EtcdFleet {
                 None => all.remove(worker_id),
             };
         }
+        lock(&self.queue.rewrites).remove(worker_id);
         lock(&self.queue.sessions).insert(worker_id.to_string(), value);
         self.queue.wake.notify_one();
     }
@@ -158,7 +164,9 @@ impl Writer {
                     // A new lease: every session held here goes on it.
                     let held = lock(&self.queue.held).clone();
                     let mut s = lock(&self.queue.sessions);
+                    let mut r = lock(&self.queue.rewrites);
                     for (id, v) in held {
+                        r.insert(id.clone());
                         s.insert(id, Some(v));
                     }
                 }
@@ -237,7 +245,19 @@ impl Writer {
         let mut rest = batch;
         while !rest.is_empty() {
             let lease = member.lease();
+            let rewrite = on_lease
+                && rest
+                    .last()
+                    .is_some_and(|(id, v)| v.is_some() && lock(&self.queue.rewrites).remove(id));
             let res = match rest.last() {
+                // Written again under a new lease: only if nobody took it.
+                Some((id, Some(v))) if rewrite => {
+                    let key = key_of(&self.keys, id);
+                    let txn = Txn::new()
+                        .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key, v.clone(), Some(PutOptions::new().with_lease(lease)))]);
+                    client.txn(txn).await.map(|_| 1)
+                }
                 // Given up: deleted only if still this coordinator's.
                 Some((id, None)) if on_lease => {
                     let key = key_of(&self.keys, id);
@@ -250,7 +270,8 @@ impl Writer {
                     let mut ops = Vec::new();
                     let mut n = 0;
                     for (id, value) in rest.iter().rev() {
-                        if (value.is_none() && on_lease) || ops.len() + 2 > OPS_PER_TXN {
+                        let rewrite = on_lease && lock(&self.queue.rewrites).contains(id);
+                        if (value.is_none() && on_lease) || rewrite || ops.len() + 2 > OPS_PER_TXN {
                             break;
                         }
                         let key = key_of(&self.keys, id);
@@ -276,6 +297,9 @@ impl Writer {
                     self.queue.written.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
+                    if let (true, Some((id, _))) = (rewrite, rest.last()) {
+                        lock(&self.queue.rewrites).insert(id.clone());
+                    }
                     let mut p = lock(queue);
                     for (id, value) in rest {
                         p.entry(id).or_insert(value);

@@ -83,7 +83,8 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "EDGEPLANE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Worker records held at most (connected or waiting to resume).
+    /// Worker records held at most (connected or waiting to resume); in a
+    /// cluster, per coordinator.
     #[arg(long, env = "EDGEPLANE_MAX_WORKERS", default_value_t = defaults::MAX_WORKERS)]
     pub max_workers: usize,
 

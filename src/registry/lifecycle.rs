@@ -112,7 +112,15 @@ impl State {
         }
 
         let max = self.config.max_workers;
-        if self.fleet.len() >= max {
+        // The records this coordinator is responsible for (held, or last
+        // held and waiting to resume): in a cluster, the others' are theirs
+        // to bound, so that a fleet can outgrow one process.
+        let mine = if self.me.is_some() {
+            self.local.values().filter(|l| l.elsewhere.is_none()).count()
+        } else {
+            self.fleet.len()
+        };
+        if mine >= max {
             out.logs.push(Log::Full {
                 worker: hello.name.clone(),
                 max,

@@ -27,7 +27,8 @@ pub struct RegistryConfig {
     pub heartbeat_timeout: Duration,
     /// Nothing heard for this long: the record is removed.
     pub worker_timeout: Duration,
-    /// Records (connected or waiting to resume) the registry holds at most.
+    /// Records (connected or waiting to resume) the registry holds at most;
+    /// in a cluster, those this coordinator holds or last held.
     pub max_workers: usize,
 }
 

@@ -518,3 +518,19 @@ fn a_newer_sessions_record_is_taken_in_even_while_held_here() {
     let after = st.disconnect(4, &w.worker_id, w.generation, "closed");
     assert!(after.events.is_empty(), "a stale session's end changes nothing");
 }
+
+#[test]
+fn in_a_cluster_the_worker_cap_counts_this_coordinators_workers_only() {
+    let mut st = state();
+    st.set_coordinator_id("c-a".into());
+    // Three workers held elsewhere (the cap in `state()` is 3)...
+    for n in 0..3 {
+        remote(&mut st, 0, &format!("far-{n}"), 2, "c-b");
+    }
+    // ...leave room for three of this coordinator's own, and no more.
+    for n in 0..3 {
+        connect(&mut st, 1, &hello(&format!("near-{n}"), &format!("i-near-{n}")));
+    }
+    let (r, _, _) = open(&mut st, 2, &hello("one-too-many", "i-x"));
+    assert_eq!(r.unwrap_err(), RegisterError::Full(3));
+}

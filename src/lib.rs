@@ -21,8 +21,9 @@
 //! Control plane:
 //! - [`registry`]: worker records, the health clock, and the change events
 //!   every view is built from. The one boundary through which state changes.
-//! - [`cluster`]: several coordinators, one fleet: etcd membership (a lease
-//!   and a key per coordinator); without `--etcd`, nothing.
+//! - [`cluster`]: several coordinators, one fleet through etcd: membership,
+//!   the etcd-backed fleet store and its watch, the placement leader,
+//!   compaction; without `--etcd`, nothing runs.
 //! - [`catalog`]: the services the fleet can run, and their requirements.
 //! - [`placement`]: which catalog services each worker should run (pure).
 //! - [`json`]: the JSON shape of a worker, shared by the API and the CLI.

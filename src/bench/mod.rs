@@ -26,6 +26,7 @@ pub mod etcd_proto;
 pub mod fdlimit;
 pub mod fleet;
 pub mod histogram;
+pub mod load;
 mod phases;
 pub mod procfs;
 pub mod ramp;
@@ -55,6 +56,9 @@ pub enum BenchCommand {
     /// A fleet over several coordinator processes sharing one etcd: etcd
     /// writes in steady state, cost per coordinator, and a coordinator's kill.
     Cluster(cluster::ClusterArgs),
+    /// Part of a simulated fleet, for `bench cluster --load-processes`.
+    #[command(hide = true)]
+    Load(load::LoadProcessArgs),
 }
 
 /// Runs a bench; prints its table to stdout (and JSON where asked).
@@ -67,6 +71,10 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         BenchCommand::Etcd(a) => {
             let r = etcd::run(a).await?;
             (r.table(), serde_json::to_string_pretty(&r), a.load.json.clone())
+        }
+        BenchCommand::Load(a) => {
+            load::run(a).await?;
+            return Ok(());
         }
         BenchCommand::Cluster(a) => {
             let r = cluster::run(a).await?;

@@ -838,3 +838,34 @@ async fn after_its_lease_expired_a_coordinator_does_not_claim_back_a_worker_anot
     assert_eq!(kv.kvs()[0].value(), &theirs[..], "coord-b's claim stands");
     assert_eq!(kv.kvs()[0].lease(), b_lease);
 }
+
+#[tokio::test]
+async fn a_drain_asked_of_any_coordinator_reaches_the_worker() {
+    let etcd = Etcd::start().await;
+    let cs = three(&etcd, "drain").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, _stop) = cs[0].worker("held-by-a", dir.path()).await;
+    let want = std::collections::BTreeMap::from([("held-by-a".to_string(), "coord-a".to_string())]);
+    lists(&cs[2], &want).await;
+    // The operator asks coord-c, which does not hold the worker.
+    let mut admin = cs[2].admin().await;
+    admin
+        .drain_worker(edgeplane::proto::DrainWorkerRequest {
+            worker: "held-by-a".into(),
+            reason: "maintenance".into(),
+        })
+        .await
+        .unwrap();
+    within(agent.wait_for(|s| s.draining)).await;
+    for c in &cs {
+        let started_at = std::time::Instant::now();
+        while c
+            .registry
+            .snapshot(Some(edgeplane::registry::WorkerState::Draining))
+            .is_empty()
+        {
+            assert!(started_at.elapsed() < PATIENCE, "{} never lists it draining", c.url);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -6,7 +6,8 @@
 #     leader, and etcd is up for all;
 #   - every coordinator lists the worker, with the coordinator holding it;
 #   - `docker kill` (SIGKILL) of that coordinator: the worker is healthy on
-#     a survivor with the same id, listed so by both survivors;
+#     a survivor with the same id, listed so by both survivors, and the
+#     service containers placed on it are the same ones (none restarted);
 #   - `docker-compose down` leaves no container behind.
 # Needs: docker (engine reachable), docker-compose, curl, jq, etcd (Debian's
 # etcd-server, for its binary), cargo. Usage: tests/e2e_ha_docker.sh
@@ -105,6 +106,18 @@ id=$(worker 8081 | jq -r .worker_id)
 holder=$(worker 8081 | jq -r .coordinator)
 say "worker $id held by $holder, listed so on all three"
 
+containers() { docker ps -q --no-trunc --filter "label=edgeplane.worker=$WORKER_NAME" | sort | tr '\n' ' '; }
+# Every service placed on the worker running as a container of its own.
+all_running() {
+  local placed running
+  placed=$(worker 8081 | jq '.assigned_containers | length')
+  running=$(wc -w <<<"$(containers)")
+  [ "$placed" -gt 0 ] && [ "$running" -eq "$placed" ]
+}
+wait_for 120 "the services placed on the worker running as containers" all_running
+before_containers=$(containers)
+say "service containers on the worker: $(wc -w <<<"$before_containers")"
+
 say "docker kill (SIGKILL) $holder"
 compose kill -s SIGKILL "$holder" >/dev/null
 survivors=()
@@ -119,6 +132,9 @@ moved() {
 }
 wait_for 30 "the worker healthy on a survivor with the same id" moved
 say "worker $id now held by $(worker "${survivors[0]}" | jq -r .coordinator), same id, on both survivors"
+after_containers=$(containers)
+[ "$after_containers" = "$before_containers" ] || die "service containers changed across the move: before [$before_containers] after [$after_containers]"
+say "the same $(wc -w <<<"$after_containers") service containers, none restarted"
 records=$(curl -sf "http://localhost:${survivors[0]}/api/admin/workers" | jq --arg n "$WORKER_NAME" '[.[] | select(.name == $n)] | length')
 [ "$records" = 1 ] || die "$records records for $WORKER_NAME"
 

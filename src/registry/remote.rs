@@ -5,7 +5,7 @@
 //! close a session of its own that another coordinator has taken over.
 
 use super::changes::{ChangeKind, Changes, RegistryEvent};
-use super::fleet::FleetChange;
+use super::fleet::{FleetChange, Held};
 use super::local::{Elsewhere, Local};
 use super::machine::State;
 use super::record::FleetRecord;
@@ -32,6 +32,13 @@ impl State {
         let held_here = self.local.get(&id).is_some_and(|l| l.link.is_some());
         let ours = self.fleet.get(&id).map_or(0, |r| r.generation);
         if held_here && rec.generation <= ours {
+            // Drain is never undone, so an operator's drain sent to another
+            // coordinator is taken up by the holder, which tells the worker.
+            if rec.draining && !self.fleet.get(&id).is_some_and(|r| r.draining) {
+                if let Ok((_, changes)) = self.drain(now_ms, &id, "drained through another coordinator") {
+                    return changes;
+                }
+            }
             return out;
         }
         let added = self.fleet.get(&id).is_none();
@@ -96,6 +103,17 @@ impl State {
             let Some(h) = &hold else { return out };
             let newer = (h.generation, h.coordinator.as_str()) > (generation_here, me.as_str());
             if !newer {
+                // An older claim landed after this one (two coordinators
+                // claimed at once): this one is the session, so its key is
+                // written again, and the store ends with the winner's.
+                let status = local.status;
+                self.fleet.hold(
+                    worker_id,
+                    Some(Held {
+                        generation: generation_here,
+                        status,
+                    }),
+                );
                 return out;
             }
             let link = local.link.take().expect("checked above");

@@ -534,3 +534,77 @@ fn in_a_cluster_the_worker_cap_counts_this_coordinators_workers_only() {
     let (r, _, _) = open(&mut st, 2, &hello("one-too-many", "i-x"));
     assert_eq!(r.unwrap_err(), RegisterError::Full(3));
 }
+
+/// What a store was told of held sessions, in order.
+type Told = Arc<std::sync::Mutex<Vec<(String, Option<super::Held>)>>>;
+
+/// A fleet store that remembers what it was told of held sessions.
+#[derive(Default)]
+struct Holds {
+    inner: super::MemoryFleet,
+    told: Told,
+}
+
+impl super::FleetStore for Holds {
+    fn apply(&mut self, change: super::FleetChange) {
+        self.inner.apply(change)
+    }
+    fn hold(&mut self, worker_id: &str, held: Option<super::Held>) {
+        self.told.lock().unwrap().push((worker_id.to_string(), held));
+    }
+    fn get(&self, worker_id: &str) -> Option<&super::FleetRecord> {
+        self.inner.get(worker_id)
+    }
+    fn by_token(&self, digest: &[u8; 32]) -> Option<&super::FleetRecord> {
+        self.inner.by_token(digest)
+    }
+    fn by_instance(&self, instance_id: &str) -> Option<&super::FleetRecord> {
+        self.inner.by_instance(instance_id)
+    }
+    fn records(&self) -> Box<dyn Iterator<Item = &super::FleetRecord> + '_> {
+        self.inner.records()
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+#[test]
+fn when_an_older_claim_lands_last_the_session_holder_writes_its_key_again() {
+    let store = Holds::default();
+    let told = store.told.clone();
+    let mut st = State::with_store(state().config().clone(), SystemTime::UNIX_EPOCH, Box::new(store));
+    st.set_coordinator_id("c-b".into());
+    let (w, _link) = connect(&mut st, 0, &hello("gpu-1", "i-1"));
+    assert_eq!(told.lock().unwrap().len(), 1, "the claim itself");
+    // c-a's older claim, written after this one: this session stays, and
+    // its key is put again.
+    let c = st.learn_session(
+        1,
+        &w.worker_id,
+        Some(super::RemoteHold {
+            coordinator: "c-a".into(),
+            generation: w.generation - 1,
+            status: WorkerState::Healthy,
+        }),
+    );
+    assert!(c.notices.is_empty());
+    let last = told.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.0, w.worker_id);
+    assert_eq!(last.1.map(|h| h.generation), Some(w.generation));
+}
+
+#[test]
+fn a_drain_written_by_another_coordinator_is_carried_out_by_the_holder() {
+    let mut st = state();
+    st.set_coordinator_id("c-a".into());
+    let (w, _link) = connect(&mut st, 0, &hello("gpu-1", "i-1"));
+    let mut theirs = st.fleet().get(&w.worker_id).unwrap().clone();
+    theirs.draining = true;
+    let c = st.learn_record(1, theirs);
+    assert!(
+        c.notices.iter().any(|(_, n)| matches!(n, Notice::Drain(_))),
+        "the worker is told to drain"
+    );
+    assert_eq!(status_of(&st, 1, &w.worker_id), WorkerState::Draining);
+}

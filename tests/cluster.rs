@@ -482,6 +482,23 @@ async fn any_coordinator_routes_to_a_replica_whichever_holds_its_worker_direct_o
     for c in &cs {
         served_by(c, "tunnel-on-b").await;
     }
+    // Per-service gRPC health says the same on every coordinator.
+    for c in &cs {
+        let mut h = tonic_health::pb::health_client::HealthClient::new(c.channel().await);
+        let mut stream = h
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: "notes-coa".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        within(async {
+            while stream.message().await.unwrap().expect("health watch open").status()
+                != tonic_health::pb::health_check_response::ServingStatus::Serving
+            {}
+        })
+        .await;
+    }
     let before = tunnel.hits();
     for c in [&cs[0], &cs[2]] {
         for _ in 0..20 {

@@ -205,11 +205,7 @@ async fn a_record_whose_coordinator_died_and_whose_worker_never_came_back_is_rem
     let dir = tempfile::tempdir().unwrap();
     let mut a = coordinator_with(&etcd, "orphan", "coord-a", dir.path(), "2s").await;
     let b = coordinator_with(&etcd, "orphan", "coord-b", dir.path(), "2s").await;
-    let channel = tonic::transport::Endpoint::from_shared(a.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel(&a.url).await;
     let mut raw = RawWorker::open(channel, None).await;
     let w = raw.hello(hello("gone-for-good", "inst-gone", "")).await;
     until_listed(&b.url, |l| {
@@ -235,6 +231,32 @@ async fn a_record_whose_coordinator_died_and_whose_worker_never_came_back_is_rem
         took >= Duration::from_secs(2),
         "not before the worker timeout: {took:?}"
     );
+}
+
+async fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Polls every coordinator until each lists `solo` on exactly one healthy
+/// worker; fails at once if any lists it on more.
+async fn until_solo_on_one_worker(cs: &[Process], what: &str) {
+    let started = Instant::now();
+    loop {
+        let mut counts = Vec::new();
+        for c in cs {
+            counts.push(placed_on(&c.url, "solo").await);
+        }
+        assert!(counts.iter().all(|n| *n <= 1), "solo over-placed: {counts:?}");
+        if counts.iter().all(|n| *n == 1) {
+            return;
+        }
+        assert!(started.elapsed() < PATIENCE, "{what}: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Healthy workers `url` lists with `service` on them.
@@ -296,11 +318,7 @@ async fn kill_9_of_the_placement_leader_elects_another_and_never_overplaces() {
     // of them list `solo` on more than one healthy worker.
     let most = Arc::new(AtomicUsize::new(0));
     for c in &cs {
-        let channel = tonic::transport::Endpoint::from_shared(c.url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = channel(&c.url).await;
         let mut stream = edgeplane::proto::admin_client::AdminClient::new(channel)
             .watch_workers(edgeplane::proto::WatchWorkersRequest {})
             .await
@@ -321,11 +339,7 @@ async fn kill_9_of_the_placement_leader_elects_another_and_never_overplaces() {
     // One placeable worker on each, with keepalives from the test.
     let mut streams = Vec::new();
     for (n, c) in cs.iter().enumerate() {
-        let channel = tonic::transport::Endpoint::from_shared(c.url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = channel(&c.url).await;
         let mut raw = RawWorker::open(channel, None).await;
         let mut h = hello(&format!("w{n}"), &format!("inst-w{n}"), "");
         h.advertise_address = "127.0.0.1".into();
@@ -356,19 +370,7 @@ async fn kill_9_of_the_placement_leader_elects_another_and_never_overplaces() {
             }),
         ));
     }
-    let started = Instant::now();
-    loop {
-        let mut counts = Vec::new();
-        for c in &cs {
-            counts.push(placed_on(&c.url, "solo").await);
-        }
-        assert!(counts.iter().all(|n| *n <= 1), "solo over-placed: {counts:?}");
-        if counts.iter().all(|n| *n == 1) {
-            break;
-        }
-        assert!(started.elapsed() < PATIENCE, "solo never placed: {counts:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_solo_on_one_worker(&cs, "solo never placed").await;
     let mut leader = None;
     for (i, c) in cs.iter().enumerate() {
         if role(&c.url).await == "leader" {
@@ -395,19 +397,7 @@ async fn kill_9_of_the_placement_leader_elects_another_and_never_overplaces() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // Placement goes on, still one replica, on a live worker.
-    let started = Instant::now();
-    loop {
-        let mut counts = Vec::new();
-        for c in &cs {
-            counts.push(placed_on(&c.url, "solo").await);
-        }
-        assert!(counts.iter().all(|n| *n <= 1), "solo over-placed: {counts:?}");
-        if counts.iter().all(|n| *n == 1) {
-            break;
-        }
-        assert!(started.elapsed() < PATIENCE, "solo not placed again: {counts:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_solo_on_one_worker(&cs, "solo not placed again").await;
     assert!(
         most.load(Ordering::Relaxed) <= 1,
         "a watch saw solo on {} workers",

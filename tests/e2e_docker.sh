@@ -79,15 +79,8 @@ compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 say "docker-compose up"
 compose up -d --no-build
 
-# wait_for SECONDS DESCRIPTION COMMAND...: runs COMMAND every 0.2 s until it succeeds.
-wait_for() {
-  local limit=$1 what=$2; shift 2
-  local deadline=$(($(date +%s) + limit))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || die "not within ${limit}s: $what"
-    sleep 0.2
-  done
-}
+# shellcheck source=tests/e2e_wait.sh
+. tests/e2e_wait.sh
 worker_json() { curl -sf --max-time 2 "$BASE/api/admin/workers" | jq -c --arg n "$WORKER_NAME" '.[] | select(.name == $n)'; }
 worker_field() { worker_json | jq -r ".$1"; }
 worker_is() { [ "$(worker_field status)" = "$1" ]; }

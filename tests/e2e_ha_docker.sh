@@ -70,14 +70,8 @@ compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 say "docker-compose -f docker-compose.ha.yml up"
 compose up -d --no-build
 
-wait_for() {
-  local limit=$1 what=$2; shift 2
-  local deadline=$(($(date +%s) + limit))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || die "not within ${limit}s: $what"
-    sleep 0.3
-  done
-}
+# shellcheck source=tests/e2e_wait.sh
+. tests/e2e_wait.sh
 health() { curl -sf --max-time 2 "http://localhost:$1/health"; }
 cluster_ready() {
   local leaders=0 p

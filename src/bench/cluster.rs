@@ -26,11 +26,10 @@ use crate::duration::parse_duration;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
 /// `edgeplane bench cluster`.
 #[derive(Debug, Clone, clap::Args)]
@@ -305,32 +304,16 @@ pub async fn run(args: &ClusterArgs) -> Result<ClusterReport, BenchError> {
         urls.push(url);
     }
 
-    let endpoint = Endpoint::from_shared(urls[0].clone())
-        .map_err(|e| BenchError::Settings(e.to_string()))?
-        .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
+    let endpoint = sim_worker::endpoint(&urls[0])?;
     let run_tag = format!("cluster-{}-{}", std::process::id(), rand::random::<u32>());
-    let shared = Arc::new(SimShared {
+    let shared = Arc::new(SimShared::new(
         targets,
         endpoint,
-        keepalive: args.load.keepalive,
-        reconnect: (Duration::from_millis(100), Duration::from_secs(2)),
-        epoch: Instant::now(),
-        paused: AtomicBool::new(false),
-        recording: AtomicBool::new(false),
-        rtt: Histogram::new(),
-        welcome: Histogram::new(),
-        connected: tokio::sync::watch::channel(0).0,
-        unexpected_ends: AtomicU64::new(0),
-        failed_attempts: AtomicU64::new(0),
-        failures: Default::default(),
-        welcome_heartbeat_timeout_ms: AtomicU64::new(0),
-        welcome_keepalive_ms: AtomicU64::new(0),
-        stop: stop.clone(),
-        run_tag: run_tag.clone(),
-    });
+        args.load.keepalive,
+        (Duration::from_millis(100), Duration::from_secs(2)),
+        stop.clone(),
+        run_tag.clone(),
+    ));
     // With several load processes, the fleet runs in them, not here.
     let multi = args.load_processes > 1;
     let here = if multi { 0 } else { n };

@@ -21,7 +21,7 @@ use super::args::FleetArgs;
 use super::child::{free_port, ChildServer};
 use super::connector::{resolve, source_address};
 use super::error::BenchError;
-use super::histogram::{Histogram, Summary};
+use super::histogram::Summary;
 use super::phases::{false_positives, kill_phase, restart_phase, silence_phase, Excuse};
 use super::procfs::{self, Window};
 use super::ramp::Ramp;
@@ -32,11 +32,10 @@ use super::watch::FleetWatch;
 use crate::duration::format_short;
 use crate::parse::normalize_url;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
 /// Bound on the first WatchWorkers snapshot from a coordinator that has
 /// already answered its health check.
@@ -148,36 +147,16 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         )));
     }
 
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| BenchError::Url {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(10))
-        // As the agent: HTTP/2 pings every 20 s notice a dead path.
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
+    let endpoint = sim_worker::endpoint(&url)?;
     let run_tag = format!("bench-{}-{}", std::process::id(), rand::random::<u32>());
-    let shared = Arc::new(SimShared {
-        targets: vec![target],
+    let shared = Arc::new(SimShared::new(
+        vec![target],
         endpoint,
-        keepalive: args.load.keepalive,
-        reconnect: (args.reconnect_min, args.reconnect_max),
-        epoch: Instant::now(),
-        paused: AtomicBool::new(false),
-        recording: AtomicBool::new(false),
-        rtt: Histogram::new(),
-        welcome: Histogram::new(),
-        connected: tokio::sync::watch::channel(0).0,
-        unexpected_ends: AtomicU64::new(0),
-        failed_attempts: AtomicU64::new(0),
-        failures: Default::default(),
-        welcome_heartbeat_timeout_ms: AtomicU64::new(0),
-        welcome_keepalive_ms: AtomicU64::new(0),
-        stop: stop.clone(),
-        run_tag: run_tag.clone(),
-    });
+        args.load.keepalive,
+        (args.reconnect_min, args.reconnect_max),
+        stop.clone(),
+        run_tag.clone(),
+    ));
     let workers: Vec<Arc<SimWorker>> = (0..n)
         .map(|i| Arc::new(SimWorker::new(i, &run_tag, source_address(i, args.load.sources))))
         .collect();

@@ -5,16 +5,13 @@
 
 use super::connector::source_address;
 use super::error::BenchError;
-use super::histogram::Histogram;
 use super::ramp::Ramp;
 use super::sim_worker::{self, SimShared, SimWorker};
 use crate::duration::parse_duration;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
 /// `edgeplane bench load` (started by `bench cluster --load-processes`).
 #[derive(Debug, Clone, clap::Args)]
@@ -48,35 +45,15 @@ pub async fn run(args: &LoadProcessArgs) -> Result<(), BenchError> {
     }
     super::fdlimit::raise_to_hard()?;
     let stop = CancellationToken::new();
-    let url = format!("http://{}", args.targets[0]);
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| BenchError::Url {
-            url,
-            reason: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    let shared = Arc::new(SimShared {
-        targets: args.targets.clone(),
+    let endpoint = sim_worker::endpoint(&format!("http://{}", args.targets[0]))?;
+    let shared = Arc::new(SimShared::new(
+        args.targets.clone(),
         endpoint,
-        keepalive: args.keepalive,
-        reconnect: (Duration::from_millis(100), Duration::from_secs(2)),
-        epoch: Instant::now(),
-        paused: AtomicBool::new(false),
-        recording: AtomicBool::new(false),
-        rtt: Histogram::new(),
-        welcome: Histogram::new(),
-        connected: tokio::sync::watch::channel(0).0,
-        unexpected_ends: AtomicU64::new(0),
-        failed_attempts: AtomicU64::new(0),
-        failures: Default::default(),
-        welcome_heartbeat_timeout_ms: AtomicU64::new(0),
-        welcome_keepalive_ms: AtomicU64::new(0),
-        stop: stop.clone(),
-        run_tag: args.run_tag.clone(),
-    });
+        args.keepalive,
+        (Duration::from_millis(100), Duration::from_secs(2)),
+        stop.clone(),
+        args.run_tag.clone(),
+    ));
     let k = args.targets.len();
     let workers: Vec<Arc<SimWorker>> = (args.offset..args.offset + args.workers)
         .map(|i| {

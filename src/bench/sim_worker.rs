@@ -71,7 +71,51 @@ pub struct SimShared {
     pub run_tag: String,
 }
 
+/// The channel every simulated worker dials with, set as the agent's:
+/// HTTP/2 pings every 20 s notice a dead path.
+pub fn endpoint(url: &str) -> Result<Endpoint, super::error::BenchError> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| super::error::BenchError::Url {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true))
+}
+
 impl SimShared {
+    /// A fleet's shared state, every counter at zero and the epoch now.
+    pub fn new(
+        targets: Vec<SocketAddr>,
+        endpoint: Endpoint,
+        keepalive: Duration,
+        reconnect: (Duration, Duration),
+        stop: CancellationToken,
+        run_tag: String,
+    ) -> Self {
+        SimShared {
+            targets,
+            endpoint,
+            keepalive,
+            reconnect,
+            epoch: Instant::now(),
+            paused: AtomicBool::new(false),
+            recording: AtomicBool::new(false),
+            rtt: Histogram::new(),
+            welcome: Histogram::new(),
+            connected: watch::channel(0).0,
+            unexpected_ends: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+            failures: Default::default(),
+            welcome_heartbeat_timeout_ms: AtomicU64::new(0),
+            welcome_keepalive_ms: AtomicU64::new(0),
+            stop,
+            run_tag,
+        }
+    }
+
     fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }

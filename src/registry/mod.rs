@@ -39,6 +39,8 @@ mod view;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_remote;
 
 pub use changes::{ChangeKind, Changes, Log, RegistryEvent};
 pub use clock::Clock;

@@ -15,6 +15,15 @@ pub struct AdminTarget {
     /// Admin token, when the coordinator requires one.
     #[arg(long, env = "EDGEPLANE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// PEM CA to trust for an `https://` coordinator (system roots otherwise).
+    #[arg(long = "ca-cert", env = "EDGEPLANE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate with the admin role (`edgeplane ca admin`).
+    #[arg(long = "cert", env = "EDGEPLANE_ADMIN_CERT", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM key of --cert.
+    #[arg(long = "key", env = "EDGEPLANE_ADMIN_KEY", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -54,13 +63,15 @@ pub enum CliError {
     BadToken(String),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 fn code_name(c: tonic::Code) -> String {
     format!("{c:?}").to_uppercase()
 }
 
-async fn client(
+pub(crate) async fn client(
     t: &AdminTarget,
 ) -> Result<
     (
@@ -70,11 +81,19 @@ async fn client(
     CliError,
 > {
     let url = crate::parse::normalize_url(&t.coordinator);
-    let ch = Endpoint::from_shared(url.clone())
-        .map_err(|source| CliError::Connect {
-            url: url.clone(),
-            source,
-        })?
+    let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|source| CliError::Connect {
+        url: url.clone(),
+        source,
+    })?;
+    if url.starts_with("https://") {
+        let tls = crate::tls::client::ClientTls::from_files(t.ca_cert.as_deref(), t.cert.as_deref(), t.key.as_deref())
+            .map_err(|e| CliError::Tls(e.to_string()))?;
+        let host = endpoint.uri().host().unwrap_or_default().to_string();
+        endpoint = endpoint
+            .tls_config(tls.tonic(&host))
+            .map_err(|e| CliError::Tls(e.to_string()))?;
+    }
+    let ch = endpoint
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .connect()
@@ -91,7 +110,7 @@ async fn client(
     Ok((AdminClient::new(ch), auth))
 }
 
-fn with_auth<T>(msg: T, auth: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>) -> tonic::Request<T> {
+pub(crate) fn with_auth<T>(msg: T, auth: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     if let Some(a) = auth {
         r.metadata_mut().insert("authorization", a.clone());

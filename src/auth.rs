@@ -56,13 +56,20 @@ impl Secret {
         }
     }
 
+    /// Whether `token` (the bare token, no scheme) is the secret; false
+    /// when none is set.
+    pub fn verify_token(&self, token: &[u8]) -> bool {
+        self.0.as_ref().is_some_and(|expected| bool::from(digest(token).ct_eq(expected)))
+    }
+
     /// Checks the `authorization` header of an HTTP or gRPC request.
     pub fn verify_headers(&self, headers: &http::HeaderMap) -> Result<(), AuthError> {
         self.verify(headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()))
     }
 }
 
-fn strip_bearer(v: &[u8]) -> Option<&[u8]> {
+/// The token of a `Bearer` authorization value.
+pub fn strip_bearer(v: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = v.split_at(v.iter().position(|b| *b == b' ')?);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return None;
@@ -118,6 +125,65 @@ impl SharedSecret {
     }
 }
 
+/// What an operator's credential allows. `Read`: list, get, watch, the
+/// health views. `Admin`: also drain, revoke, and join tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    Read,
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// The operator credentials: an admin-scoped token, a read-scoped one,
+/// and client certificates with the admin role. With no token set, the
+/// admin API is open (as it was before scopes).
+#[derive(Clone, Debug, Default)]
+pub struct AdminAuth {
+    admin: Secret,
+    read: Secret,
+}
+
+impl AdminAuth {
+    pub fn new(admin: Option<&str>, read: Option<&str>) -> Self {
+        AdminAuth {
+            admin: Secret::new(admin),
+            read: Secret::new(read),
+        }
+    }
+
+    /// The scope a request has, from its `authorization` header and
+    /// whether it came with an admin certificate.
+    pub fn scope(&self, authorization: Option<&[u8]>, admin_cert: bool) -> Result<Scope, AuthError> {
+        if admin_cert || (!self.admin.is_set() && !self.read.is_set()) {
+            return Ok(Scope::Admin);
+        }
+        let token = authorization.and_then(strip_bearer).ok_or(AuthError::Missing)?;
+        // Both are compared, whichever matches, so timing says nothing.
+        let (admin, read) = (self.admin.verify_token(token), self.read.verify_token(token));
+        match (admin, read) {
+            (true, _) => Ok(Scope::Admin),
+            (false, true) => Ok(Scope::Read),
+            _ => Err(AuthError::Invalid),
+        }
+    }
+
+    /// [`Self::scope`] of an HTTP or gRPC request.
+    pub fn scope_of(&self, headers: &http::HeaderMap, peer: Option<&crate::tls::PeerInfo>) -> Result<Scope, AuthError> {
+        self.scope(
+            headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
+            peer.is_some_and(|p| p.is_admin_cert()),
+        )
+    }
+}
+
 /// The header value a client sends for `token`.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
@@ -131,6 +197,21 @@ mod tests {
     fn unset_secret_accepts_anything() {
         assert_eq!(Secret::new(None).verify(None), Ok(()));
         assert_eq!(Secret::new(Some("")).verify(None), Ok(()));
+    }
+
+    #[test]
+    fn scopes_come_from_the_token_or_an_admin_certificate() {
+        let a = AdminAuth::new(Some("adm"), Some("ro"));
+        assert_eq!(a.scope(Some(b"Bearer adm"), false), Ok(Scope::Admin));
+        assert_eq!(a.scope(Some(b"Bearer ro"), false), Ok(Scope::Read));
+        assert_eq!(a.scope(Some(b"Bearer x"), false), Err(AuthError::Invalid));
+        assert_eq!(a.scope(None, false), Err(AuthError::Missing));
+        assert_eq!(a.scope(None, true), Ok(Scope::Admin));
+        assert_eq!(AdminAuth::new(None, None).scope(None, false), Ok(Scope::Admin));
+        // A read token alone: admin only by certificate.
+        let ro = AdminAuth::new(None, Some("ro"));
+        assert_eq!(ro.scope(Some(b"Bearer ro"), false), Ok(Scope::Read));
+        assert_eq!(ro.scope(None, false), Err(AuthError::Missing));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use edgeplane::{admin_cli, bench, coordinator, demo, sample, worker};
+use edgeplane::{admin_cli, bench, coordinator, credentials_cli, demo, sample, worker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -43,6 +43,12 @@ enum Command {
     Workers(admin_cli::WorkersArgs),
     /// Drain a worker: it keeps its stream but takes no new work.
     Drain(admin_cli::DrainArgs),
+    /// Revokes a worker: closes its session now and refuses its certificate.
+    Revoke(credentials_cli::RevokeArgs),
+    /// Join tokens: create (printed once), list, revoke.
+    Token(credentials_cli::TokenArgs),
+    /// A cluster CA and certificates signed by it (files only).
+    Ca(credentials_cli::CaArgs),
     /// A coordinator and a local worker running sample services: a fleet in one command.
     Demo(demo::DemoArgs),
     /// A stand-in model service: ready after --load-time, serves POST /convert and notes.v1.Notes.
@@ -163,6 +169,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Workers(args) => print!("{}", admin_cli::workers(&args).await?),
         Command::Drain(args) => print!("{}", admin_cli::drain(&args).await?),
+        Command::Revoke(args) => print!("{}", credentials_cli::revoke(&args).await?),
+        Command::Token(args) => print!("{}", credentials_cli::token(&args).await?),
+        Command::Ca(args) => print!("{}", credentials_cli::ca(&args)?),
         Command::Bench(args) => bench::run(&args).await?,
         Command::Health(args) => {
             let url = edgeplane::parse::normalize_url(&args.coordinator);

@@ -4,6 +4,7 @@ use crate::proto::{
     admin_server::Admin, DrainWorkerRequest, EventKind, GetWorkerRequest, ListWorkersRequest, ListWorkersResponse,
     WatchWorkersRequest, Worker, WorkerEvent, WorkerStatus,
 };
+use crate::auth::Scope;
 use crate::registry::{ChangeKind, LookupError, Registry, WorkerState};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -15,19 +16,26 @@ pub struct AdminService {
     registry: Arc<Registry>,
     catalog: Arc<crate::catalog::Catalog>,
     closing: CancellationToken,
+    security: Arc<super::security::Security>,
 }
 
 impl AdminService {
-    pub fn new(registry: Arc<Registry>, catalog: Arc<crate::catalog::Catalog>, closing: CancellationToken) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        catalog: Arc<crate::catalog::Catalog>,
+        closing: CancellationToken,
+        security: Arc<super::security::Security>,
+    ) -> Self {
         AdminService {
             registry,
             catalog,
             closing,
+            security,
         }
     }
 }
 
-fn lookup_status(e: LookupError) -> Status {
+pub(super) fn lookup_status(e: LookupError) -> Status {
     match e {
         LookupError::NotFound(_) => Status::not_found(e.to_string()),
         LookupError::Ambiguous(_) => Status::failed_precondition(e.to_string()),
@@ -53,12 +61,14 @@ impl Admin for AdminService {
         &self,
         request: Request<ListWorkersRequest>,
     ) -> Result<Response<ListWorkersResponse>, Status> {
+        need(&request, Scope::Read)?;
         let filter = status_filter(request.get_ref().status)?;
         let workers = self.registry.snapshot(filter).iter().map(|w| w.to_proto()).collect();
         Ok(Response::new(ListWorkersResponse { workers }))
     }
 
     async fn get_worker(&self, request: Request<GetWorkerRequest>) -> Result<Response<Worker>, Status> {
+        need(&request, Scope::Read)?;
         let w = self.registry.get(&request.get_ref().worker).map_err(lookup_status)?;
         Ok(Response::new(w.to_proto()))
     }
@@ -67,8 +77,9 @@ impl Admin for AdminService {
 
     async fn watch_workers(
         &self,
-        _request: Request<WatchWorkersRequest>,
+        request: Request<WatchWorkersRequest>,
     ) -> Result<Response<Self::WatchWorkersStream>, Status> {
+        need(&request, Scope::Read)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let registry = self.registry.clone();
         let closing = self.closing.clone();
@@ -119,8 +130,9 @@ impl Admin for AdminService {
 
     async fn list_services(
         &self,
-        _request: Request<crate::proto::ListServicesRequest>,
+        request: Request<crate::proto::ListServicesRequest>,
     ) -> Result<Response<crate::proto::ListServicesResponse>, Status> {
+        need(&request, Scope::Read)?;
         let table = self.registry.routes().borrow().clone();
         let workers = self.registry.snapshot(None);
         let services = super::catalog_views::services(&self.catalog, &table, &workers)
@@ -131,9 +143,65 @@ impl Admin for AdminService {
     }
 
     async fn drain_worker(&self, request: Request<DrainWorkerRequest>) -> Result<Response<Worker>, Status> {
+        need(&request, Scope::Admin)?;
         let r = request.get_ref();
         let w = self.registry.drain(&r.worker, &r.reason).map_err(lookup_status)?;
         Ok(Response::new(w.to_proto()))
+    }
+
+    async fn revoke_worker(
+        &self,
+        request: Request<crate::proto::RevokeWorkerRequest>,
+    ) -> Result<Response<crate::proto::RevokeWorkerResponse>, Status> {
+        need(&request, Scope::Admin)?;
+        let r = super::admin_credentials::revoke_worker(&self.registry, &self.security, &request.get_ref().worker)?;
+        Ok(Response::new(r))
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<crate::proto::CreateJoinTokenRequest>,
+    ) -> Result<Response<crate::proto::CreateJoinTokenResponse>, Status> {
+        need(&request, Scope::Admin)?;
+        let r = super::admin_credentials::create_token(&self.security, request.get_ref())?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_join_tokens(
+        &self,
+        request: Request<crate::proto::ListJoinTokensRequest>,
+    ) -> Result<Response<crate::proto::ListJoinTokensResponse>, Status> {
+        need(&request, Scope::Admin)?;
+        let tokens = self.security.tokens.list().iter().map(super::admin_credentials::token_proto).collect();
+        Ok(Response::new(crate::proto::ListJoinTokensResponse { tokens }))
+    }
+
+    async fn revoke_join_token(
+        &self,
+        request: Request<crate::proto::RevokeJoinTokenRequest>,
+    ) -> Result<Response<crate::proto::JoinToken>, Status> {
+        need(&request, Scope::Admin)?;
+        let v = self
+            .security
+            .tokens
+            .revoke(&request.get_ref().id)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(super::admin_credentials::token_proto(&v)))
+    }
+}
+
+/// Refuses a call whose credential's scope is below `scope`. The scope is
+/// put in the request by the Admin server's interceptor (see
+/// [`super::admin_credentials::interceptor`]); with none, nothing passes.
+fn need<T>(request: &Request<T>, scope: Scope) -> Result<(), Status> {
+    match request.extensions().get::<Scope>() {
+        Some(have) if *have >= scope => Ok(()),
+        Some(have) => Err(Status::permission_denied(format!(
+            "this call needs the {} scope; the credential presented has the {} scope",
+            scope.as_str(),
+            have.as_str()
+        ))),
+        None => Err(Status::unauthenticated("admin credential required")),
     }
 }
 

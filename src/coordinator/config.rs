@@ -79,9 +79,15 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "EDGEPLANE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
 
-    /// Secret for the Admin API and /api/admin/*; unset means open.
+    /// Secret for the Admin API and /api/admin/*, with the admin scope
+    /// (drain, revoke, join tokens); with no admin or read token, open.
     #[arg(long, env = "EDGEPLANE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Secret with the read scope: list, get, watch and the health views,
+    /// but not drain, revoke or join tokens.
+    #[arg(long, env = "EDGEPLANE_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
 
     /// Worker records held at most (connected or waiting to resume); in a
     /// cluster, per coordinator.
@@ -175,6 +181,9 @@ pub struct CoordinatorConfig {
     /// Several coordinators sharing one fleet through etcd (`--etcd`).
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterConfig,
+
+    #[command(flatten)]
+    pub tls: super::tls_config::TlsConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -188,6 +197,7 @@ impl Default for CoordinatorConfig {
             keepalive_interval,
             join_token: None,
             admin_token: None,
+            read_token: None,
             max_workers: defaults::MAX_WORKERS,
             max_connections: defaults::MAX_CONNECTIONS,
             max_message_bytes: defaults::MAX_MESSAGE_BYTES,
@@ -206,6 +216,7 @@ impl Default for CoordinatorConfig {
             proxy_connect_timeout: default_duration(defaults::PROXY_CONNECT_TIMEOUT),
             proxy_retries: defaults::PROXY_RETRIES,
             cluster: crate::cluster::ClusterConfig::default(),
+            tls: Default::default(),
         }
     }
 }

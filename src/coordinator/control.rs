@@ -21,22 +21,62 @@ const OUTBOX: usize = 64;
 /// no call (Connect, Tunnel, or one added later) can skip it: refused with
 /// UNAVAILABLE while the coordinator shuts down (the worker reconnects
 /// elsewhere or later), then with UNAUTHENTICATED without the join token.
+///
+/// A client certificate from the cluster CA stands in for the join token
+/// (the worker spent one to get it): the call goes on with the worker id it
+/// names ([`Certified`]), unless that worker was revoked. With
+/// `--require-client-cert`, a call without one is refused.
 #[derive(Clone)]
 pub struct Gate {
     closing: CancellationToken,
     join: Secret,
+    revoked: Arc<crate::credentials::Revocations>,
+    require_client_cert: bool,
 }
+
+/// The worker id a call's verified client certificate names.
+#[derive(Debug, Clone)]
+pub struct Certified(pub String);
+
+/// What a call without a certificate is told under `--require-client-cert`.
+pub const CERT_REQUIRED: &str =
+    "a client certificate is required: join with a join token first (edgeplane.v1.Enrollment/Join)";
 
 impl Gate {
     pub fn new(closing: CancellationToken, join: Secret) -> Self {
-        Gate { closing, join }
+        Gate {
+            closing,
+            join,
+            revoked: Default::default(),
+            require_client_cert: false,
+        }
+    }
+
+    pub fn with_certificates(mut self, revoked: Arc<crate::credentials::Revocations>, require: bool) -> Self {
+        self.revoked = revoked;
+        self.require_client_cert = require;
+        self
     }
 }
 
 impl Interceptor for Gate {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if self.closing.is_cancelled() {
             return Err(Status::unavailable("coordinator is shutting down; reconnect shortly"));
+        }
+        let peer = request.extensions().get::<crate::tls::PeerInfo>();
+        if let Some(id) = peer.and_then(|p| p.certified_worker()).map(str::to_string) {
+            if self.revoked.is_revoked(&id) {
+                warn!(worker_id = %id, "refused a revoked worker's certificate");
+                return Err(Status::permission_denied(format!(
+                    "worker {id} was revoked: its certificate is no longer accepted"
+                )));
+            }
+            request.extensions_mut().insert(Certified(id));
+            return Ok(request);
+        }
+        if self.require_client_cert {
+            return Err(Status::unauthenticated(CERT_REQUIRED));
         }
         if let Err(e) = self.join.verify_headers(request.metadata().as_ref()) {
             warn!(
@@ -69,20 +109,26 @@ impl WorkerControl for ControlService {
         request: Request<Streaming<WorkerMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let shared = &self.shared;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = request
+            .extensions()
+            .get::<crate::tls::PeerInfo>()
+            .and_then(|p| p.addr)
+            .map(|a| a.ip());
         let permit = shared
             .handshakes
             .admit(peer)
             .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
+        let certified = request.extensions().get::<Certified>().map(|c| c.0.clone());
         let (tx, rx) = mpsc::channel(OUTBOX);
-        tokio::spawn(session::run(shared.clone(), request.into_inner(), tx, permit));
+        tokio::spawn(session::run(shared.clone(), request.into_inner(), tx, permit, certified));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     type TunnelStream = super::tunnel::TunnelStream;
 
     async fn tunnel(&self, request: Request<Streaming<TunnelChunk>>) -> Result<Response<Self::TunnelStream>, Status> {
-        let stream = super::tunnel::admit(self.shared.registry.clone(), request)?;
+        let certified = request.extensions().get::<Certified>().map(|c| c.0.clone());
+        let stream = super::tunnel::admit(self.shared.registry.clone(), request, certified.as_deref())?;
         Ok(Response::new(stream))
     }
 }

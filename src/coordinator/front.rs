@@ -14,6 +14,7 @@
 //! itself and hands the connection to hyper, with the bytes it has read, at
 //! the first request it does not take.
 
+use super::conn::Conn;
 use super::listener::{self, Limited};
 use super::sniff::{sniff, Prefixed, Protocol};
 use crate::proxy::{h1, is_service_path, BoxFuture, ClientAddr, ClientConn, ProxyService, MAX_REQUEST_HEAD};
@@ -27,15 +28,15 @@ use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use crate::tls::{PeerInfo, ServerTlsRef};
 use tower::{Service as _, ServiceExt};
-use tracing::debug;
+use tracing::{debug, info};
 
 /// What the front door serves HTTP/1 with.
 pub struct Front {
@@ -51,10 +52,13 @@ pub struct Front {
     pub header_timeout: Duration,
     /// `/service/` requests go through [`crate::proxy::h1`] first.
     pub fast_path: bool,
+    /// With `--tls-cert`: every connection is TLS (the handshake within
+    /// `first_byte_timeout`), then told apart as a plain one is.
+    pub tls: Option<ServerTlsRef>,
 }
 
 /// An accepted connection whose protocol is known, its first bytes put back.
-pub type Sniffed = Prefixed<TcpStream>;
+pub type Sniffed = Prefixed<Conn>;
 
 /// When the front door stops, and what it is still serving.
 #[derive(Clone)]
@@ -93,7 +97,24 @@ pub fn spawn(
 
 async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<Sniffed>>, stop: Stop) {
     let Limited { stream, slot } = conn;
-    let info = stream.connect_info();
+    let stream = match &front.tls {
+        None => Conn::Plain(stream),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                a = Conn::accept_tls(stream, tls, front.first_byte_timeout) => a,
+                _ = stop.drain.cancelled() => return,
+            };
+            match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // No address: logs name workers, and this is not one yet.
+                    info!(error = %e, "refused a connection at TLS");
+                    return;
+                }
+            }
+        }
+    };
+    let info = stream.peer();
     let sniffed = tokio::select! {
         s = sniff(stream, front.first_byte_timeout, MAX_REQUEST_HEAD) => s,
         // Shutting down: a connection that has not spoken yet is not waited for.
@@ -117,9 +138,9 @@ async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<Sni
     }
 }
 
-async fn serve_http1(mut io: Sniffed, info: TcpConnectInfo, front: Arc<Front>, stop: Stop) {
+async fn serve_http1(mut io: Sniffed, info: PeerInfo, front: Arc<Front>, stop: Stop) {
     let header_timeout = front.header_timeout;
-    let addr = info.remote_addr().and_then(|a| ClientAddr::new(a.ip()));
+    let addr = info.addr.and_then(|a| ClientAddr::new(a.ip()));
     if front.fast_path {
         let settings = h1::Settings {
             client: addr.as_ref(),
@@ -197,8 +218,8 @@ async fn linger(io: &mut Sniffed) {
 /// upstream connections go with each request.
 struct Http1Service {
     front: Arc<Front>,
-    /// For the API router (handlers may ask for the peer's address).
-    info: TcpConnectInfo,
+    /// For the API router (handlers may ask who the peer is).
+    info: PeerInfo,
     /// For the proxy.
     conn: ClientConn,
 }

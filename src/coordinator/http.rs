@@ -1,7 +1,7 @@
 //! The HTTP side of the coordinator's one port: `/health` for load
 //! balancers and people, `/api/admin/*` as JSON for curl and jq.
 
-use crate::auth::Secret;
+use crate::auth::{AdminAuth, Scope};
 use crate::json::JsonWorker;
 use crate::registry::{LookupError, Registry, WorkerState};
 use axum::extract::{Path, Query, State};
@@ -18,24 +18,27 @@ use tokio_util::sync::CancellationToken;
 pub struct HttpState {
     pub registry: Arc<Registry>,
     pub catalog: Arc<crate::catalog::Catalog>,
-    pub admin: Secret,
+    pub admin: AdminAuth,
     pub closing: CancellationToken,
     /// This coordinator's cluster membership, with `--etcd`.
     pub member: Option<Arc<crate::cluster::Member>>,
 }
 
 pub fn router(state: HttpState) -> Router {
-    // Every `/api/admin/` route is behind the admin token, by one layer:
-    // a route added here cannot forget the check.
-    let admin = Router::new()
+    // Every `/api/admin/` route is behind a credential, by one layer per
+    // scope: a route added here cannot forget the check.
+    let read = Router::new()
         .route("/api/admin/workers", get(list_workers))
         .route("/api/admin/workers/{worker}", get(get_worker))
-        .route("/api/admin/workers/{worker}/drain", post(drain_worker))
         .route("/api/admin/services", get(services))
         .route("/api/admin/gaps", get(gaps))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
+    let admin = Router::new()
+        .route("/api/admin/workers/{worker}/drain", post(drain_worker))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .route("/health", get(health))
+        .merge(read)
         .merge(admin)
         .with_state(state)
 }
@@ -45,20 +48,49 @@ pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) ->
     crate::errors::response(status, code, message)
 }
 
-/// Refuses a request without the admin token (when one is set).
+/// Refuses a request without a credential of the read scope or above.
+async fn require_read(
+    State(state): State<HttpState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match check(&state, &req, Scope::Read) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// Refuses a request without a credential of the admin scope.
 async fn require_admin(
     State(state): State<HttpState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Err(e) = state.admin.verify_headers(req.headers()) {
-        return error(
+    match check(&state, &req, Scope::Admin) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => refusal,
+    }
+}
+
+fn check(state: &HttpState, req: &axum::extract::Request, scope: Scope) -> Result<(), Response> {
+    let peer = req.extensions().get::<crate::tls::PeerInfo>();
+    match state.admin.scope_of(req.headers(), peer) {
+        Ok(have) if have >= scope => Ok(()),
+        Ok(have) => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this call needs the {} scope; the credential presented has the {} scope",
+                scope.as_str(),
+                have.as_str()
+            ),
+        )),
+        Err(e) => Err(error(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
             format!("admin token required: {e}"),
-        );
+        )),
     }
-    next.run(req).await
 }
 
 fn lookup_error(e: LookupError) -> Response {

@@ -7,21 +7,27 @@
 //! tests run the real server on `127.0.0.1:0`.
 
 mod admin;
+mod admin_credentials;
 mod assignment;
 mod catalog_views;
 mod config;
+mod conn;
 mod control;
+mod enroll;
 mod front;
 mod handshakes;
 mod http;
 mod listener;
 mod placement_loop;
+mod security;
 mod service_health;
 mod session;
 mod shared;
 mod sniff;
+mod tls_config;
 mod tunnel;
 
+pub use tls_config::TlsConfig;
 pub use config::{parse_listen, ConfigError, CoordinatorConfig, DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS};
 
 use crate::auth::Secret;
@@ -51,6 +57,8 @@ pub enum CoordinatorError {
     Io(#[from] std::io::Error),
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("{0}")]
+    Security(#[from] security::SecurityError),
 }
 
 pub struct Coordinator {
@@ -60,6 +68,7 @@ pub struct Coordinator {
     /// With `--etcd`: sends the registry's fleet records to etcd, and the
     /// clock they are written with.
     writer: Option<(crate::cluster::Writer, crate::cluster::record_codec::Times)>,
+    security: Arc<security::Security>,
 }
 
 impl Coordinator {
@@ -96,11 +105,13 @@ impl Coordinator {
             Some(path) => Catalog::load(path)?,
             None => Catalog::embedded(),
         });
+        let security = Arc::new(security::Security::build(&config)?);
         Ok(Coordinator {
             config,
             registry,
             catalog,
             writer,
+            security,
         })
     }
 
@@ -116,6 +127,7 @@ impl Coordinator {
         let cfg = self.config;
         let registry = self.registry;
         let catalog = self.catalog;
+        let security = self.security;
         let local = listener.local_addr()?;
         let closing = CancellationToken::new();
         // Joined before anything is served: a coordinator that cannot reach
@@ -173,23 +185,23 @@ impl Coordinator {
             catalog: catalog.clone(),
             config: cfg.clone(),
             handshakes: handshakes::Handshakes::new(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_address),
+            security: security.clone(),
         });
         let control = InterceptedService::new(
             WorkerControlServer::new(control::ControlService::new(shared))
                 .max_decoding_message_size(cfg.max_message_bytes)
                 .max_encoding_message_size(cfg.max_message_bytes),
-            control::Gate::new(closing.clone(), Secret::new(cfg.join_token.as_deref())),
+            control::Gate::new(closing.clone(), Secret::new(cfg.join_token.as_deref()))
+                .with_certificates(security.revoked.clone(), security.require_client_cert),
         );
-        let admin_secret = Secret::new(cfg.admin_token.as_deref());
-        let admin_check = admin_secret.clone();
+        let enrollment = crate::proto::enrollment_server::EnrollmentServer::new(enroll::EnrollService {
+            registry: registry.clone(),
+            security: security.clone(),
+        })
+        .max_decoding_message_size(64 * 1024);
         let admin = AdminServer::with_interceptor(
-            admin::AdminService::new(registry.clone(), catalog.clone(), closing.clone()),
-            move |req: tonic::Request<()>| {
-                admin_check
-                    .verify_headers(req.metadata().as_ref())
-                    .map_err(|e| tonic::Status::unauthenticated(format!("admin token required: {e}")))?;
-                Ok(req)
-            },
+            admin::AdminService::new(registry.clone(), catalog.clone(), closing.clone(), security.clone()),
+            admin_credentials::interceptor(security.admin.clone()),
         );
         let proxy = Proxy::new(
             registry.routes(),
@@ -205,7 +217,7 @@ impl Coordinator {
         let http = http::router(http::HttpState {
             registry: registry.clone(),
             catalog: catalog.clone(),
-            admin: admin_secret,
+            admin: security.admin.clone(),
             closing: closing.clone(),
             member: member.clone(),
         })
@@ -216,6 +228,7 @@ impl Coordinator {
             ProxyService::http(proxy.clone()),
         );
         let grpc = Routes::new(control)
+            .add_service(enrollment)
             .add_service(admin)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -234,7 +247,11 @@ impl Coordinator {
             first_byte_timeout: cfg.handshake_timeout,
             header_timeout: cfg.http_idle_timeout,
             fast_path: cfg.http1_fast_path,
+            tls: security.server.clone(),
         });
+        if let Some(tls) = &security.server {
+            tokio::spawn(tls.clone().watch(crate::tls::server::RELOAD_POLL, closing.clone()));
+        }
         let stop_front = front::Stop {
             drain: stop_server.clone(),
             cut: CancellationToken::new(),
@@ -276,7 +293,7 @@ impl Coordinator {
             health.clone(),
             closing.clone(),
         ));
-        info!(listen = %local, "coordinator serving gRPC and HTTP");
+        info!(listen = %local, tls = security.server.is_some(), "coordinator serving gRPC and HTTP");
 
         tokio::select! {
             _ = shutdown.cancelled() => {}

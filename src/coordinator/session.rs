@@ -8,7 +8,7 @@
 use super::handshakes::Permit;
 use super::shared::ControlShared;
 use crate::proto::{
-    coordinator_message::Msg as Out, worker_message::Msg as In, CoordinatorMessage, Drain, Goodbye, Hello,
+    coordinator_message::Msg as Out, worker_message::Msg as In, Certificate, CoordinatorMessage, Drain, Goodbye, Hello,
     KeepaliveAck, Welcome, WorkerMessage,
 };
 use crate::registry::{limits, Notice, RegisterError, SessionLink};
@@ -71,7 +71,15 @@ async fn handshake(
     None
 }
 
-pub async fn run(shared: Arc<ControlShared>, mut inbound: Streaming<WorkerMessage>, tx: Outbox, permit: Permit) {
+/// `certified`: the worker id the stream's client certificate names; the
+/// session is that worker's and no other's, and may renew its certificate.
+pub async fn run(
+    shared: Arc<ControlShared>,
+    mut inbound: Streaming<WorkerMessage>,
+    tx: Outbox,
+    permit: Permit,
+    certified: Option<String>,
+) {
     let Some(mut hello) = handshake(&shared, &mut inbound, &tx, permit).await else {
         return;
     };
@@ -95,12 +103,16 @@ pub async fn run(shared: Arc<ControlShared>, mut inbound: Streaming<WorkerMessag
         .iter()
         .map(|n| (n.clone(), urls.get(n).cloned().unwrap_or_default()))
         .collect();
-    let reg = match registry.register(&hello, link.clone(), &adopt) {
+    let reg = match registry.register(&hello, link.clone(), &adopt, certified.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             let status = match e {
                 RegisterError::Full(_) => Status::resource_exhausted(e.to_string()),
                 RegisterError::InstanceLive(_) => Status::already_exists(e.to_string()),
+                RegisterError::NotYours { .. } => {
+                    warn!(worker = %hello.name, error = %e, "refused a Hello that claims another worker");
+                    Status::permission_denied(e.to_string())
+                }
             };
             send(&tx, Err(status)).await;
             return;
@@ -122,23 +134,63 @@ pub async fn run(shared: Arc<ControlShared>, mut inbound: Streaming<WorkerMessag
     let reason = if !send(&tx, msg(Out::Welcome(welcome))).await || !send(&tx, msg(Out::Assignment(assignment))).await {
         "could not send Welcome".to_string()
     } else {
-        serve(&shared, &id, generation, &mut inbound, &tx, &link, &mut notices).await
+        let session = Session {
+            id: &id,
+            name: &name,
+            generation,
+            certified: certified.is_some(),
+        };
+        serve(&shared, &session, &mut inbound, &tx, &link, &mut notices).await
     };
     info!(worker = %name, worker_id = %id, %reason, "session closed");
     registry.disconnect(&id, generation, &reason);
 }
 
+/// A new certificate for the session's worker, for the key in `csr_pem`.
+fn renew(shared: &ControlShared, session: &Session<'_>, csr_pem: &str) -> Certificate {
+    let refused = |error: String| Certificate {
+        error,
+        ..Default::default()
+    };
+    if !session.certified {
+        return refused("this session has no client certificate to renew: join with a join token".into());
+    }
+    match shared.security.sign(csr_pem, session.id, session.name) {
+        Ok((certificate_pem, not_after)) => {
+            info!(worker = %session.name, worker_id = %session.id, "renewed the worker's certificate");
+            Certificate {
+                certificate_pem,
+                not_after: Some(prost_types::Timestamp {
+                    seconds: not_after,
+                    nanos: 0,
+                }),
+                error: String::new(),
+            }
+        }
+        Err(e) => refused(e),
+    }
+}
+
+/// Who the steady state serves.
+struct Session<'a> {
+    id: &'a str,
+    name: &'a str,
+    generation: u64,
+    /// The stream came with the worker's client certificate.
+    certified: bool,
+}
+
 /// The steady state. Returns why the session ended.
 async fn serve(
     shared: &ControlShared,
-    id: &str,
-    generation: u64,
+    session: &Session<'_>,
     inbound: &mut Streaming<WorkerMessage>,
     tx: &Outbox,
     link: &SessionLink,
     notices: &mut mpsc::UnboundedReceiver<Notice>,
 ) -> String {
     let registry = &shared.registry;
+    let (id, generation) = (session.id, session.generation);
     loop {
         tokio::select! {
             biased;
@@ -174,6 +226,12 @@ async fn serve(
                             // Reported under the name the worker declared it by.
                             catalog_name(shared, &mut s.service);
                             registry.service_status(id, generation, s)
+                        }
+                        Some(In::RenewCertificate(r)) => {
+                            let answer = renew(shared, session, &r.csr_pem);
+                            if !send(tx, msg(Out::Certificate(answer))).await {
+                                return "worker not reading its stream".into();
+                            }
                         }
                         Some(In::Hello(_)) => {
                             let st = Status::failed_precondition("Hello may be sent only once per stream");

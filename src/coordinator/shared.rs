@@ -17,4 +17,6 @@ pub struct ControlShared {
     pub config: CoordinatorConfig,
     /// Bounds streams that have not yet said Hello, in total and per address.
     pub handshakes: Handshakes,
+    /// The CA that renews certificates over the stream, and the rest.
+    pub security: Arc<super::security::Security>,
 }

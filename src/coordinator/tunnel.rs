@@ -18,7 +18,13 @@ pub type TunnelStream = Pin<Box<dyn Stream<Item = Result<TunnelChunk, Status>> +
 
 /// Checks the call belongs to a live session and starts the tunnel.
 /// (The join token was checked by `control::Gate`, before any handler.)
-pub fn admit(registry: Arc<Registry>, request: Request<Streaming<TunnelChunk>>) -> Result<TunnelStream, Status> {
+/// `certified`: the worker id the caller's client certificate names; a
+/// tunnel for any other worker is refused, whatever token comes with it.
+pub fn admit(
+    registry: Arc<Registry>,
+    request: Request<Streaming<TunnelChunk>>,
+    certified: Option<&str>,
+) -> Result<TunnelStream, Status> {
     let md = request.metadata();
     let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (Some(worker_id), Some(token)) = (get(WORKER_ID_HEADER), get(RESUME_TOKEN_HEADER)) else {
@@ -26,6 +32,12 @@ pub fn admit(registry: Arc<Registry>, request: Request<Streaming<TunnelChunk>>) 
             "a tunnel needs `{WORKER_ID_HEADER}` and `{RESUME_TOKEN_HEADER}` metadata"
         )));
     };
+    if let Some(c) = certified.filter(|c| *c != worker_id) {
+        return Err(Status::permission_denied(format!(
+            "the client certificate names worker {c}; this tunnel claims worker {}",
+            worker_id.chars().take(64).collect::<String>()
+        )));
+    }
     let generation = registry
         .verify_tunnel(&worker_id, &token)
         .ok_or_else(|| Status::permission_denied("no live session for this worker id and token"))?;

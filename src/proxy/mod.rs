@@ -244,8 +244,8 @@ impl Proxy {
         let client = conn.and_then(|c| c.addr.clone()).or_else(|| {
             parts
                 .extensions
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|c| c.remote_addr())
+                .get::<crate::tls::PeerInfo>()
+                .and_then(|c| c.addr)
                 .and_then(|a| forward::ClientAddr::new(a.ip()))
         });
         let mut headers = parts.headers;

@@ -24,6 +24,8 @@ pub enum RegisterError {
     Full(usize),
     #[error("instance id is in use by a connected session of worker `{0}`; resume with its token, or retry once that session has ended")]
     InstanceLive(String),
+    #[error("the client certificate names worker {certified}; this Hello claims worker {claimed}")]
+    NotYours { certified: String, claimed: String },
 }
 
 /// What a successful Hello gets.
@@ -45,6 +47,13 @@ pub struct Registered {
 enum ResumeBy {
     Token,
     InstanceId,
+    Certificate,
+}
+
+/// Neither a certified record nor a certified new id: look by token and
+/// instance id.
+fn certified_none(target: &Option<(String, ResumeBy)>, new_id: &Option<String>) -> bool {
+    target.is_none() && new_id.is_none()
 }
 
 impl State {
@@ -60,10 +69,45 @@ impl State {
         hello: &Hello,
         link: Arc<SessionLink>,
         adopt: &BTreeMap<String, String>,
+        certified: Option<&str>,
     ) -> (Result<Registered, RegisterError>, Changes) {
         let mut out = Changes::default();
-        let result = self.bind(now_ms, hello, link, adopt, &mut out);
+        let result = match certified {
+            Some(id) => self.bind_certified(now_ms, id, hello, link, adopt, &mut out),
+            None => self.bind(now_ms, hello, link, adopt, None, &mut out),
+        };
         (result, self.done(out))
+    }
+
+    /// A session whose client certificate names `id`: that id and no
+    /// other. A resume token or previous id for another worker is refused
+    /// (one machine's certificate cannot take over another's record); the
+    /// certificate takes over a live session as the token would.
+    fn bind_certified(
+        &mut self,
+        now_ms: u64,
+        id: &str,
+        hello: &Hello,
+        link: Arc<SessionLink>,
+        adopt: &BTreeMap<String, String>,
+        out: &mut Changes,
+    ) -> Result<Registered, RegisterError> {
+        let not_yours = |claimed: &str| RegisterError::NotYours {
+            certified: id.to_string(),
+            claimed: claimed.to_string(),
+        };
+        if !hello.resume_token.is_empty() {
+            if let Some(rec) = self.fleet.by_token(&token_digest(&hello.resume_token)) {
+                if rec.worker_id != id {
+                    return Err(not_yours(&rec.worker_id));
+                }
+            }
+        }
+        if !hello.previous_worker_id.is_empty() && hello.previous_worker_id != id {
+            return Err(not_yours(&hello.previous_worker_id));
+        }
+        let target = self.fleet.get(id).map(|_| (id.to_string(), ResumeBy::Certificate));
+        self.bind(now_ms, hello, link, adopt, Some(target.ok_or(id)), out)
     }
 
     fn bind(
@@ -72,10 +116,18 @@ impl State {
         hello: &Hello,
         link: Arc<SessionLink>,
         adopt: &BTreeMap<String, String>,
+        // Certified: the record to resume, or the id a new one gets.
+        certified: Option<Result<(String, ResumeBy), &str>>,
         out: &mut Changes,
     ) -> Result<Registered, RegisterError> {
         let mut target: Option<(String, ResumeBy)> = None;
-        if !hello.resume_token.is_empty() {
+        let mut new_id: Option<String> = None;
+        match certified {
+            Some(Ok(t)) => target = Some(t),
+            Some(Err(id)) => new_id = Some(id.to_string()),
+            None => {}
+        }
+        if certified_none(&target, &new_id) && !hello.resume_token.is_empty() {
             match self.fleet.by_token(&token_digest(&hello.resume_token)) {
                 Some(rec) => target = Some((rec.worker_id.clone(), ResumeBy::Token)),
                 None => out.logs.push(Log::UnknownToken {
@@ -83,7 +135,7 @@ impl State {
                 }),
             }
         }
-        if target.is_none() && !hello.instance_id.is_empty() {
+        if certified_none(&target, &new_id) && !hello.instance_id.is_empty() {
             if let Some(rec) = self.fleet.by_instance(&hello.instance_id) {
                 let local = self.session(&rec.worker_id);
                 // Live here or on another coordinator: only the token may
@@ -128,8 +180,9 @@ impl State {
             return Err(RegisterError::Full(max));
         }
         let taken = |id: &str| self.fleet.get(id).is_some();
-        let mut id = match &hello.previous_worker_id {
-            prev if identity::is_worker_id(prev) && !taken(prev) => prev.clone(),
+        let mut id = match (&new_id, &hello.previous_worker_id) {
+            (Some(certified), _) => certified.clone(),
+            (None, prev) if identity::is_worker_id(prev) && !taken(prev) => prev.clone(),
             _ => new_worker_id(),
         };
         while taken(&id) {
@@ -215,6 +268,7 @@ impl State {
         let how = match how {
             ResumeBy::Token => "resume token",
             ResumeBy::InstanceId => "instance id",
+            ResumeBy::Certificate => "certificate",
         };
         self.changed(&id, &format!("resumed by {how}"), now_ms, out);
         let status = self.session(&id).status;
@@ -362,28 +416,41 @@ impl State {
                 crate::duration::format_short(Duration::from_millis(silent)),
                 crate::duration::format_short(timeout)
             );
-            let worker = self.view(&id, now_ms);
-            if let Some(link) = &self.session(&id).link {
-                out.notices.push((link.clone(), Notice::Close(reason.clone())));
-            }
-            if self.session(&id).link.is_some() {
-                self.fleet.hold(&id, None);
-            }
-            self.fleet.apply(FleetChange::Remove(id.clone()));
-            self.local.remove(&id);
-            self.routing.remove(&id);
-            out.logs.push(Log::Removed {
-                worker: worker.name.clone(),
-                worker_id: id,
-                reason: reason.clone(),
-            });
-            out.events.push(RegistryEvent {
-                kind: ChangeKind::Removed,
-                worker,
-                reason,
-            });
+            self.remove(&id, &reason, now_ms, &mut out);
         }
         self.done(out)
+    }
+
+    /// Removes a worker's record now, closing its live session with a
+    /// goodbye (`edgeplane revoke`). Returns its id and whether a session
+    /// was open.
+    pub fn revoke(&mut self, now_ms: u64, worker: &str, reason: &str) -> Result<(String, bool, Changes), LookupError> {
+        let id = self.find(worker)?;
+        let mut out = Changes::default();
+        let live = self.session(&id).link.is_some();
+        self.remove(&id, reason, now_ms, &mut out);
+        Ok((id, live, self.done(out)))
+    }
+
+    fn remove(&mut self, id: &str, reason: &str, now_ms: u64, out: &mut Changes) {
+        let worker = self.view(id, now_ms);
+        if let Some(link) = &self.session(id).link {
+            out.notices.push((link.clone(), Notice::Close(reason.to_string())));
+            self.fleet.hold(id, None);
+        }
+        self.fleet.apply(FleetChange::Remove(id.to_string()));
+        self.local.remove(id);
+        self.routing.remove(id);
+        out.logs.push(Log::Removed {
+            worker: worker.name.clone(),
+            worker_id: id.to_string(),
+            reason: reason.to_string(),
+        });
+        out.events.push(RegistryEvent {
+            kind: ChangeKind::Removed,
+            worker,
+            reason: reason.to_string(),
+        });
     }
 
     /// Ends every open session with a goodbye (coordinator shutdown).

@@ -45,6 +45,11 @@ fn printable(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control)
 }
 
+/// A worker name as Hello and Join take it: printable, bounded.
+pub fn check_worker_name(name: &str) -> bool {
+    printable(name, MAX_NAME_LEN)
+}
+
 pub fn check_service_name(name: &str) -> bool {
     printable(name, MAX_NAME_LEN)
 }

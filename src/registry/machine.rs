@@ -132,6 +132,12 @@ impl State {
         self.fleet.get(id).expect("a worker id the caller looked up")
     }
 
+    /// Whether a session holds `id`, here or on another coordinator.
+    pub(super) fn session_live(&self, id: &str) -> bool {
+        let l = self.session(id);
+        l.is_connected() || l.held_elsewhere()
+    }
+
     pub(super) fn session(&self, id: &str) -> &Local {
         self.local.get(id).expect("every fleet record has its local entry")
     }

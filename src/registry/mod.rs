@@ -45,6 +45,7 @@ mod tests_remote;
 pub use changes::{ChangeKind, Changes, Log, RegistryEvent};
 pub use clock::Clock;
 pub use fleet::{FleetChange, FleetStore, Held, MemoryFleet};
+pub use identity::{is_worker_id, new_worker_id};
 pub use lifecycle::{RegisterError, Registered};
 pub use machine::{RegistryConfig, State};
 pub use queries::LookupError;
@@ -146,10 +147,11 @@ impl Registry {
         hello: &Hello,
         link: Arc<SessionLink>,
         adopt: &BTreeMap<String, String>,
+        certified: Option<&str>,
     ) -> Result<Registered, RegisterError> {
         let now = self.clock.now_ms();
         let mut st = self.lock();
-        let (result, changes) = st.register(now, hello, link, adopt);
+        let (result, changes) = st.register(now, hello, link, adopt, certified);
         self.carry_out(st, changes);
         result
     }
@@ -185,6 +187,28 @@ impl Registry {
         let (view, changes) = st.drain(now, worker, reason)?;
         self.carry_out(st, changes);
         Ok(view)
+    }
+
+    /// Removes a worker's record and closes its live session at once
+    /// (revocation); `(worker id, whether a session was open)`.
+    pub fn revoke(&self, worker: &str, reason: &str) -> Result<(String, bool), LookupError> {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        let (id, live, changes) = st.revoke(now, worker, reason)?;
+        self.carry_out(st, changes);
+        Ok((id, live))
+    }
+
+    /// Whether a joining worker may have `worker_id` back: no record has
+    /// it, or the record is this instance's and no session holds it.
+    pub fn rejoinable(&self, worker_id: &str, instance_id: &str) -> bool {
+        let st = self.lock();
+        match st.fleet().get(worker_id) {
+            None => true,
+            Some(rec) => {
+                rec.instance_id == instance_id && !instance_id.is_empty() && !st.session_live(worker_id)
+            }
+        }
     }
 
     /// Names this coordinator in the views (`coordinator`), in a cluster.

@@ -41,7 +41,7 @@ pub(super) fn open(
 ) -> (Result<Registered, RegisterError>, Changes, Arc<SessionLink>) {
     let (link, _notices) = SessionLink::new(now);
     let link = Arc::new(link);
-    let (r, changes) = st.register(now, h, link.clone(), &BTreeMap::new());
+    let (r, changes) = st.register(now, h, link.clone(), &BTreeMap::new(), None);
     (r, changes, link)
 }
 

@@ -126,9 +126,15 @@ pub struct WorkerConfig {
     #[arg(long, env = "EDGEPLANE_STOP_GRACE", default_value = defaults::STOP_GRACE, value_parser = parse_duration)]
     pub stop_grace: Duration,
 
-    /// Shared secret the coordinator requires to join.
+    /// Shared secret the coordinator requires to join, or a join token
+    /// from `edgeplane token create` (spent on the first join over TLS).
     #[arg(long, env = "EDGEPLANE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+
+    /// PEM CA to trust for an `https://` coordinator; the system roots
+    /// otherwise.
+    #[arg(long = "ca-cert", env = "EDGEPLANE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 
     /// First reconnect delay; doubles per failed attempt, with jitter. The
     /// tunnel reopens on the same schedule.
@@ -179,6 +185,7 @@ impl Default for WorkerConfig {
             self_exe: None,
             stop_grace: default_duration(defaults::STOP_GRACE),
             join_token: None,
+            ca_cert: None,
             reconnect_min: default_duration(defaults::RECONNECT_MIN),
             reconnect_max: default_duration(defaults::RECONNECT_MAX),
             connect_timeout: default_duration(defaults::CONNECT_TIMEOUT),
@@ -201,6 +208,8 @@ pub enum WorkerConfigError {
     },
     #[error("--coordinator names no coordinator; give one URL or several, comma-separated")]
     NoCoordinator,
+    #[error("--ca-cert {0}")]
+    CaCert(String),
 }
 
 impl WorkerConfig {

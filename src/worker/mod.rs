@@ -7,6 +7,8 @@
 mod backoff;
 mod capabilities;
 mod config;
+mod credentials;
+mod dial;
 mod flags;
 mod identity;
 mod probe;
@@ -22,6 +24,7 @@ pub use probe::grpc_health;
 
 use crate::proto::{Assignment, Capabilities, ServiceState};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -74,6 +77,12 @@ struct AgentCtx {
     local: crate::worker::tunnel::LocalServices,
     epoch: tokio::time::Instant,
     max_message_bytes: usize,
+    /// The worker's certificate and key (TLS coordinators that issue them).
+    credentials: Arc<credentials::Credentials>,
+    /// PEM of `--ca-cert`, the CA the coordinator's certificate must chain to.
+    ca_pem: Option<String>,
+    /// The configuration again, shared with the tunnel's redials.
+    dial_config: Arc<WorkerConfig>,
 }
 
 impl AgentCtx {
@@ -206,6 +215,11 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
         .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
     let state_dir = config.state_dir.clone().unwrap_or_else(|| default_state_dir(&name));
     let instance_id = load_or_create_instance_id(&state_dir)?;
+    let credentials = Arc::new(credentials::Credentials::load(&state_dir));
+    let ca_pem = match &config.ca_cert {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| WorkerConfigError::CaCert(format!("{}: {e}", p.display())))?),
+        None => None,
+    };
     let initial: BTreeMap<String, ServiceReport> = config
         .services
         .iter()
@@ -234,6 +248,9 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
         let ctx = AgentCtx {
             capabilities: capabilities::detect(&config, rt.kind().advertised()),
             max_message_bytes: config.max_message_bytes,
+            credentials,
+            ca_pem,
+            dial_config: Arc::new(config.clone()),
             config,
             name,
             instance_id,

@@ -5,20 +5,22 @@
 //! model load or a stalled status report cannot delay them, because nothing
 //! else runs on that task.
 
+use super::credentials::Credentials;
 use super::targets::Target;
 use super::{AgentCtx, ServiceReport};
 use crate::auth::bearer;
 use crate::proto::{
+    RenewCertificate,
     coordinator_message::Msg as In, worker_control_client::WorkerControlClient, worker_message::Msg as Out,
     DeclaredService, Hello, Keepalive, ServiceStatus, WorkerMessage,
 };
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use tracing::{info, warn};
 
 pub enum Ended {
@@ -49,21 +51,22 @@ pub async fn run(ctx: &AgentCtx, target: &Target, token: &mut Option<String>, sh
 async fn session(ctx: &AgentCtx, target: &Target, token: &mut Option<String>) -> Ended {
     let cfg = &ctx.config;
     let url = target.dial.clone();
-    let endpoint = match Endpoint::from_shared(url.clone()) {
-        // One address of a name: the request still names the name.
-        Ok(e) if target.dial != target.url => match target.url.parse() {
-            Ok(origin) => e.origin(origin),
-            Err(_) => e,
-        },
-        Ok(e) => e,
-        Err(e) => return lost(format!("bad coordinator URL `{url}`: {e}")),
+    let dialer = super::dial::Dialer {
+        target: target.clone(),
+        ca_pem: ctx.ca_pem.clone(),
+        credentials: ctx.credentials.clone(),
+        config: ctx.dial_config.clone(),
     };
-    let endpoint = endpoint
-        .connect_timeout(cfg.connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(cfg.http2_keepalive_interval)
-        .keep_alive_timeout(cfg.http2_keepalive_timeout)
-        .keep_alive_while_idle(true);
+    if dialer.needs_join() {
+        if let Err(e) = dialer.join(&ctx.name, &ctx.instance_id).await {
+            return lost(e);
+        }
+    }
+    let endpoint = match dialer.endpoint() {
+        Ok(e) => e,
+        Err(e) => return lost(e),
+    };
+    let certified = dialer.tls() && ctx.credentials.usable(crate::tls::unix_now()).is_some();
     let channel = match endpoint.connect().await {
         Ok(c) => c,
         Err(e) => return lost(format!("cannot reach {url}: {}", crate::errors::chain(&e))),
@@ -146,6 +149,9 @@ async fn session(ctx: &AgentCtx, target: &Target, token: &mut Option<String>) ->
     let mut tasks = JoinSet::new();
     let interval = Duration::from_millis(welcome.keepalive_interval_ms.max(10));
     tasks.spawn(keepalives(out_tx.clone(), interval, ctx.epoch));
+    if certified {
+        tasks.spawn(renewals(out_tx.clone(), ctx.credentials.clone(), ctx.name.clone()));
+    }
     tasks.spawn(report_services(out_tx, ctx.services.clone()));
     if cfg.uses_tunnel() {
         let forwarder = crate::worker::tunnel::Forwarder::new(ctx.local.clone());
@@ -155,9 +161,13 @@ async fn session(ctx: &AgentCtx, target: &Target, token: &mut Option<String>) ->
         // Its own connection, so tunnel traffic never queues ahead of keepalives.
         tasks.spawn(async move {
             keep_tunnel_open(backoff, || async {
-                let res = match endpoint.connect().await {
-                    Ok(ch) => crate::worker::tunnel::serve(ch, &id, &token, join.as_deref(), forwarder.clone()).await,
-                    Err(e) => Err(format!("cannot reach the coordinator: {}", crate::errors::chain(&e))),
+                // Dialed afresh each time: with the certificate current now.
+                let res = match dialer.endpoint() {
+                    Err(e) => Err(e),
+                    Ok(endpoint) => match endpoint.connect().await {
+                        Ok(ch) => crate::worker::tunnel::serve(ch, &id, &token, join.as_deref(), forwarder.clone()).await,
+                        Err(e) => Err(format!("cannot reach the coordinator: {}", crate::errors::chain(&e))),
+                    },
                 };
                 if let Err(e) = &res {
                     warn!(worker = %name, worker_id = %id, error = %e, "tunnel down; reopening");
@@ -185,6 +195,17 @@ async fn session(ctx: &AgentCtx, target: &Target, token: &mut Option<String>) ->
                 }
                 Some(In::Goodbye(g)) => break format!("coordinator said goodbye: {}", g.reason),
                 Some(In::Assignment(a)) => ctx.apply_assignment(&a),
+                Some(In::Certificate(c)) => {
+                    let stored = if c.error.is_empty() {
+                        ctx.credentials.accept(&c.certificate_pem).map_err(|e| e.to_string())
+                    } else {
+                        Err(c.error)
+                    };
+                    match stored {
+                        Ok(()) => info!(worker = %ctx.name, worker_id = %id, "certificate renewed"),
+                        Err(e) => warn!(worker = %ctx.name, worker_id = %id, error = %e, "certificate not renewed"),
+                    }
+                }
                 Some(In::Welcome(_)) | None => {}
             },
             Ok(None) => break "stream ended by coordinator".to_string(),
@@ -220,6 +241,34 @@ where
 /// A tunnel that stayed open this long was working: its end is a new
 /// failure, not the next of a series.
 const TUNNEL_SETTLED: Duration = Duration::from_secs(10);
+
+/// Asks for a new certificate about two thirds into the current one's
+/// lifetime, over the control stream (the answer arrives on it as a
+/// `Certificate`); asks again, with a new key, if no answer moved the
+/// renewal time on within a tenth of the lifetime.
+async fn renewals(out: mpsc::Sender<WorkerMessage>, credentials: Arc<Credentials>, name: String) {
+    loop {
+        let Some(at) = credentials.renew_at() else { return };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        tokio::time::sleep(Duration::from_millis((at * 1000 - now_ms).max(0) as u64)).await;
+        if credentials.renew_at() != Some(at) {
+            continue;
+        }
+        match credentials.request(&name) {
+            Ok(csr_pem) => {
+                let m = wrap(Out::RenewCertificate(RenewCertificate { csr_pem }));
+                if out.send(m).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => warn!(worker = %name, error = %e, "could not make a certificate request"),
+        }
+        let retry = credentials.retry_after().clamp(Duration::from_secs(1), Duration::from_secs(300));
+        tokio::time::sleep(retry).await;
+    }
+}
 
 /// Sends a keepalive every `interval`. The sequence number is the send time
 /// (microseconds since the agent started), so the ack gives the round trip

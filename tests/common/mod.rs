@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod etcd;
 pub mod http1;
+pub mod tls;
 
 use edgeplane::coordinator::{Coordinator, CoordinatorConfig};
 use edgeplane::proto::{
@@ -136,7 +137,14 @@ impl TestCoordinator {
     }
 
     pub async fn watch(&self) -> Watcher {
-        let mut admin = self.admin().await;
+        Watcher::over(self.channel().await).await
+    }
+}
+
+impl Watcher {
+    /// A watch over `channel`, its snapshot read before it returns.
+    pub async fn over(channel: Channel) -> Watcher {
+        let mut admin = AdminClient::new(channel);
         let stream = admin
             .watch_workers(WatchWorkersRequest {})
             .await
@@ -160,6 +168,9 @@ impl TestCoordinator {
             }
         }
     }
+}
+
+impl TestCoordinator {
 
     pub fn worker_config(&self, name: &str, state_dir: &std::path::Path) -> WorkerConfig {
         let mut c = WorkerConfig::new(self.url.clone());

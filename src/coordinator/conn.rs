@@ -1,0 +1,176 @@
+//! An accepted connection, plain TCP or TLS over it, as one type for both
+//! servers behind the front door; its [`PeerInfo`] is read once, here.
+//!
+//! Also the answer a plaintext client gets on a TLS-only port: a clear
+//! error in the protocol it spoke, not a dropped connection.
+
+use crate::tls::{identity, PeerInfo, ServerTlsRef};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tonic::transport::server::Connected;
+
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// Why a TLS connection was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("did not finish the TLS handshake within {0:?}")]
+    Idle(Duration),
+    #[error("spoke plaintext to the TLS port")]
+    Plaintext,
+    #[error("TLS handshake: {0}")]
+    Handshake(io::Error),
+}
+
+/// The first byte of every TLS connection (a handshake record).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The message a plaintext client is given.
+pub const PLAINTEXT_REFUSED: &str = "this port speaks TLS only: use https:// (grpcurl without -plaintext)";
+
+impl Conn {
+    /// Completes the TLS handshake within `timeout`; a peer that speaks
+    /// plaintext is answered with [`PLAINTEXT_REFUSED`] first.
+    pub async fn accept_tls(stream: TcpStream, tls: &ServerTlsRef, timeout: Duration) -> Result<Conn, AcceptError> {
+        let work = async {
+            let mut first = [0u8; 1];
+            let n = stream.peek(&mut first).await.map_err(AcceptError::Handshake)?;
+            if n == 1 && first[0] != TLS_HANDSHAKE {
+                refuse_plaintext(stream).await;
+                return Err(AcceptError::Plaintext);
+            }
+            let s = tls.acceptor().accept(stream).await.map_err(AcceptError::Handshake)?;
+            Ok(Conn::Tls(Box::new(s)))
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| AcceptError::Idle(timeout))?
+    }
+
+    pub fn peer(&self) -> PeerInfo {
+        match self {
+            Conn::Plain(s) => PeerInfo::plain(s.peer_addr().ok()),
+            Conn::Tls(s) => {
+                let (tcp, session) = s.get_ref();
+                let cert = session
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|der| identity::from_der(der))
+                    .map(Arc::new);
+                PeerInfo {
+                    addr: tcp.peer_addr().ok(),
+                    tls: true,
+                    cert,
+                }
+            }
+        }
+    }
+}
+
+/// Answers a plaintext HTTP/1 request with 400 and the JSON error, or an
+/// HTTP/2 one with a GOAWAY carrying the message, then closes.
+async fn refuse_plaintext(mut stream: TcpStream) {
+    let mut buf = [0u8; 4];
+    let n = stream.peek(&mut buf).await.unwrap_or(0);
+    let out = if buf[..n] == b"PRI "[..n] {
+        goaway(PLAINTEXT_REFUSED)
+    } else {
+        let body = crate::errors::envelope("tls_required", PLAINTEXT_REFUSED).to_string();
+        format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+        // Read what the client still sends, so that closing does not
+        // reset the connection before it has read the answer.
+        let mut sink = [0u8; 4096];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// An empty SETTINGS frame then GOAWAY (last stream 0, PROTOCOL_ERROR)
+/// with `message` as its debug data (RFC 9113 6.5, 6.8).
+fn goaway(message: &str) -> Vec<u8> {
+    let mut f = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    let len = 8 + message.len();
+    f.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 0x7, 0, 0, 0, 0, 0]);
+    f.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x1]);
+    f.extend_from_slice(message.as_bytes());
+    f
+}
+
+impl Connected for Conn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! A TLS coordinator against the real clients operators use: curl with
+//! `--cacert`, grpcurl with `-cacert` (and an admin certificate), Python
+//! grpcio over `ssl_channel_credentials`; a plaintext client on the TLS
+//! port gets a clear error and the coordinator serves on.
+
+mod common;
+
+use common::tls::{https, Pki};
+use common::{within, TestCoordinator, PATIENCE};
+use std::time::Duration;
+use tokio::process::Command;
+
+async fn run(cmd: &mut Command) -> (bool, String) {
+    let out = within(cmd.output()).await.expect("the client runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn grpcurl() -> Command {
+    Command::new("grpcurl")
+}
+
+#[tokio::test]
+async fn curl_grpcurl_and_grpcio_speak_tls_and_plaintext_is_refused() {
+    let pki = Pki::new();
+    let mut config = pki.config();
+    config.admin_token = Some("adm".into());
+    let c = TestCoordinator::start(config).await;
+    let url = https(&c);
+    let ca = pki.path("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let host = format!("127.0.0.1:{}", c.addr.port());
+
+    // curl over TLS, HTTP/1.1 and HTTP/2 (ALPN).
+    for version in ["--http1.1", "--http2"] {
+        let (ok, out) = run(Command::new("curl").args([
+            "-sS",
+            version,
+            "--cacert",
+            ca,
+            "-H",
+            "authorization: Bearer adm",
+            &format!("{url}/api/admin/workers"),
+        ]))
+        .await;
+        assert!(ok, "{out}");
+        assert_eq!(out.trim(), "[]", "{version}");
+    }
+
+    // Plaintext HTTP on the TLS port: 400 and the reason, as JSON.
+    let (_, out) = run(Command::new("curl").args([
+        "-sS",
+        "-w",
+        "\n%{http_code}",
+        &format!("http://{host}/health"),
+    ]))
+    .await;
+    assert!(out.contains("tls_required") && out.ends_with("400"), "{out}");
+
+    // grpcurl: reflection lists the services; ListWorkers with an admin
+    // certificate and no token; refused with neither.
+    let (ok, out) = run(grpcurl().args(["-cacert", ca, &host, "list"])).await;
+    assert!(ok && out.contains("edgeplane.v1.Admin") && out.contains("edgeplane.v1.Enrollment"), "{out}");
+    let (cert, key) = (pki.path("admin.pem"), pki.path("admin-key.pem"));
+    let (ok, out) = run(grpcurl().args([
+        "-cacert",
+        ca,
+        "-cert",
+        cert.to_str().unwrap(),
+        "-key",
+        key.to_str().unwrap(),
+        &host,
+        "edgeplane.v1.Admin/ListWorkers",
+    ]))
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = run(grpcurl().args(["-cacert", ca, &host, "edgeplane.v1.Admin/ListWorkers"])).await;
+    assert!(!ok && out.contains("Unauthenticated"), "{out}");
+    // A plaintext gRPC client is told, in a GOAWAY, what the port speaks.
+    let (ok, out) = run(grpcurl().args(["-plaintext", &host, "list"])).await;
+    assert!(!ok, "{out}");
+
+    // Python grpcio: grpc.health.v1 over ssl_channel_credentials.
+    let script = format!(
+        r#"
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+creds = grpc.ssl_channel_credentials(open({ca:?}, "rb").read())
+with grpc.secure_channel({host:?}, creds) as ch:
+    r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    print(health_pb2.HealthCheckResponse.ServingStatus.Name(r.status))
+"#
+    );
+    let (ok, out) = run(Command::new("python3").args(["-c", &script])).await;
+    assert!(ok && out.trim() == "SERVING", "{out}");
+
+    // Unharmed by all of it.
+    let (ok, out) = run(Command::new("curl").args(["-sS", "--cacert", ca, &format!("{url}/health")])).await;
+    assert!(ok && out.contains("\"status\""), "{out}");
+    c.stop().await;
+}
+
+/// A worker joins over TLS and serves `notes`; curl `--cacert` reaches
+/// `/service/notes/convert` through the direct path and the tunnel.
+#[tokio::test]
+async fn the_proxy_answers_over_tls_through_both_data_paths() {
+    let pki = Pki::new();
+    let c = TestCoordinator::start(pki.config()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sample = edgeplane::sample::SampleConfig {
+        port: 0,
+        load_time: Duration::ZERO,
+        name: "notes-coa".into(),
+        bind: "127.0.0.1".parse().unwrap(),
+    };
+    tokio::spawn(edgeplane::sample::serve(listener, sample, stop.clone()));
+    let ca = pki.path("ca.pem");
+    for path in ["direct", "tunnel"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = c.worker_config(&format!("notes-{path}"), dir.path());
+        // Over TLS, with the certificate this worker got at join.
+        cfg.coordinator = https(&c);
+        cfg.ca_cert = Some(ca.clone());
+        cfg.services = vec![("notes".into(), backend.clone())];
+        cfg.data_path = path.parse().unwrap();
+        cfg.probe_interval = Duration::from_millis(50);
+        let name = format!("notes-{path}");
+        let (agent, agent_stop) = common::start_agent(cfg).await;
+        let mut watch = common::tls::admin_watch(&c, &pki).await;
+        watch
+            .until_service(Some(&name), Some("notes-coa"), edgeplane::proto::ServiceState::Ready)
+            .await;
+        let (ok, out) = run(Command::new("curl").args([
+            "-sS",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r##"{"notes":"# hi","client_name":"tls-test"}"##,
+            &format!("{}/service/notes/convert", https(&c)),
+        ]))
+        .await;
+        assert!(ok && out.contains("tls-test"), "{path}: {out}");
+        agent_stop.cancel();
+        tokio::time::timeout(PATIENCE, agent.join()).await.unwrap();
+    }
+    stop.cancel();
+    c.stop().await;
+}

@@ -110,7 +110,10 @@ pub(crate) async fn client(
     Ok((AdminClient::new(ch), auth))
 }
 
-pub(crate) fn with_auth<T>(msg: T, auth: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>) -> tonic::Request<T> {
+pub(crate) fn with_auth<T>(
+    msg: T,
+    auth: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     if let Some(a) = auth {
         r.metadata_mut().insert("authorization", a.clone());

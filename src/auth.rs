@@ -59,7 +59,9 @@ impl Secret {
     /// Whether `token` (the bare token, no scheme) is the secret; false
     /// when none is set.
     pub fn verify_token(&self, token: &[u8]) -> bool {
-        self.0.as_ref().is_some_and(|expected| bool::from(digest(token).ct_eq(expected)))
+        self.0
+            .as_ref()
+            .is_some_and(|expected| bool::from(digest(token).ct_eq(expected)))
     }
 
     /// Checks the `authorization` header of an HTTP or gRPC request.

@@ -3,7 +3,9 @@
 //! (files only: a CA, and certificates signed by it).
 
 use crate::admin_cli::{client, with_auth, AdminTarget, CliError};
-use crate::proto::{CreateJoinTokenRequest, JoinToken, ListJoinTokensRequest, RevokeJoinTokenRequest, RevokeWorkerRequest};
+use crate::proto::{
+    CreateJoinTokenRequest, JoinToken, ListJoinTokensRequest, RevokeJoinTokenRequest, RevokeWorkerRequest,
+};
 use crate::tls::{files, ClusterCa};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -91,7 +93,11 @@ pub async fn revoke(args: &RevokeArgs) -> Result<String, CliError> {
         ))
         .await?
         .into_inner();
-    let closed = if r.session_closed { "; its session was closed" } else { "" };
+    let closed = if r.session_closed {
+        "; its session was closed"
+    } else {
+        ""
+    };
     Ok(format!("revoked {}{closed}\n", r.worker_id))
 }
 
@@ -145,7 +151,11 @@ fn row(t: &JoinToken) -> String {
         let at = std::time::UNIX_EPOCH + Duration::from_secs(ts.seconds.max(0) as u64);
         humantime::format_rfc3339_seconds(at).to_string()
     });
-    let pattern = if t.name_pattern.is_empty() { "*" } else { &t.name_pattern };
+    let pattern = if t.name_pattern.is_empty() {
+        "*"
+    } else {
+        &t.name_pattern
+    };
     let state = if t.revoked { "revoked" } else { "active" };
     format!("{:<7} {:<21} {:<10} {:<20} {state}", t.id, pattern, uses, expires)
 }
@@ -176,7 +186,10 @@ pub fn ca(args: &CaArgs) -> Result<String, CaCliError> {
             ))
         }
         CaCommand::Admin { dir, name, lifetime } => {
-            let ca = ClusterCa::load(&dir.join(crate::tls::ca::CA_CERT_FILE), &dir.join(crate::tls::ca::CA_KEY_FILE))?;
+            let ca = ClusterCa::load(
+                &dir.join(crate::tls::ca::CA_CERT_FILE),
+                &dir.join(crate::tls::ca::CA_KEY_FILE),
+            )?;
             let cert = ca.issue_admin(name, *lifetime)?;
             files::write_private(&dir.join("admin-key.pem"), cert.key_pem.as_bytes())?;
             files::write_public(&dir.join("admin.pem"), cert.cert_pem.as_bytes())?;

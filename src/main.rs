@@ -36,7 +36,7 @@ fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
 #[derive(Subcommand)]
 enum Command {
     /// Run the coordinator (gRPC and HTTP on one port).
-    Coordinator(coordinator::CoordinatorConfig),
+    Coordinator(Box<coordinator::CoordinatorConfig>),
     /// Run a worker agent that dials the coordinator.
     Worker(worker::WorkerConfig),
     /// List the fleet's workers.
@@ -149,7 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Coordinator(cfg) => {
             init_tracing();
             let listen = cfg.listen;
-            let c = coordinator::Coordinator::new(cfg)?;
+            let c = coordinator::Coordinator::new(*cfg)?;
             let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
             c.serve(listener, shutdown_on_signals()).await?;
         }

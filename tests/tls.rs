@@ -52,19 +52,17 @@ async fn curl_grpcurl_and_grpcio_speak_tls_and_plaintext_is_refused() {
     }
 
     // Plaintext HTTP on the TLS port: 400 and the reason, as JSON.
-    let (_, out) = run(Command::new("curl").args([
-        "-sS",
-        "-w",
-        "\n%{http_code}",
-        &format!("http://{host}/health"),
-    ]))
-    .await;
+    let (_, out) =
+        run(Command::new("curl").args(["-sS", "-w", "\n%{http_code}", &format!("http://{host}/health")])).await;
     assert!(out.contains("tls_required") && out.ends_with("400"), "{out}");
 
     // grpcurl: reflection lists the services; ListWorkers with an admin
     // certificate and no token; refused with neither.
     let (ok, out) = run(grpcurl().args(["-cacert", ca, &host, "list"])).await;
-    assert!(ok && out.contains("edgeplane.v1.Admin") && out.contains("edgeplane.v1.Enrollment"), "{out}");
+    assert!(
+        ok && out.contains("edgeplane.v1.Admin") && out.contains("edgeplane.v1.Enrollment"),
+        "{out}"
+    );
     let (cert, key) = (pki.path("admin.pem"), pki.path("admin-key.pem"));
     let (ok, out) = run(grpcurl().args([
         "-cacert",
@@ -152,5 +150,48 @@ async fn the_proxy_answers_over_tls_through_both_data_paths() {
         tokio::time::timeout(PATIENCE, agent.join()).await.unwrap();
     }
     stop.cancel();
+    c.stop().await;
+}
+
+/// A new certificate written over the served one is served to the next
+/// handshake, without a restart and without dropping an open connection.
+#[tokio::test]
+async fn the_server_certificate_is_reloaded_when_its_files_change() {
+    let pki = Pki::new();
+    let c = TestCoordinator::start(pki.config()).await;
+    let ca = pki.path("ca.pem");
+    let subject = || async {
+        let (_, out) = run(Command::new("curl").args([
+            "-sS",
+            "-v",
+            "--cacert",
+            ca.to_str().unwrap(),
+            &format!("{}/health", https(&c)),
+        ]))
+        .await;
+        out.lines()
+            .find(|l| l.contains("subject:"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("curl -v shows the subject: {out}"))
+    };
+    assert!(subject().await.contains("CN=127.0.0.1"));
+    let open = common::tls::channel(&c, &pki.client(None)).await.unwrap();
+    let fresh = pki
+        .ca
+        .issue_server(&["localhost".into(), "127.0.0.1".into()], Duration::from_secs(3600))
+        .unwrap();
+    std::fs::write(pki.path("server-key.pem"), &fresh.key_pem).unwrap();
+    std::fs::write(pki.path("server.pem"), &fresh.cert_pem).unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !subject().await.contains("CN=localhost") {
+        assert!(tokio::time::Instant::now() < deadline, "the new certificate is served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The connection made before the change still answers.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(open);
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("the old connection is kept");
     c.stop().await;
 }

@@ -1,11 +1,12 @@
 //! `edgeplane.v1.Admin`: the operator's gRPC view of the fleet.
 
+use super::admin_credentials::lookup_status;
+use crate::auth::Scope;
 use crate::proto::{
     admin_server::Admin, DrainWorkerRequest, EventKind, GetWorkerRequest, ListWorkersRequest, ListWorkersResponse,
     WatchWorkersRequest, Worker, WorkerEvent, WorkerStatus,
 };
-use crate::auth::Scope;
-use crate::registry::{ChangeKind, LookupError, Registry, WorkerState};
+use crate::registry::{ChangeKind, Registry, WorkerState};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,13 +33,6 @@ impl AdminService {
             closing,
             security,
         }
-    }
-}
-
-pub(super) fn lookup_status(e: LookupError) -> Status {
-    match e {
-        LookupError::NotFound(_) => Status::not_found(e.to_string()),
-        LookupError::Ambiguous(_) => Status::failed_precondition(e.to_string()),
     }
 }
 
@@ -172,7 +166,13 @@ impl Admin for AdminService {
         request: Request<crate::proto::ListJoinTokensRequest>,
     ) -> Result<Response<crate::proto::ListJoinTokensResponse>, Status> {
         need(&request, Scope::Admin)?;
-        let tokens = self.security.tokens.list().iter().map(super::admin_credentials::token_proto).collect();
+        let tokens = self
+            .security
+            .tokens
+            .list()
+            .iter()
+            .map(super::admin_credentials::token_proto)
+            .collect();
         Ok(Response::new(crate::proto::ListJoinTokensResponse { tokens }))
     }
 

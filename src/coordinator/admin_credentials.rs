@@ -31,7 +31,7 @@ pub fn revoke_worker(registry: &Registry, security: &Security, worker: &str) -> 
         // A worker that is gone (or never connected here) can be revoked
         // by its id: its certificate is refused when it comes back.
         Err(LookupError::NotFound(_)) if crate::registry::is_worker_id(worker) => worker.to_string(),
-        Err(e) => return Err(super::admin::lookup_status(e)),
+        Err(e) => return Err(lookup_status(e)),
     };
     security
         .revoked
@@ -46,6 +46,14 @@ pub fn revoke_worker(registry: &Registry, security: &Security, worker: &str) -> 
         worker_id: id,
         session_closed,
     })
+}
+
+/// A failed lookup as a gRPC status.
+pub fn lookup_status(e: LookupError) -> Status {
+    match e {
+        LookupError::NotFound(_) => Status::not_found(e.to_string()),
+        LookupError::Ambiguous(_) => Status::failed_precondition(e.to_string()),
+    }
 }
 
 pub fn create_token(security: &Security, r: &CreateJoinTokenRequest) -> Result<CreateJoinTokenResponse, Status> {

@@ -120,7 +120,13 @@ impl WorkerControl for ControlService {
             .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
         let certified = request.extensions().get::<Certified>().map(|c| c.0.clone());
         let (tx, rx) = mpsc::channel(OUTBOX);
-        tokio::spawn(session::run(shared.clone(), request.into_inner(), tx, permit, certified));
+        tokio::spawn(session::run(
+            shared.clone(),
+            request.into_inner(),
+            tx,
+            permit,
+            certified,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -21,7 +21,11 @@ pub struct EnrollService {
 #[tonic::async_trait]
 impl Enrollment for EnrollService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let peer = request.extensions().get::<crate::tls::PeerInfo>().cloned().unwrap_or_default();
+        let peer = request
+            .extensions()
+            .get::<crate::tls::PeerInfo>()
+            .cloned()
+            .unwrap_or_default();
         if !peer.tls {
             return Err(Status::failed_precondition(
                 "join over TLS only: the join token and the certificate must not cross in the clear",
@@ -32,10 +36,7 @@ impl Enrollment for EnrollService {
             .ca
             .as_ref()
             .ok_or_else(|| Status::failed_precondition(super::security::NO_CA))?;
-        let auth = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes().to_vec());
+        let auth = request.metadata().get("authorization").map(|v| v.as_bytes().to_vec());
         let r = request.into_inner();
         if !crate::registry::limits::check_worker_name(&r.name) {
             return Err(Status::invalid_argument(format!(
@@ -49,7 +50,11 @@ impl Enrollment for EnrollService {
                 "instance_id and previous_worker_id are at most {max} bytes"
             )));
         }
-        if let Err(refusal) = self.security.tokens.admit(auth.as_deref(), &r.name, crate::tls::unix_now()) {
+        if let Err(refusal) = self
+            .security
+            .tokens
+            .admit(auth.as_deref(), &r.name, crate::tls::unix_now())
+        {
             warn!(worker = %r.name, reason = %refusal, "refused a join");
             return Err(match refusal {
                 JoinRefusal::Missing | JoinRefusal::Invalid => Status::unauthenticated(refusal.to_string()),

@@ -18,6 +18,7 @@ use super::conn::Conn;
 use super::listener::{self, Limited};
 use super::sniff::{sniff, Prefixed, Protocol};
 use crate::proxy::{h1, is_service_path, BoxFuture, ClientAddr, ClientConn, ProxyService, MAX_REQUEST_HEAD};
+use crate::tls::{PeerInfo, ServerTlsRef};
 use crate::upstream::InlineUpstreams;
 use axum::body::Body;
 use axum::response::Response;
@@ -34,7 +35,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use crate::tls::{PeerInfo, ServerTlsRef};
 use tower::{Service as _, ServiceExt};
 use tracing::{debug, info};
 

@@ -55,8 +55,8 @@ async fn require_read(
     next: axum::middleware::Next,
 ) -> Response {
     match check(&state, &req, Scope::Read) {
-        Ok(()) => next.run(req).await,
-        Err(refusal) => refusal,
+        None => next.run(req).await,
+        Some(refusal) => refusal,
     }
 }
 
@@ -67,16 +67,17 @@ async fn require_admin(
     next: axum::middleware::Next,
 ) -> Response {
     match check(&state, &req, Scope::Admin) {
-        Ok(()) => next.run(req).await,
-        Err(refusal) => refusal,
+        None => next.run(req).await,
+        Some(refusal) => refusal,
     }
 }
 
-fn check(state: &HttpState, req: &axum::extract::Request, scope: Scope) -> Result<(), Response> {
+/// The refusal for a request whose credential is below `scope`, if any.
+fn check(state: &HttpState, req: &axum::extract::Request, scope: Scope) -> Option<Response> {
     let peer = req.extensions().get::<crate::tls::PeerInfo>();
     match state.admin.scope_of(req.headers(), peer) {
-        Ok(have) if have >= scope => Ok(()),
-        Ok(have) => Err(error(
+        Ok(have) if have >= scope => None,
+        Ok(have) => Some(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
@@ -85,7 +86,7 @@ fn check(state: &HttpState, req: &axum::extract::Request, scope: Scope) -> Resul
                 have.as_str()
             ),
         )),
-        Err(e) => Err(error(
+        Err(e) => Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
             format!("admin token required: {e}"),

@@ -27,8 +27,8 @@ mod sniff;
 mod tls_config;
 mod tunnel;
 
-pub use tls_config::TlsConfig;
 pub use config::{parse_listen, ConfigError, CoordinatorConfig, DEFAULT_MAX_PENDING_HANDSHAKES_PER_ADDRESS};
+pub use tls_config::TlsConfig;
 
 use crate::auth::Secret;
 use crate::catalog::Catalog;

@@ -81,5 +81,4 @@ impl Security {
 /// Largest CSR accepted (a P-256 one is under 1 KiB; RSA-4096 about 2).
 pub const MAX_CSR: usize = 16 * 1024;
 
-pub const NO_CA: &str =
-    "this coordinator has no cluster CA (start it with --ca-cert/--ca-key, or TLS and --state-dir)";
+pub const NO_CA: &str = "this coordinator has no cluster CA (start it with --ca-cert/--ca-key, or TLS and --state-dir)";

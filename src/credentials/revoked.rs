@@ -26,7 +26,10 @@ impl Revocations {
     }
 
     pub fn is_revoked(&self, worker_id: &str) -> bool {
-        self.ids.read().unwrap_or_else(|e| e.into_inner()).contains_key(worker_id)
+        self.ids
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(worker_id)
     }
 
     /// Adds `worker_id`, and writes the list down before returning.

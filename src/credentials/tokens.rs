@@ -95,7 +95,9 @@ fn random_chars(n: usize) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..n)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 impl JoinTokens {
@@ -174,7 +176,9 @@ impl JoinTokens {
         if !self.any(&tokens) {
             return Ok(());
         }
-        let presented = authorization.and_then(crate::auth::strip_bearer).ok_or(JoinRefusal::Missing)?;
+        let presented = authorization
+            .and_then(crate::auth::strip_bearer)
+            .ok_or(JoinRefusal::Missing)?;
         if self.static_token.verify_token(presented) {
             return Ok(());
         }
@@ -239,28 +243,43 @@ mod tests {
             .create(Some(Duration::from_secs(60)), "gpu-box-*", Some(2), 1000)
             .unwrap();
         assert!(token.starts_with(&format!("{}.", view.id)));
-        assert!(!std::fs::read_to_string(&path).unwrap().contains(&token), "only the digest is kept");
+        assert!(
+            !std::fs::read_to_string(&path).unwrap().contains(&token),
+            "only the digest is kept"
+        );
 
         let t = bearer(&token);
         assert_eq!(store.admit(None, "gpu-box-1", 1000), Err(JoinRefusal::Missing));
-        assert_eq!(store.admit(Some(b"Bearer nope"), "gpu-box-1", 1000), Err(JoinRefusal::Invalid));
+        assert_eq!(
+            store.admit(Some(b"Bearer nope"), "gpu-box-1", 1000),
+            Err(JoinRefusal::Invalid)
+        );
         assert!(matches!(
             store.admit(Some(&t), "cpu-box-1", 1000),
             Err(JoinRefusal::NameMismatch { .. })
         ));
         assert_eq!(store.admit(Some(&t), "gpu-box-1", 1059), Ok(()));
         assert_eq!(store.admit(Some(&t), "gpu-box-2", 1000), Ok(()));
-        assert_eq!(store.admit(Some(&t), "gpu-box-3", 1000), Err(JoinRefusal::UsedUp(view.id.clone())));
+        assert_eq!(
+            store.admit(Some(&t), "gpu-box-3", 1000),
+            Err(JoinRefusal::UsedUp(view.id.clone()))
+        );
 
         // Kept across a restart, spent uses included.
         let again = JoinTokens::load(Some(path), Secret::new(None)).unwrap();
         assert_eq!(again.list()[0].uses_left, Some(0));
 
         let (v2, t2) = again.create(Some(Duration::from_secs(10)), "", None, 1000).unwrap();
-        assert_eq!(again.admit(Some(&bearer(&t2)), "any", 1010), Err(JoinRefusal::Expired(v2.id.clone())));
+        assert_eq!(
+            again.admit(Some(&bearer(&t2)), "any", 1010),
+            Err(JoinRefusal::Expired(v2.id.clone()))
+        );
         let (v3, t3) = again.create(None, "", None, 1000).unwrap();
         again.revoke(&v3.id).unwrap();
-        assert_eq!(again.admit(Some(&bearer(&t3)), "any", 1000), Err(JoinRefusal::Revoked(v3.id)));
+        assert_eq!(
+            again.admit(Some(&bearer(&t3)), "any", 1000),
+            Err(JoinRefusal::Revoked(v3.id))
+        );
     }
 
     #[test]

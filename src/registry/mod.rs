@@ -205,9 +205,7 @@ impl Registry {
         let st = self.lock();
         match st.fleet().get(worker_id) {
             None => true,
-            Some(rec) => {
-                rec.instance_id == instance_id && !instance_id.is_empty() && !st.session_live(worker_id)
-            }
+            Some(rec) => rec.instance_id == instance_id && !instance_id.is_empty() && !st.session_live(worker_id),
         }
     }
 

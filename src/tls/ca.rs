@@ -129,14 +129,14 @@ impl ClusterCa {
         let params = leaf(
             name,
             vec![SanType::URI(
-                identity::worker_uri(worker_id)
-                    .try_into()
-                    .map_err(rc("worker id"))?,
+                identity::worker_uri(worker_id).try_into().map_err(rc("worker id"))?,
             )],
             ExtendedKeyUsagePurpose::ClientAuth,
             lifetime,
         );
-        let cert = params.signed_by(&csr.public_key, &self.issuer).map_err(rc("worker certificate"))?;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(rc("worker certificate"))?;
         Ok(cert.pem())
     }
 
@@ -181,10 +181,10 @@ fn leaf(cn: &str, sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose, lifetime: 
     p
 }
 
+/// Valid from a little before now (clock skew) until `lifetime` from now.
 fn window(lifetime: Duration) -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
-    let back = BACKDATE.min(lifetime / 2);
-    (now - back, now + (lifetime - back))
+    (now - BACKDATE.min(lifetime / 10), now + lifetime)
 }
 
 fn serial() -> SerialNumber {
@@ -203,13 +203,18 @@ mod tests {
         let ca = ClusterCa::generate("test CA").unwrap();
         let req = crate::tls::csr::generate("gpu-box-1").unwrap();
         let pem = ca
-            .sign_worker(&req.csr_pem, "w-0123456789abcdef", "gpu-box-1", Duration::from_secs(3600))
+            .sign_worker(
+                &req.csr_pem,
+                "w-0123456789abcdef",
+                "gpu-box-1",
+                Duration::from_secs(3600),
+            )
             .unwrap();
         let der = files::certs_from_pem(pem.as_bytes()).remove(0);
         let id = identity::from_der(&der).unwrap();
         assert_eq!(id.worker_id(), Some("w-0123456789abcdef"));
-        let lifetime = id.not_after_unix - id.not_before_unix;
-        assert!((3599..=3601).contains(&lifetime), "{lifetime}");
+        let lifetime = id.not_after_unix - crate::tls::unix_now();
+        assert!((3598..=3600).contains(&lifetime), "{lifetime}");
 
         // A CSR whose signature does not match is refused.
         let other = crate::tls::csr::generate("x").unwrap();
@@ -226,7 +231,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let first = ClusterCa::load_or_create(dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = ClusterCa::load_or_create(dir.path()).unwrap();
         assert_eq!(first.cert_pem(), again.cert_pem());

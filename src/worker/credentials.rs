@@ -87,7 +87,10 @@ impl Credentials {
     /// How long to wait for a renewal's answer before asking again: a
     /// tenth of the certificate's lifetime.
     pub fn retry_after(&self) -> std::time::Duration {
-        let secs = self.lock().as_ref().map_or(60, |h| (h.not_after - h.not_before).max(0) / 10);
+        let secs = self
+            .lock()
+            .as_ref()
+            .map_or(60, |h| (h.not_after - h.not_before).max(0) / 10);
         std::time::Duration::from_secs(secs as u64)
     }
 

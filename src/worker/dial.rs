@@ -44,7 +44,8 @@ impl Dialer {
     fn build(&self, with_identity: bool) -> Result<Endpoint, String> {
         let t = &self.target;
         let cfg = &self.config;
-        let mut e = Endpoint::from_shared(t.dial.clone()).map_err(|e| format!("bad coordinator URL `{}`: {e}", t.dial))?;
+        let mut e =
+            Endpoint::from_shared(t.dial.clone()).map_err(|e| format!("bad coordinator URL `{}`: {e}", t.dial))?;
         if t.dial != t.url {
             // One address of a name: the request still names the name.
             if let Ok(origin) = t.url.parse() {

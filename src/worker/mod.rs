@@ -217,7 +217,9 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
     let instance_id = load_or_create_instance_id(&state_dir)?;
     let credentials = Arc::new(credentials::Credentials::load(&state_dir));
     let ca_pem = match &config.ca_cert {
-        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| WorkerConfigError::CaCert(format!("{}: {e}", p.display())))?),
+        Some(p) => {
+            Some(std::fs::read_to_string(p).map_err(|e| WorkerConfigError::CaCert(format!("{}: {e}", p.display())))?)
+        }
         None => None,
     };
     let initial: BTreeMap<String, ServiceReport> = config

@@ -10,9 +10,8 @@ use super::targets::Target;
 use super::{AgentCtx, ServiceReport};
 use crate::auth::bearer;
 use crate::proto::{
-    RenewCertificate,
     coordinator_message::Msg as In, worker_control_client::WorkerControlClient, worker_message::Msg as Out,
-    DeclaredService, Hello, Keepalive, ServiceStatus, WorkerMessage,
+    DeclaredService, Hello, Keepalive, RenewCertificate, ServiceStatus, WorkerMessage,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -165,7 +164,9 @@ async fn session(ctx: &AgentCtx, target: &Target, token: &mut Option<String>) ->
                 let res = match dialer.endpoint() {
                     Err(e) => Err(e),
                     Ok(endpoint) => match endpoint.connect().await {
-                        Ok(ch) => crate::worker::tunnel::serve(ch, &id, &token, join.as_deref(), forwarder.clone()).await,
+                        Ok(ch) => {
+                            crate::worker::tunnel::serve(ch, &id, &token, join.as_deref(), forwarder.clone()).await
+                        }
                         Err(e) => Err(format!("cannot reach the coordinator: {}", crate::errors::chain(&e))),
                     },
                 };
@@ -265,7 +266,9 @@ async fn renewals(out: mpsc::Sender<WorkerMessage>, credentials: Arc<Credentials
             }
             Err(e) => warn!(worker = %name, error = %e, "could not make a certificate request"),
         }
-        let retry = credentials.retry_after().clamp(Duration::from_secs(1), Duration::from_secs(300));
+        let retry = credentials
+            .retry_after()
+            .clamp(Duration::from_secs(1), Duration::from_secs(300));
         tokio::time::sleep(retry).await;
     }
 }

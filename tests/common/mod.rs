@@ -171,7 +171,6 @@ impl Watcher {
 }
 
 impl TestCoordinator {
-
     pub fn worker_config(&self, name: &str, state_dir: &std::path::Path) -> WorkerConfig {
         let mut c = WorkerConfig::new(self.url.clone());
         c.name = Some(name.to_string());

@@ -90,20 +90,36 @@ async fn refuse_plaintext(mut stream: TcpStream) {
         )
         .into_bytes()
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(&out).await;
-        let _ = stream.shutdown().await;
-        // Read what the client still sends, so that closing does not
-        // reset the connection before it has read the answer.
-        let mut sink = [0u8; 4096];
-        loop {
-            match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+    if let Ok(Ok(())) = tokio::time::timeout(LINGER, stream.write_all(&out)).await {
+        linger(&mut stream).await;
+    }
+}
+
+/// How long, and how many bytes, a connection closed on an error is still
+/// read from before it is dropped.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// After an error answer (431 for a head too large, 400 for a malformed
+/// one) the client may still be sending: closing with its bytes unread
+/// makes the kernel reset the connection, and a reset can discard the
+/// answer before the client reads it. So the write side is shut and what
+/// still comes is read and dropped, within a bound (as nginx's lingering
+/// close does).
+pub async fn linger<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) {
+    use tokio::io::AsyncReadExt;
+    let _ = io.shutdown().await;
+    let mut sink = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    let drain = async {
+        while total < LINGER_BYTES {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
             }
         }
-    })
-    .await;
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// An empty SETTINGS frame then GOAWAY (last stream 0, PROTOCOL_ERROR)

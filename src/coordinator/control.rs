@@ -38,6 +38,13 @@ pub struct Gate {
 #[derive(Debug, Clone)]
 pub struct Certified(pub String);
 
+impl Certified {
+    /// What the Gate put on `request`.
+    fn of<T>(request: &Request<T>) -> Option<String> {
+        request.extensions().get::<Certified>().map(|c| c.0.clone())
+    }
+}
+
 /// What a call without a certificate is told under `--require-client-cert`.
 pub const CERT_REQUIRED: &str =
     "a client certificate is required: join with a join token first (edgeplane.v1.Enrollment/Join)";
@@ -118,7 +125,7 @@ impl WorkerControl for ControlService {
             .handshakes
             .admit(peer)
             .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
-        let certified = request.extensions().get::<Certified>().map(|c| c.0.clone());
+        let certified = Certified::of(&request);
         let (tx, rx) = mpsc::channel(OUTBOX);
         tokio::spawn(session::run(
             shared.clone(),
@@ -133,7 +140,7 @@ impl WorkerControl for ControlService {
     type TunnelStream = super::tunnel::TunnelStream;
 
     async fn tunnel(&self, request: Request<Streaming<TunnelChunk>>) -> Result<Response<Self::TunnelStream>, Status> {
-        let certified = request.extensions().get::<Certified>().map(|c| c.0.clone());
+        let certified = Certified::of(&request);
         let stream = super::tunnel::admit(self.shared.registry.clone(), request, certified.as_deref())?;
         Ok(Response::new(stream))
     }

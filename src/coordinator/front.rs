@@ -14,7 +14,7 @@
 //! itself and hands the connection to hyper, with the bytes it has read, at
 //! the first request it does not take.
 
-use super::conn::Conn;
+use super::conn::{linger, Conn};
 use super::listener::{self, Limited};
 use super::sniff::{sniff, Prefixed, Protocol};
 use crate::proxy::{h1, is_service_path, BoxFuture, ClientAddr, ClientConn, ProxyService, MAX_REQUEST_HEAD};
@@ -185,33 +185,6 @@ async fn serve_http1(mut io: Sniffed, info: PeerInfo, front: Arc<Front>, stop: S
         debug!(error = %e, "HTTP/1 connection ended");
         linger(&mut io).await;
     }
-}
-
-/// How long, and how many bytes, a connection closed on an error is still
-/// read from before it is dropped.
-const LINGER: Duration = Duration::from_secs(1);
-const LINGER_BYTES: usize = 1024 * 1024;
-
-/// After an error answer (431 for a head too large, 400 for a malformed
-/// one) the client may still be sending: closing with its bytes unread
-/// makes the kernel reset the connection, and a reset can discard the
-/// answer before the client reads it. So the write side is shut and what
-/// still comes is read and dropped, within a bound (as nginx's lingering
-/// close does).
-async fn linger(io: &mut Sniffed) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = io.shutdown().await;
-    let mut sink = vec![0u8; 16 * 1024];
-    let mut total = 0;
-    let drain = async {
-        while total < LINGER_BYTES {
-            match io.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => total += n,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// One HTTP/1 connection's service: the connection's address and its own

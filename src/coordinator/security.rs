@@ -70,11 +70,8 @@ impl Security {
         if csr_pem.len() > MAX_CSR {
             return Err(format!("a CSR is at most {MAX_CSR} bytes"));
         }
-        let pem = ca
-            .sign_worker(csr_pem, worker_id, name, self.cert_lifetime)
-            .map_err(|e| e.to_string())?;
-        let not_after = crate::tls::unix_now() + self.cert_lifetime.as_secs() as i64;
-        Ok((pem, not_after))
+        ca.sign_worker(csr_pem, worker_id, name, self.cert_lifetime)
+            .map_err(|e| e.to_string())
     }
 }
 

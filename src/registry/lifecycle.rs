@@ -50,12 +50,6 @@ enum ResumeBy {
     Certificate,
 }
 
-/// Neither a certified record nor a certified new id: look by token and
-/// instance id.
-fn certified_none(target: &Option<(String, ResumeBy)>, new_id: &Option<String>) -> bool {
-    target.is_none() && new_id.is_none()
-}
-
 impl State {
     /// Binds a new stream to a worker record: resumes the record its token
     /// names, else the disconnected record of the same instance id (a live
@@ -106,8 +100,7 @@ impl State {
         if !hello.previous_worker_id.is_empty() && hello.previous_worker_id != id {
             return Err(not_yours(&hello.previous_worker_id));
         }
-        let target = self.fleet.get(id).map(|_| (id.to_string(), ResumeBy::Certificate));
-        self.bind(now_ms, hello, link, adopt, Some(target.ok_or(id)), out)
+        self.bind(now_ms, hello, link, adopt, Some(id), out)
     }
 
     fn bind(
@@ -116,18 +109,14 @@ impl State {
         hello: &Hello,
         link: Arc<SessionLink>,
         adopt: &BTreeMap<String, String>,
-        // Certified: the record to resume, or the id a new one gets.
-        certified: Option<Result<(String, ResumeBy), &str>>,
+        // The id the client certificate names: its record is resumed, or a
+        // new one gets that id; the token and instance id are not looked at.
+        certified: Option<&str>,
         out: &mut Changes,
     ) -> Result<Registered, RegisterError> {
-        let mut target: Option<(String, ResumeBy)> = None;
-        let mut new_id: Option<String> = None;
-        match certified {
-            Some(Ok(t)) => target = Some(t),
-            Some(Err(id)) => new_id = Some(id.to_string()),
-            None => {}
-        }
-        if certified_none(&target, &new_id) && !hello.resume_token.is_empty() {
+        let mut target: Option<(String, ResumeBy)> =
+            certified.and_then(|id| self.fleet.get(id).map(|_| (id.to_string(), ResumeBy::Certificate)));
+        if certified.is_none() && !hello.resume_token.is_empty() {
             match self.fleet.by_token(&token_digest(&hello.resume_token)) {
                 Some(rec) => target = Some((rec.worker_id.clone(), ResumeBy::Token)),
                 None => out.logs.push(Log::UnknownToken {
@@ -135,7 +124,7 @@ impl State {
                 }),
             }
         }
-        if certified_none(&target, &new_id) && !hello.instance_id.is_empty() {
+        if certified.is_none() && target.is_none() && !hello.instance_id.is_empty() {
             if let Some(rec) = self.fleet.by_instance(&hello.instance_id) {
                 let local = self.session(&rec.worker_id);
                 // Live here or on another coordinator: only the token may
@@ -180,8 +169,8 @@ impl State {
             return Err(RegisterError::Full(max));
         }
         let taken = |id: &str| self.fleet.get(id).is_some();
-        let mut id = match (&new_id, &hello.previous_worker_id) {
-            (Some(certified), _) => certified.clone(),
+        let mut id = match (certified, &hello.previous_worker_id) {
+            (Some(certified), _) => certified.to_string(),
             (None, prev) if identity::is_worker_id(prev) && !taken(prev) => prev.clone(),
             _ => new_worker_id(),
         };

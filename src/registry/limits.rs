@@ -55,7 +55,7 @@ pub fn check_service_name(name: &str) -> bool {
 }
 
 pub fn validate_hello(h: &Hello) -> Result<(), InvalidHello> {
-    if !printable(&h.name, MAX_NAME_LEN) {
+    if !check_worker_name(&h.name) {
         return Err(InvalidHello::Name);
     }
     if h.instance_id.len() > MAX_ID_LEN || h.instance_id.chars().any(char::is_control) {

@@ -116,15 +116,16 @@ impl ClusterCa {
     }
 
     /// Signs a worker's CSR: a client certificate for `worker_id`, valid
-    /// for `lifetime`. The CSR's signature is checked (the worker holds the
-    /// key); everything it asks for is ignored: the name is the CA's.
+    /// for `lifetime`; returns it (PEM) and its expiry (Unix seconds). The
+    /// CSR's signature is checked (the worker holds the key); everything it
+    /// asks for is ignored: the name is the CA's.
     pub fn sign_worker(
         &self,
         csr_pem: &str,
         worker_id: &str,
         name: &str,
         lifetime: Duration,
-    ) -> Result<String, TlsError> {
+    ) -> Result<(String, i64), TlsError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(rc("certificate signing request"))?;
         let params = leaf(
             name,
@@ -137,7 +138,7 @@ impl ClusterCa {
         let cert = params
             .signed_by(&csr.public_key, &self.issuer)
             .map_err(rc("worker certificate"))?;
-        Ok(cert.pem())
+        Ok((cert.pem(), params.not_after.unix_timestamp()))
     }
 
     /// A client certificate with the admin role, its key made here.
@@ -202,7 +203,7 @@ mod tests {
     fn a_signed_worker_certificate_names_the_id_the_ca_chose() {
         let ca = ClusterCa::generate("test CA").unwrap();
         let req = crate::tls::csr::generate("gpu-box-1").unwrap();
-        let pem = ca
+        let (pem, not_after) = ca
             .sign_worker(
                 &req.csr_pem,
                 "w-0123456789abcdef",
@@ -213,6 +214,7 @@ mod tests {
         let der = files::certs_from_pem(pem.as_bytes()).remove(0);
         let id = identity::from_der(&der).unwrap();
         assert_eq!(id.worker_id(), Some("w-0123456789abcdef"));
+        assert_eq!(id.not_after_unix, not_after);
         let lifetime = id.not_after_unix - crate::tls::unix_now();
         assert!((3598..=3600).contains(&lifetime), "{lifetime}");
 

@@ -59,7 +59,8 @@ pub struct ServiceReport {
 
 /// Shared by every session of one agent.
 struct AgentCtx {
-    config: WorkerConfig,
+    /// Shared with the tunnel's redials ([`dial::Dialer`]).
+    config: Arc<WorkerConfig>,
     name: String,
     instance_id: String,
     capabilities: Capabilities,
@@ -81,8 +82,6 @@ struct AgentCtx {
     credentials: Arc<credentials::Credentials>,
     /// PEM of `--ca-cert`, the CA the coordinator's certificate must chain to.
     ca_pem: Option<String>,
-    /// The configuration again, shared with the tunnel's redials.
-    dial_config: Arc<WorkerConfig>,
 }
 
 impl AgentCtx {
@@ -252,8 +251,7 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
             max_message_bytes: config.max_message_bytes,
             credentials,
             ca_pem,
-            dial_config: Arc::new(config.clone()),
-            config,
+            config: Arc::new(config),
             name,
             instance_id,
             status: status_tx,

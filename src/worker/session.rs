@@ -54,7 +54,7 @@ async fn session(ctx: &AgentCtx, target: &Target, token: &mut Option<String>) ->
         target: target.clone(),
         ca_pem: ctx.ca_pem.clone(),
         credentials: ctx.credentials.clone(),
-        config: ctx.dial_config.clone(),
+        config: ctx.config.clone(),
     };
     if dialer.needs_join() {
         if let Err(e) = dialer.join(&ctx.name, &ctx.instance_id).await {

@@ -1,23 +1,22 @@
 //! An accepted connection, plain TCP or TLS over it, as one type for both
-//! servers behind the front door; its [`PeerInfo`] is read once, here.
+//! servers behind the front door (tokio-util's `Either` does the reading
+//! and writing); its [`PeerInfo`] is read here.
 //!
 //! Also the answer a plaintext client gets on a TLS-only port: a clear
 //! error in the protocol it spoke, not a dropped connection.
 
+use super::sniff::Prefixed;
 use crate::tls::{identity, PeerInfo, ServerTlsRef};
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use tonic::transport::server::Connected;
 
-pub enum Conn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
+/// Plain TCP (`Left`), or TLS over it (`Right`).
+pub type Conn = Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>;
 
 /// Why a TLS connection was not served.
 #[derive(Debug, thiserror::Error)]
@@ -36,40 +35,40 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// The message a plaintext client is given.
 pub const PLAINTEXT_REFUSED: &str = "this port speaks TLS only: use https:// (grpcurl without -plaintext)";
 
-impl Conn {
-    /// Completes the TLS handshake within `timeout`; a peer that speaks
-    /// plaintext is answered with [`PLAINTEXT_REFUSED`] first.
-    pub async fn accept_tls(stream: TcpStream, tls: &ServerTlsRef, timeout: Duration) -> Result<Conn, AcceptError> {
-        let work = async {
-            let mut first = [0u8; 1];
-            let n = stream.peek(&mut first).await.map_err(AcceptError::Handshake)?;
-            if n == 1 && first[0] != TLS_HANDSHAKE {
-                refuse_plaintext(stream).await;
-                return Err(AcceptError::Plaintext);
-            }
-            let s = tls.acceptor().accept(stream).await.map_err(AcceptError::Handshake)?;
-            Ok(Conn::Tls(Box::new(s)))
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| AcceptError::Idle(timeout))?
-    }
+/// Completes the TLS handshake within `timeout`; a peer that speaks
+/// plaintext is answered with [`PLAINTEXT_REFUSED`] first.
+pub async fn accept_tls(stream: TcpStream, tls: &ServerTlsRef, timeout: Duration) -> Result<Conn, AcceptError> {
+    let work = async {
+        let mut first = [0u8; 1];
+        let n = stream.peek(&mut first).await.map_err(AcceptError::Handshake)?;
+        if n == 1 && first[0] != TLS_HANDSHAKE {
+            refuse_plaintext(stream).await;
+            return Err(AcceptError::Plaintext);
+        }
+        let s = tls.acceptor().accept(stream).await.map_err(AcceptError::Handshake)?;
+        Ok(Either::Right(Box::new(s)))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| AcceptError::Idle(timeout))?
+}
 
-    pub fn peer(&self) -> PeerInfo {
-        match self {
-            Conn::Plain(s) => PeerInfo::plain(s.peer_addr().ok()),
-            Conn::Tls(s) => {
-                let (tcp, session) = s.get_ref();
-                let cert = session
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|der| identity::from_der(der))
-                    .map(Arc::new);
-                PeerInfo {
-                    addr: tcp.peer_addr().ok(),
-                    tls: true,
-                    cert,
-                }
+/// Who is on the other end: the address, and the client certificate the
+/// handshake verified.
+pub fn peer(conn: &Conn) -> PeerInfo {
+    match conn {
+        Either::Left(s) => PeerInfo::plain(s.peer_addr().ok()),
+        Either::Right(s) => {
+            let (tcp, session) = s.get_ref();
+            let cert = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|der| identity::from_der(der))
+                .map(Arc::new);
+            PeerInfo {
+                addr: tcp.peer_addr().ok(),
+                tls: true,
+                cert,
             }
         }
     }
@@ -133,60 +132,10 @@ fn goaway(message: &str) -> Vec<u8> {
     f
 }
 
-impl Connected for Conn {
+impl Connected for Prefixed<Conn> {
     type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> PeerInfo {
-        self.peer()
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        peer(self.get_ref())
     }
 }

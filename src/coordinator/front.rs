@@ -14,7 +14,7 @@
 //! itself and hands the connection to hyper, with the bytes it has read, at
 //! the first request it does not take.
 
-use super::conn::{linger, Conn};
+use super::conn::{self, linger, Conn};
 use super::listener::{self, Limited};
 use super::sniff::{sniff, Prefixed, Protocol};
 use crate::proxy::{h1, is_service_path, BoxFuture, ClientAddr, ClientConn, ProxyService, MAX_REQUEST_HEAD};
@@ -98,10 +98,10 @@ pub fn spawn(
 async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<Sniffed>>, stop: Stop) {
     let Limited { stream, slot } = conn;
     let stream = match &front.tls {
-        None => Conn::Plain(stream),
+        None => tokio_util::either::Either::Left(stream),
         Some(tls) => {
             let accepted = tokio::select! {
-                a = Conn::accept_tls(stream, tls, front.first_byte_timeout) => a,
+                a = conn::accept_tls(stream, tls, front.first_byte_timeout) => a,
                 _ = stop.drain.cancelled() => return,
             };
             match accepted {
@@ -114,7 +114,7 @@ async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<Sni
             }
         }
     };
-    let info = stream.peer();
+    let info = conn::peer(&stream);
     let sniffed = tokio::select! {
         s = sniff(stream, front.first_byte_timeout, MAX_REQUEST_HEAD) => s,
         // Shutting down: a connection that has not spoken yet is not waited for.

@@ -32,10 +32,16 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/admin/workers/{worker}", get(get_worker))
         .route("/api/admin/services", get(services))
         .route("/api/admin/gaps", get(gaps))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), Scope::Read),
+            require,
+        ));
     let admin = Router::new()
         .route("/api/admin/workers/{worker}/drain", post(drain_worker))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin));
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), Scope::Admin),
+            require,
+        ));
     Router::new()
         .route("/health", get(health))
         .merge(read)
@@ -48,25 +54,13 @@ pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) ->
     crate::errors::response(status, code, message)
 }
 
-/// Refuses a request without a credential of the read scope or above.
-async fn require_read(
-    State(state): State<HttpState>,
+/// Refuses a request without a credential of `scope` or above.
+async fn require(
+    State((state, scope)): State<(HttpState, Scope)>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match check(&state, &req, Scope::Read) {
-        None => next.run(req).await,
-        Some(refusal) => refusal,
-    }
-}
-
-/// Refuses a request without a credential of the admin scope.
-async fn require_admin(
-    State(state): State<HttpState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match check(&state, &req, Scope::Admin) {
+    match check(&state, &req, scope) {
         None => next.run(req).await,
         Some(refusal) => refusal,
     }

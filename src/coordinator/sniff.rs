@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
-use tonic::transport::server::Connected;
 
 /// What every HTTP/2 connection starts with (RFC 9113 3.4); no HTTP/1
 /// request line starts with its first four bytes.
@@ -164,6 +163,11 @@ impl<T> Prefixed<T> {
 
     /// Puts `bytes` back in front of what is still to be read, for whoever
     /// reads the connection next (the full HTTP/1 server after the fast path).
+    /// The connection under the put-back bytes.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     pub fn unread(&mut self, bytes: Bytes) {
         if self.head.is_empty() {
             self.head = bytes;
@@ -173,14 +177,6 @@ impl<T> Prefixed<T> {
             both.extend_from_slice(&self.head);
             self.head = both.freeze();
         }
-    }
-}
-
-impl<T: Connected> Connected for Prefixed<T> {
-    type ConnectInfo = T::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
     }
 }
 

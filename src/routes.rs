@@ -60,29 +60,22 @@ pub struct Endpoint {
     pub load: Arc<EndpointLoad>,
 }
 
-/// Why a service URL cannot be used. Service URLs are `http://` only:
-/// nothing that dials a service (the proxy's direct path, the worker's end
-/// of a tunnel, readiness probes) speaks TLS, so an `https://` address
-/// would be sent plaintext, and to port 80 when it names none.
+/// Why a service URL cannot be used. Service URLs are `http://`, or
+/// `https://` (dialed with TLS and verified: see [`crate::upstream::ServiceTls`]).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ServiceUrlError {
-    #[error("https:// service URLs are not supported yet: TLS to services is not built, so requests would reach the TLS server as plaintext; give the service's plain http:// address")]
-    Https,
-    #[error("scheme `{0}` is not supported; a service URL is http://HOST:PORT[/PREFIX]")]
+    #[error("scheme `{0}` is not supported; a service URL is http://HOST:PORT[/PREFIX] or https://HOST:PORT[/PREFIX]")]
     Scheme(String),
-    #[error("not a URL of the form http://HOST:PORT[/PREFIX]")]
+    #[error("not a URL of the form http(s)://HOST:PORT[/PREFIX]")]
     Malformed,
 }
 
 /// Checks that `url` is a service URL the coordinator and workers can
-/// dial: `http://HOST[:PORT][/PREFIX]`.
+/// dial: `http(s)://HOST[:PORT][/PREFIX]`.
 pub fn check_service_url(url: &str) -> Result<http::Uri, ServiceUrlError> {
     let uri: http::Uri = url.parse().map_err(|_| ServiceUrlError::Malformed)?;
     let scheme = uri.scheme_str().ok_or(ServiceUrlError::Malformed)?;
-    if scheme.eq_ignore_ascii_case("https") {
-        return Err(ServiceUrlError::Https);
-    }
-    if !scheme.eq_ignore_ascii_case("http") {
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return Err(ServiceUrlError::Scheme(scheme.to_string()));
     }
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
@@ -92,9 +85,8 @@ pub fn check_service_url(url: &str) -> Result<http::Uri, ServiceUrlError> {
 }
 
 impl Endpoint {
-    /// Parses a service URL (`http://host:port[/prefix]`); `None` for
-    /// anything [`check_service_url`] refuses, so that no path ever dials an
-    /// `https://` address in plaintext.
+    /// Parses a service URL (`http(s)://host:port[/prefix]`); `None` for
+    /// anything [`check_service_url`] refuses.
     pub fn parse_url(url: &str) -> Option<(http::Uri, String)> {
         let uri = check_service_url(url).ok()?;
         let scheme = uri.scheme()?.clone();
@@ -208,25 +200,23 @@ mod tests {
         assert_eq!(p, "/api/v1");
         assert!(Endpoint::parse_url("ftp://h:1").is_none());
         assert!(Endpoint::parse_url("not a url").is_none());
-        assert!(
-            Endpoint::parse_url("https://h:443").is_none(),
-            "never plaintext to https"
-        );
+        let (o, p) = Endpoint::parse_url("https://h:8443/v1").unwrap();
+        assert_eq!((o.to_string().as_str(), p.as_str()), ("https://h:8443/", "/v1"));
     }
 
     #[test]
-    fn only_http_service_urls_are_accepted() {
+    fn only_http_and_https_service_urls_are_accepted() {
         assert!(check_service_url("http://127.0.0.1:8100/p").is_ok());
         assert!(check_service_url("HTTP://h").is_ok());
-        assert_eq!(check_service_url("https://h:8443"), Err(ServiceUrlError::Https));
-        assert_eq!(check_service_url("HTTPS://h"), Err(ServiceUrlError::Https));
+        assert!(check_service_url("https://h:8443").is_ok());
+        assert!(check_service_url("HTTPS://h").is_ok());
         assert_eq!(
             check_service_url("grpc://h:1"),
             Err(ServiceUrlError::Scheme("grpc".into()))
         );
         assert_eq!(check_service_url("h:1"), Err(ServiceUrlError::Malformed));
         assert_eq!(check_service_url("/just/a/path"), Err(ServiceUrlError::Malformed));
-        assert!(ServiceUrlError::Https.to_string().contains("not supported yet"));
+        assert_eq!(check_service_url("https://:1"), Err(ServiceUrlError::Malformed));
     }
 
     #[test]

@@ -407,17 +407,14 @@ async fn invalid_hello_is_refused_with_the_reason() {
     c.stop().await;
 }
 
-/// Nothing that dials a service speaks TLS yet, so an `https://` service
-/// would get plaintext: it is refused, by the coordinator and by the worker.
+/// A service URL nothing can dial (not `http://` or `https://`) is refused,
+/// by the coordinator and by the worker; an `https://` one is accepted
+/// (dialed with TLS: tests/tls_services.rs).
 #[tokio::test]
-async fn https_service_urls_are_refused_with_the_reason() {
+async fn service_urls_of_other_schemes_are_refused_with_the_reason() {
     let c = TestCoordinator::start(fast_config()).await;
-    for url in [
-        "https://127.0.0.1:8443",
-        "https://vault.internal/api",
-        "ftp://127.0.0.1:21",
-    ] {
-        let mut h = hello("tls-worker", "i-tls", "");
+    for url in ["ftp://127.0.0.1:21", "grpc://vault.internal:9000"] {
+        let mut h = hello("odd-worker", "i-odd", "");
         h.services = vec![edgeplane::proto::DeclaredService {
             name: "vault".into(),
             url: url.into(),
@@ -425,27 +422,30 @@ async fn https_service_urls_are_refused_with_the_reason() {
         let status = refusal(c.channel().await, None, Some(Out::Hello(h))).await;
         assert_code(&status, Code::InvalidArgument);
         assert!(status.message().contains("service `vault`"), "{url}: {status:?}");
-        if url.starts_with("https") {
-            assert!(
-                status.message().contains("https:// service URLs are not supported yet"),
-                "{url}: {status:?}"
-            );
-        } else {
-            assert!(status.message().contains("`ftp` is not supported"), "{url}: {status:?}");
-        }
+        assert!(status.message().contains("is not supported"), "{url}: {status:?}");
     }
     assert!(listed(&c).await.is_empty());
 
     // The worker agent refuses to start with one, saying why.
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = c.worker_config("tls-agent", dir.path());
-    cfg.services = vec![("vault".into(), "https://127.0.0.1:8443".into())];
+    let mut cfg = c.worker_config("odd-agent", dir.path());
+    cfg.services = vec![("vault".into(), "ftp://127.0.0.1:21".into())];
     let err = match edgeplane::worker::spawn(cfg, tokio_util::sync::CancellationToken::new()) {
-        Ok(_) => panic!("an agent started with an https:// service"),
+        Ok(_) => panic!("an agent started with an ftp:// service"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("https:// service URLs are not supported yet"), "{err}");
+    assert!(err.contains("scheme `ftp` is not supported"), "{err}");
     assert!(listed(&c).await.is_empty());
+
+    // An https:// one is taken.
+    let mut h = hello("tls-worker", "i-tls", "");
+    h.services = vec![edgeplane::proto::DeclaredService {
+        name: "vault".into(),
+        url: "https://vault.internal/api".into(),
+    }];
+    let mut raw = RawWorker::open(c.channel().await, None).await;
+    raw.hello(h).await;
+    assert_eq!(listed(&c).await.len(), 1);
     c.stop().await;
 }
 

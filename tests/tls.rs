@@ -118,6 +118,8 @@ async fn the_proxy_answers_over_tls_through_both_data_paths() {
         load_time: Duration::ZERO,
         name: "notes-coa".into(),
         bind: "127.0.0.1".parse().unwrap(),
+        tls_cert: None,
+        tls_key: None,
     };
     tokio::spawn(edgeplane::sample::serve(listener, sample, stop.clone()));
     let ca = pki.path("ca.pem");

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 async fn forwarder_client(local: LocalServices) -> hyper::client::conn::http2::SendRequest<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let forwarder = Forwarder::new(local);
+    let forwarder = Forwarder::new(local, edgeplane::upstream::ServiceTls::default());
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let svc = hyper::service::service_fn(move |req| {

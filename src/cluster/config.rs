@@ -21,10 +21,24 @@ pub mod defaults {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterConfig {
-    /// etcd endpoints (`http://host:2379`, comma-separated). Given, the
+    /// etcd endpoints (`http://host:2379`, or `https://` for TLS,
+    /// comma-separated). Given, the
     /// coordinator shares its fleet with every coordinator of `--cluster`.
     #[arg(long = "etcd", env = "EDGEPLANE_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub etcd: Vec<String>,
+
+    /// PEM CA to verify etcd's certificate against (`https://` endpoints);
+    /// the system roots otherwise.
+    #[arg(long = "etcd-ca", env = "EDGEPLANE_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// PEM client certificate to present to etcd (`--client-cert-auth`).
+    #[arg(long = "etcd-cert", env = "EDGEPLANE_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// PEM private key of --etcd-cert.
+    #[arg(long = "etcd-key", env = "EDGEPLANE_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
 
     /// The cluster's name: every key lives under `/{cluster}/`.
     #[arg(long = "cluster", env = "EDGEPLANE_CLUSTER", default_value = defaults::CLUSTER, value_parser = parse_cluster_name)]
@@ -71,6 +85,9 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             etcd: Vec::new(),
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
             cluster: defaults::CLUSTER.into(),
             coordinator_id: None,
             advertise_peer: None,

@@ -56,27 +56,30 @@ fn generate() -> String {
     format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
-/// Where peers reach this coordinator: as given, else `http://` and the
-/// listen address, which must then name a host peers can dial.
-pub fn advertise_peer(config: &ClusterConfig, listen: SocketAddr) -> Result<String, ClusterError> {
+/// Where peers reach this coordinator: as given, else the listen address
+/// (`https://` when the port speaks TLS), which must then name a host peers
+/// can dial.
+pub fn advertise_peer(config: &ClusterConfig, listen: SocketAddr, tls: bool) -> Result<String, ClusterError> {
+    let scheme = if tls { "https" } else { "http" };
     if let Some(p) = &config.advertise_peer {
         let uri: http::Uri = p
             .parse()
             .map_err(|_| ClusterError::Config(format!("--advertise-peer `{p}` is not a URL")))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        if uri.scheme_str() != Some(scheme) || uri.authority().is_none() {
             return Err(ClusterError::Config(format!(
-                "--advertise-peer `{p}`: give http://HOST:PORT"
+                "--advertise-peer `{p}`: give {scheme}://HOST:PORT{}",
+                if tls { " (the port speaks TLS)" } else { "" }
             )));
         }
         return Ok(p.trim_end_matches('/').to_string());
     }
     if listen.ip().is_unspecified() {
         return Err(ClusterError::Config(format!(
-            "listening on {listen}, peers cannot tell where to reach this coordinator: set --advertise-peer http://HOST:{}",
+            "listening on {listen}, peers cannot tell where to reach this coordinator: set --advertise-peer {scheme}://HOST:{}",
             listen.port()
         )));
     }
-    Ok(format!("http://{listen}"))
+    Ok(format!("{scheme}://{listen}"))
 }
 
 #[cfg(test)]
@@ -105,25 +108,29 @@ mod tests {
     #[test]
     fn the_peer_address_must_be_dialable() {
         let c = ClusterConfig::default();
-        assert_eq!(
-            advertise_peer(&c, "127.0.0.1:8080".parse().unwrap()).unwrap(),
-            "http://127.0.0.1:8080"
-        );
-        assert!(advertise_peer(&c, "0.0.0.0:8080".parse().unwrap()).is_err());
+        let at = |c: &ClusterConfig, listen: &str, tls: bool| advertise_peer(c, listen.parse().unwrap(), tls);
+        assert_eq!(at(&c, "127.0.0.1:8080", false).unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(at(&c, "127.0.0.1:8080", true).unwrap(), "https://127.0.0.1:8080");
+        assert!(at(&c, "0.0.0.0:8080", false).is_err());
         let given = ClusterConfig {
             advertise_peer: Some("http://coord-a:8080/".into()),
             ..c
         };
-        assert_eq!(
-            advertise_peer(&given, "0.0.0.0:8080".parse().unwrap()).unwrap(),
-            "http://coord-a:8080"
-        );
+        assert_eq!(at(&given, "0.0.0.0:8080", false).unwrap(), "http://coord-a:8080");
+        // A TLS port is not reached with plaintext, nor the other way round.
+        let err = at(&given, "0.0.0.0:8080", true).unwrap_err().to_string();
+        assert!(err.contains("give https://HOST:PORT"), "{err}");
         for bad in ["coord-a:8080", "https://a:1", "not a url"] {
             let c = ClusterConfig {
                 advertise_peer: Some(bad.into()),
                 ..ClusterConfig::default()
             };
-            assert!(advertise_peer(&c, "127.0.0.1:1".parse().unwrap()).is_err(), "{bad}");
+            assert!(at(&c, "127.0.0.1:1", false).is_err(), "{bad}");
         }
+        let tls = ClusterConfig {
+            advertise_peer: Some("https://coord-a:8443".into()),
+            ..ClusterConfig::default()
+        };
+        assert_eq!(at(&tls, "0.0.0.0:8443", true).unwrap(), "https://coord-a:8443");
     }
 }

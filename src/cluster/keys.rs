@@ -10,6 +10,9 @@
 //!   on that coordinator's lease.
 //! - `placements/{worker_id}`: the services the placement leader wants on
 //!   the worker, applied by the coordinator that holds it.
+//! - `revoked/{worker_id}`: a revoked worker (not on a lease: every
+//!   coordinator refuses its certificates for good); the value is when, in
+//!   Unix seconds.
 //! - `election`: the placement leader's election.
 
 /// The keys of one cluster.
@@ -61,6 +64,14 @@ impl Keys {
 
     pub fn placement(&self, worker_id: &str) -> String {
         format!("{}placements/{worker_id}", self.root)
+    }
+
+    pub fn revocations(&self) -> String {
+        format!("{}revoked/", self.root)
+    }
+
+    pub fn revoked(&self, worker_id: &str) -> String {
+        format!("{}revoked/{worker_id}", self.root)
     }
 
     pub fn election(&self) -> String {

@@ -99,9 +99,11 @@ impl Member {
     /// Fails, with a message naming the endpoints, when etcd does not
     /// answer within [`JOIN_TIMEOUT`], or when a live coordinator holds the
     /// id for longer than a lease TTL (a crashed one's key expires by then).
-    pub async fn join(config: &ClusterConfig, listen: SocketAddr) -> Result<Arc<Member>, ClusterError> {
+    /// `tls`: this coordinator's port speaks TLS, so peers dial it at `https://`.
+    pub async fn join(config: &ClusterConfig, listen: SocketAddr, tls: bool) -> Result<Arc<Member>, ClusterError> {
         let id = super::identity::coordinator_id(config)?;
-        let peer = super::identity::advertise_peer(config, listen)?;
+        let peer = super::identity::advertise_peer(config, listen, tls)?;
+        let etcd_tls = super::etcd_tls::options(config)?;
         let endpoints = config.etcd.join(",");
         if config.etcd_lease_ttl < Duration::from_secs(2) {
             return Err(ClusterError::Config("--etcd-lease-ttl must be at least 2s".into()));
@@ -110,10 +112,13 @@ impl Member {
             endpoints: endpoints.clone(),
             source,
         };
-        let patient_options = ConnectOptions::new()
+        let mut patient_options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), REQUEST_TIMEOUT)
             .with_keep_alive_while_idle(true);
+        if let Some(tls) = etcd_tls {
+            patient_options = patient_options.with_tls(tls);
+        }
         let options = patient_options.clone().with_timeout(REQUEST_TIMEOUT);
         let unreachable = || ClusterError::Unreachable {
             endpoints: endpoints.clone(),

@@ -26,6 +26,10 @@ struct Known {
 /// Applies the leader's placement for a worker (`worker_id`, services).
 pub type ApplyPlacement = Arc<dyn Fn(&str, std::collections::BTreeSet<String>) + Send + Sync>;
 
+/// Learns a revocation made by any coordinator (`worker_id`, when in Unix
+/// seconds): refuse its certificates, close its session if held here.
+pub type LearnRevocation = Arc<dyn Fn(&str, i64) + Send + Sync>;
+
 pub struct Watcher {
     member: Arc<Member>,
     registry: Arc<Registry>,
@@ -33,6 +37,7 @@ pub struct Watcher {
     keys: Keys,
     known: Known,
     placement: ApplyPlacement,
+    revocation: Option<LearnRevocation>,
 }
 
 impl Watcher {
@@ -44,7 +49,15 @@ impl Watcher {
             times,
             known: Known::default(),
             placement,
+            revocation: None,
         }
+    }
+
+    /// Also follows `revoked/`, telling `learn` of each revocation (those
+    /// made before this coordinator started too).
+    pub fn with_revocations(mut self, learn: LearnRevocation) -> Self {
+        self.revocation = Some(learn);
+        self
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -83,9 +96,12 @@ impl Watcher {
                 self.session(id, Some(kv.value()));
             }
         }
+        let revoked = self.keys.revocations();
         for kv in listed.kvs() {
             if let Some(id) = self.keys.id_in(&placements, kv.key()) {
                 self.placement(id, kv.value());
+            } else if let Some(id) = self.keys.id_in(&revoked, kv.key()) {
+                self.revoked(id, kv.value());
             }
         }
         for gone in self.known.sessions.difference(&held) {
@@ -121,6 +137,11 @@ impl Watcher {
                     if put {
                         self.placement(id, kv.value());
                     }
+                } else if let Some(id) = self.keys.id_in(&revoked, kv.key()) {
+                    // A revocation is never taken back by deleting its key.
+                    if put {
+                        self.revoked(id, kv.value());
+                    }
                 } else if let Some(id) = self.keys.id_in(&sessions, kv.key()) {
                     if put {
                         self.known.sessions.insert(id.to_string());
@@ -142,6 +163,20 @@ impl Watcher {
             Ok((rec, _)) if rec.worker_id == id => self.registry.learn_record(rec),
             Ok(_) => warn!(worker_id = %id, "a stored record names another worker id; ignored"),
             Err(e) => warn!(worker_id = %id, error = %e, "a stored record does not decode; ignored"),
+        }
+    }
+
+    fn revoked(&self, id: &str, value: &[u8]) {
+        if let Some(learn) = &self.revocation {
+            if !crate::registry::is_worker_id(id) {
+                warn!(key = %id, "a revocation key names no worker id; ignored");
+                return;
+            }
+            let at = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            learn(id, at);
         }
     }
 

@@ -148,7 +148,8 @@ impl Admin for AdminService {
         request: Request<crate::proto::RevokeWorkerRequest>,
     ) -> Result<Response<crate::proto::RevokeWorkerResponse>, Status> {
         need(&request, Scope::Admin)?;
-        let r = super::admin_credentials::revoke_worker(&self.registry, &self.security, &request.get_ref().worker)?;
+        let r =
+            super::admin_credentials::revoke_worker(&self.registry, &self.security, &request.get_ref().worker).await?;
         Ok(Response::new(r))
     }
 

@@ -25,7 +25,11 @@ pub fn interceptor(auth: AdminAuth) -> impl FnMut(Request<()>) -> Result<Request
 
 /// Adds the worker to the revocation list (written down first), then
 /// closes its live session and removes its record.
-pub fn revoke_worker(registry: &Registry, security: &Security, worker: &str) -> Result<RevokeWorkerResponse, Status> {
+pub async fn revoke_worker(
+    registry: &Registry,
+    security: &Security,
+    worker: &str,
+) -> Result<RevokeWorkerResponse, Status> {
     let id = match registry.get(worker) {
         Ok(view) => view.worker_id,
         // A worker that is gone (or never connected here) can be revoked
@@ -33,19 +37,43 @@ pub fn revoke_worker(registry: &Registry, security: &Security, worker: &str) -> 
         Err(LookupError::NotFound(_)) if crate::registry::is_worker_id(worker) => worker.to_string(),
         Err(e) => return Err(lookup_status(e)),
     };
+    let now = crate::tls::unix_now();
     security
         .revoked
-        .revoke(&id, crate::tls::unix_now())
+        .revoke(&id, now)
         .map_err(|e| Status::internal(format!("could not record the revocation: {e}")))?;
-    let session_closed = match registry.revoke(&id, "revoked by an operator") {
+    let session_closed = match registry.revoke(&id, REVOKED) {
         Ok((_, live)) => live,
         Err(_) => false,
     };
     warn!(worker_id = %id, session_closed, "worker revoked");
+    // In a cluster, every other coordinator learns it through etcd (and
+    // the one holding the worker's session closes it).
+    if let Some(member) = security.cluster.get() {
+        crate::cluster::revocations::publish(member, &id, now).await.map_err(|e| {
+            Status::unavailable(format!(
+                "worker {id} is revoked on this coordinator, but the revocation is not in etcd yet ({e}); other coordinators still accept it: run the revocation again"
+            ))
+        })?;
+    }
     Ok(RevokeWorkerResponse {
         worker_id: id,
         session_closed,
     })
+}
+
+/// Why a revoked worker's session ended, as it is told.
+pub const REVOKED: &str = "revoked by an operator";
+
+/// A revocation made on another coordinator, learnt through etcd.
+pub fn learn_revocation(registry: &Registry, security: &Security, worker_id: &str, at_unix: i64) {
+    security.revoked.learn(worker_id, at_unix);
+    if let Ok((_, true)) = registry.revoke(worker_id, REVOKED) {
+        warn!(
+            worker_id,
+            "worker revoked on another coordinator; its session here is closed"
+        );
+    }
 }
 
 /// A failed lookup as a gRPC status.

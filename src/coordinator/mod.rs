@@ -133,7 +133,7 @@ impl Coordinator {
         // Joined before anything is served: a coordinator that cannot reach
         // its cluster's etcd says so and stops, rather than serve alone.
         let member = match cfg.cluster.enabled() {
-            true => Some(crate::cluster::Member::join(&cfg.cluster, local).await?),
+            true => Some(crate::cluster::Member::join(&cfg.cluster, local, security.server.is_some()).await?),
             false => None,
         };
         let leave = CancellationToken::new();
@@ -147,7 +147,13 @@ impl Coordinator {
                         placement_loop::apply(&reg, &cat, worker_id, placed);
                     }
                 });
-                let watcher = crate::cluster::Watcher::new(m.clone(), registry.clone(), times, apply);
+                let (reg, sec) = (registry.clone(), security.clone());
+                let revoked: crate::cluster::LearnRevocation = Arc::new(move |worker_id, at| {
+                    admin_credentials::learn_revocation(&reg, &sec, worker_id, at);
+                });
+                let watcher =
+                    crate::cluster::Watcher::new(m.clone(), registry.clone(), times, apply).with_revocations(revoked);
+                let _ = security.cluster.set(m.clone());
                 tokio::spawn(crate::cluster::leader::run(m.clone(), leave.clone()));
                 tokio::spawn(crate::cluster::compact::run(
                     m.clone(),
@@ -211,6 +217,8 @@ impl Coordinator {
                 connect_timeout: cfg.proxy_connect_timeout,
                 retries: cfg.proxy_retries,
                 peer_secret: crate::auth::SharedSecret::new(cfg.cluster.cluster_secret.as_deref()),
+                service_tls: security.service_tls.clone(),
+                peer_tls: security.peer_tls.clone(),
                 ..ProxyConfig::default()
             },
         );

@@ -5,7 +5,9 @@
 use super::CoordinatorConfig;
 use crate::auth::AdminAuth;
 use crate::credentials::{JoinTokens, Revocations, StoreError};
+use crate::tls::client::Trust;
 use crate::tls::{ClusterCa, ServerTls, TlsError};
+use crate::upstream::ServiceTls;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
@@ -28,6 +30,15 @@ pub struct Security {
     pub tokens: Arc<JoinTokens>,
     pub revoked: Arc<Revocations>,
     pub admin: AdminAuth,
+    /// How `https://` replicas on the direct path are verified.
+    pub service_tls: ServiceTls,
+    /// How other coordinators at `https://` peer addresses are verified:
+    /// the cluster CA (which every coordinator of a cluster shares, as
+    /// each checks every worker's certificate) and the system roots.
+    pub peer_tls: ServiceTls,
+    /// This coordinator's membership of a cluster, once it has joined:
+    /// revocations are then written to etcd for every coordinator.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Member>>,
 }
 
 impl Security {
@@ -50,7 +61,14 @@ impl Security {
             _ => None,
         };
         let file = |name: &str| state_dir.map(|d| d.join(name));
+        let peer_tls = match &ca {
+            Some(ca) => ServiceTls::new(Trust::from_pem(ca.cert_pem().as_bytes(), "cluster CA")?.and_system())?,
+            None => ServiceTls::default(),
+        };
         Ok(Security {
+            service_tls: ServiceTls::from_file(t.service_ca.as_deref())?,
+            peer_tls,
+            cluster: std::sync::OnceLock::new(),
             server,
             ca: ca.map(Arc::new),
             cert_lifetime: t.cert_lifetime,

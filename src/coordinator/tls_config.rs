@@ -37,6 +37,12 @@ pub struct TlsConfig {
     /// cluster CA; joining (Enrollment.Join) is the one call without.
     #[arg(long = "require-client-cert", env = "EDGEPLANE_REQUIRE_CLIENT_CERT")]
     pub require_client_cert: bool,
+
+    /// PEM CA to verify `https://` services against when this coordinator
+    /// dials them itself (the direct path); the system roots otherwise.
+    /// Workers verify the services they reach with their own --service-ca.
+    #[arg(long = "service-ca", env = "EDGEPLANE_SERVICE_CA")]
+    pub service_ca: Option<PathBuf>,
 }
 
 impl Default for TlsConfig {
@@ -48,6 +54,7 @@ impl Default for TlsConfig {
             ca_key: None,
             cert_lifetime: parse_duration(DEFAULT_CERT_LIFETIME).expect("the default parses"),
             require_client_cert: false,
+            service_ca: None,
         }
     }
 }

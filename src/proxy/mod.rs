@@ -44,7 +44,7 @@ pub use service::{BoxFuture, ProxyService};
 /// the tunnel's HTTP/2 settings allow ([`crate::tunnel::MAX_HEADER_LIST`]).
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const _: () = assert!(2 * MAX_REQUEST_HEAD <= crate::tunnel::MAX_HEADER_LIST as usize);
-use crate::upstream::{InlineUpstreams, MAX_RESPONSE_HEAD};
+use crate::upstream::{HttpsConnector, InlineUpstreams, ServiceTls, MAX_RESPONSE_HEAD};
 
 /// What a client connection served by the front door gives each of its
 /// proxied requests (one request extension): its address, formatted once,
@@ -95,6 +95,12 @@ pub struct ProxyConfig {
     /// The cluster secret: presented on requests forwarded to another
     /// coordinator, required on requests forwarded by one.
     pub peer_secret: crate::auth::SharedSecret,
+    /// How `https://` replicas on the direct path are verified
+    /// (`--service-ca`, else the system roots).
+    pub service_tls: ServiceTls,
+    /// How other coordinators at `https://` peer addresses are verified
+    /// (the cluster CA when the coordinator has one).
+    pub peer_tls: ServiceTls,
 }
 
 impl Default for ProxyConfig {
@@ -106,6 +112,8 @@ impl Default for ProxyConfig {
             eject_for: Duration::from_secs(5),
             max_replay_bytes: 64 * 1024,
             peer_secret: crate::auth::SharedSecret::default(),
+            service_tls: ServiceTls::default(),
+            peer_tls: ServiceTls::default(),
         }
     }
 }
@@ -121,8 +129,14 @@ enum Wire {
 pub struct Proxy {
     routes: watch::Receiver<Arc<RouteTable>>,
     catalog: Arc<Catalog>,
-    http1: Client<HttpConnector, Body>,
-    h2: Client<HttpConnector, Body>,
+    /// Replicas on the direct path that the inline upstreams do not take
+    /// (HTTP/2, and HTTP/1 without a client connection of our own).
+    http1: Client<HttpsConnector, Body>,
+    h2: Client<HttpsConnector, Body>,
+    /// Other coordinators (`Via::Peer`): kept apart from the replicas'
+    /// clients, since peers are verified against the cluster's CA.
+    peer_http1: Client<HttpsConnector, Body>,
+    peer_h2: Client<HttpsConnector, Body>,
     config: ProxyConfig,
     /// Retry limits and budget, and the clock replica ejections use.
     retry: RetryPolicy,
@@ -136,17 +150,25 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
-        let http1 = Client::builder(TokioExecutor::new())
-            .http1_max_buf_size(MAX_RESPONSE_HEAD)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector.clone());
-        let h2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
+        let http1 = |tls: &ServiceTls| {
+            Client::builder(TokioExecutor::new())
+                .http1_max_buf_size(MAX_RESPONSE_HEAD)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(1024)
+                .build(tls.connector(connector.clone(), false))
+        };
+        let h2 = |tls: &ServiceTls| {
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(tls.connector(connector.clone(), true))
+        };
         Arc::new(Proxy {
             routes,
             catalog,
-            http1,
-            h2,
+            http1: http1(&config.service_tls),
+            h2: h2(&config.service_tls),
+            peer_http1: http1(&config.peer_tls),
+            peer_h2: h2(&config.peer_tls),
             retry: RetryPolicy::new(config.retries, config.eject_for),
             config,
             kept: h1::Shared::default(),

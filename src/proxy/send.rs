@@ -152,8 +152,8 @@ impl Proxy {
             // kept for every client, not one per request).
             Via::Peer => {
                 let client = match wire {
-                    Wire::Http1 => &self.http1,
-                    Wire::H2 => &self.h2,
+                    Wire::Http1 => &self.peer_http1,
+                    Wire::H2 => &self.peer_h2,
                 };
                 client.request(req).await.map(|r| guarded(r, in_flight)).map_err(|e| {
                     if e.is_connect() {
@@ -166,9 +166,15 @@ impl Proxy {
             Via::Direct => {
                 // An HTTP/1 client connection of our own: its own upstream
                 // connections, driven in its task (see [`inline`]).
-                if let (Wire::Http1, Some(inline), Some(authority)) = (wire, inline, ep.origin.authority()) {
+                if let (Wire::Http1, Some(inline)) = (wire, inline) {
                     return inline
-                        .send(authority, req, self.config.connect_timeout, in_flight)
+                        .send(
+                            &ep.origin,
+                            &self.config.service_tls,
+                            req,
+                            self.config.connect_timeout,
+                            in_flight,
+                        )
                         .await;
                 }
                 let client = match wire {

@@ -28,8 +28,8 @@ pub enum InvalidHello {
     Gpus,
     #[error("at most {MAX_SERVICES} services, each with a name of 1..={MAX_NAME_LEN} characters and a URL of at most {MAX_URL_LEN}")]
     Services,
-    /// A declared service's URL is one nothing here can dial (an `https://`
-    /// one would be sent plaintext).
+    /// A declared service's URL is one nothing here can dial (not
+    /// `http://` or `https://`).
     #[error("service `{name}`: {reason}")]
     ServiceUrl {
         name: String,
@@ -163,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn services_must_have_http_urls() {
+    fn services_must_have_http_or_https_urls() {
         let with = |url: &str| {
             let mut h = hello();
             h.services = vec![DeclaredService {
@@ -174,19 +174,14 @@ mod tests {
         };
         assert_eq!(with("http://10.0.0.5:8100"), Ok(()));
         assert_eq!(with(""), Ok(()));
-        let https = with("https://10.0.0.5:8443").unwrap_err();
+        assert_eq!(with("https://10.0.0.5:8443"), Ok(()));
+        let ftp = with("ftp://h:21").unwrap_err();
         assert_eq!(
-            https,
+            ftp,
             InvalidHello::ServiceUrl {
                 name: "notes".into(),
-                reason: crate::routes::ServiceUrlError::Https
+                reason: crate::routes::ServiceUrlError::Scheme("ftp".into())
             }
-        );
-        assert!(
-            https
-                .to_string()
-                .contains("https:// service URLs are not supported yet"),
-            "{https}"
         );
         assert!(matches!(with("ftp://h:21"), Err(InvalidHello::ServiceUrl { .. })));
     }

@@ -5,6 +5,7 @@
 //! older notes service's `POST /convert` and the `notes.v1.Notes` gRPC API.
 
 mod notes;
+mod tls;
 
 use crate::duration::parse_duration;
 use axum::extract::State;
@@ -34,6 +35,12 @@ pub struct SampleConfig {
     /// Address to bind (default all interfaces).
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: std::net::IpAddr,
+    /// PEM certificate to serve HTTPS (and gRPC over TLS) with.
+    #[arg(long = "tls-cert", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long = "tls-key", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
@@ -126,7 +133,16 @@ pub async fn serve(
         }
         info!(service = %name, "ready");
     });
-    info!(service = %config.name, listen = %listener.local_addr()?, "sample service listening");
+    let listen = listener.local_addr()?;
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let tls = crate::tls::ServerTls::new(cert, key, None).map_err(std::io::Error::other)?;
+        info!(service = %config.name, %listen, "sample service listening (TLS)");
+        let listener = tls::TlsListener { inner: listener, tls };
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    }
+    info!(service = %config.name, %listen, "sample service listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

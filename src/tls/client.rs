@@ -3,7 +3,6 @@
 //! rustls client config for dialing services over `https://`.
 
 use super::{files, provider, TlsError};
-use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
@@ -56,32 +55,101 @@ impl ClientTls {
     }
 }
 
-/// A rustls client config trusting `ca` (PEM certificates), or the system
-/// roots when `None`; ALPN `http/1.1` (the services' side is HTTP/1 here).
-pub fn rustls_config(ca: Option<&[CertificateDer<'static>]>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(certs) => {
-            for c in certs {
-                roots.add(c.clone()).map_err(|source| TlsError::Rustls {
-                    what: "service CA",
-                    source,
-                })?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
+/// The system's root certificates, read once per process (tests start many
+/// coordinators and workers in one process; each would read them again).
+fn system_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// What a client verifies servers against: the certificates of a private
+/// CA (`--service-ca`, the cluster CA), or the system roots.
+#[derive(Clone)]
+pub struct Trust {
+    roots: Arc<rustls::RootCertStore>,
+    /// The PEM the roots came from, for tonic (`None`: the system roots).
+    pem: Option<String>,
+}
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trust")
+            .field("private_ca", &self.pem.is_some())
+            .field("roots", &self.roots.len())
+            .finish()
+    }
+}
+
+impl Trust {
+    /// The system roots.
+    pub fn system() -> Self {
+        Trust {
+            roots: system_roots(),
+            pem: None,
         }
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|source| TlsError::Rustls {
-            what: "TLS versions",
-            source,
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+
+    /// The certificates in `pem` (at least one, each a valid CA certificate).
+    pub fn from_pem(pem: &[u8], what: &'static str) -> Result<Self, TlsError> {
+        let certs = files::certs_from_pem(pem);
+        if certs.is_empty() {
+            return Err(TlsError::Invalid(format!("{what}: no PEM certificate in it")));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs {
+            roots.add(c).map_err(|source| TlsError::Rustls { what, source })?;
+        }
+        Ok(Trust {
+            roots: Arc::new(roots),
+            pem: Some(String::from_utf8_lossy(pem).into_owned()),
+        })
+    }
+
+    /// These roots and the system's.
+    pub fn and_system(mut self) -> Self {
+        let mut roots = (*self.roots).clone();
+        roots.roots.extend(system_roots().roots.iter().cloned());
+        self.roots = Arc::new(roots);
+        self
+    }
+
+    /// A PEM file's certificates, or the system roots when `None`.
+    pub fn from_file(path: Option<&std::path::Path>, what: &'static str) -> Result<Self, TlsError> {
+        match path {
+            Some(p) => {
+                let pem = files::read(p)?;
+                Self::from_pem(&pem, what).map_err(|e| TlsError::Invalid(format!("{}: {e}", p.display())))
+            }
+            None => Ok(Self::system()),
+        }
+    }
+
+    /// A rustls client config offering `alpn` and no client certificate.
+    pub fn rustls(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|source| TlsError::Rustls {
+                what: "TLS versions",
+                source,
+            })?
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
+    /// tonic's config for a server named `domain`.
+    pub fn tonic(&self, domain: &str) -> ClientTlsConfig {
+        let c = ClientTlsConfig::new().domain_name(domain.trim_start_matches('[').trim_end_matches(']'));
+        match &self.pem {
+            Some(pem) => c.ca_certificate(Certificate::from_pem(pem)),
+            None => c.with_native_roots(),
+        }
+    }
 }

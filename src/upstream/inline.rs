@@ -29,16 +29,18 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::failure::SendFailure;
+use super::tls::{ServiceStream, ServiceTls};
 
 /// Upstream connections one client connection keeps (one per endpoint it
 /// used most recently).
 pub const MAX_PER_CLIENT: usize = 4;
 
-type Conn = Connection<TokioIo<TcpStream>, Body>;
+type Conn = Connection<TokioIo<ServiceStream>, Body>;
 
 /// One upstream connection: the request handle and the connection future,
 /// which whoever is waiting on it polls.
 struct Upstream {
+    https: bool,
     authority: Authority,
     sender: SendRequest<Body>,
     /// `None` once the connection has ended.
@@ -82,9 +84,11 @@ impl InlineUpstreams {
         }
     }
 
-    fn take(&self, authority: &Authority) -> Option<Upstream> {
+    fn take(&self, https: bool, authority: &Authority) -> Option<Upstream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let i = idle.iter().position(|u| &u.authority == authority)?;
+        let i = idle
+            .iter()
+            .position(|u| u.https == https && &u.authority == authority)?;
         Some(idle.swap_remove(i))
     }
 
@@ -99,25 +103,31 @@ impl InlineUpstreams {
         idle.push(up);
     }
 
-    /// Sends `req` (with `Host` set) to `authority`, on an idle connection
-    /// if there is one. The response body keeps the connection (and `guard`)
-    /// until it has been read to the end.
+    /// Sends `req` (with `Host` set) to `origin` (`http://` or `https://`
+    /// and an authority), on an idle connection if there is one. The
+    /// response body keeps the connection (and `guard`) until it has been
+    /// read to the end.
     pub async fn send<G: Send + Unpin + 'static>(
         self: &Arc<Self>,
-        authority: &Authority,
+        origin: &http::Uri,
+        tls: &ServiceTls,
         mut req: Request<Body>,
         connect_timeout: Duration,
         guard: G,
     ) -> Result<Response<Body>, SendFailure> {
+        let Some(authority) = origin.authority() else {
+            return Err(SendFailure::connect(origin, "the URL has no address"));
+        };
+        let https = super::tls::is_https(origin);
         // HTTP/1 to an origin server: the request line carries the path only.
         if req.uri().authority().is_some() {
             let pq = req.uri().path_and_query().cloned();
             *req.uri_mut() = pq.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
         }
         loop {
-            let (mut up, fresh) = match self.take(authority) {
+            let (mut up, fresh) = match self.take(https, authority) {
                 Some(up) => (up, false),
-                None => (dial(authority, connect_timeout).await?, true),
+                None => (dial(https, authority, tls, connect_timeout).await?, true),
             };
             let ready = drive(&mut up.conn, up_ready(&mut up.sender)).await;
             if ready.is_err() {
@@ -166,8 +176,13 @@ fn up_ready(sender: &mut SendRequest<Body>) -> impl Future<Output = hyper::Resul
     poll_fn(move |cx| sender.poll_ready(cx))
 }
 
-async fn dial(authority: &Authority, timeout: Duration) -> Result<Upstream, SendFailure> {
-    let stream = connect_tcp(authority, timeout).await?;
+async fn dial(
+    https: bool,
+    authority: &Authority,
+    tls: &ServiceTls,
+    timeout: Duration,
+) -> Result<Upstream, SendFailure> {
+    let stream = super::tls::connect(https, authority, tls, timeout).await?;
     let (sender, conn) = http1::Builder::new()
         // The fast path's bound on response heads: longer ones are a 502
         // on every path.
@@ -176,6 +191,7 @@ async fn dial(authority: &Authority, timeout: Duration) -> Result<Upstream, Send
         .await
         .map_err(|e| SendFailure::connect(authority, e))?;
     Ok(Upstream {
+        https,
         authority: authority.clone(),
         sender,
         conn: Some(Box::pin(conn)),
@@ -185,7 +201,14 @@ async fn dial(authority: &Authority, timeout: Duration) -> Result<Upstream, Send
 /// A TCP connection to `authority` (port 80 unless it says otherwise), with
 /// Nagle off: proxied requests are written whole and must go at once.
 pub async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStream, SendFailure> {
-    let port = authority.port_u16().unwrap_or(80);
+    connect_port(authority, authority.port_u16().unwrap_or(80), timeout).await
+}
+
+pub(super) async fn connect_port(
+    authority: &Authority,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, SendFailure> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect((authority.host(), port)))
         .await
         .map_err(|_| SendFailure::ConnectTimeout {

@@ -1,4 +1,4 @@
-//! Reaching a replica over HTTP/1 or TCP: the dial, upstream connections
+//! Reaching a replica over HTTP/1 or TCP: the dial (TLS to `https://` ones), upstream connections
 //! driven inline by the connection that uses them, what a request written
 //! to one looks like (`Host`, the size of a head), and why a send failed.
 //!
@@ -7,10 +7,12 @@
 
 mod failure;
 mod inline;
+mod tls;
 
 pub use failure::{Cause, SendFailure};
 use http::header::{HeaderMap, HeaderValue};
 pub use inline::{connect_tcp, InlineUpstreams, MAX_PER_CLIENT};
+pub use tls::{connect, is_https, HttpsConnector, ServiceStream, ServiceTls};
 
 /// Largest response head taken from a replica over HTTP/1, on every path
 /// (the fast path, and the HTTP/1 clients of the coordinator and of the

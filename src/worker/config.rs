@@ -136,6 +136,11 @@ pub struct WorkerConfig {
     #[arg(long = "ca-cert", env = "EDGEPLANE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
 
+    /// PEM CA to verify `https://` services against (requests through the
+    /// tunnel, readiness probes); the system roots otherwise.
+    #[arg(long = "service-ca", env = "EDGEPLANE_SERVICE_CA")]
+    pub service_ca: Option<PathBuf>,
+
     /// First reconnect delay; doubles per failed attempt, with jitter. The
     /// tunnel reopens on the same schedule.
     #[arg(long, env = "EDGEPLANE_RECONNECT_MIN", default_value = defaults::RECONNECT_MIN, value_parser = parse_duration)]
@@ -186,6 +191,7 @@ impl Default for WorkerConfig {
             stop_grace: default_duration(defaults::STOP_GRACE),
             join_token: None,
             ca_cert: None,
+            service_ca: None,
             reconnect_min: default_duration(defaults::RECONNECT_MIN),
             reconnect_max: default_duration(defaults::RECONNECT_MAX),
             connect_timeout: default_duration(defaults::CONNECT_TIMEOUT),
@@ -210,11 +216,13 @@ pub enum WorkerConfigError {
     NoCoordinator,
     #[error("--ca-cert {0}")]
     CaCert(String),
+    #[error("{0}")]
+    ServiceCa(String),
 }
 
 impl WorkerConfig {
     /// Refuses what the coordinator would refuse in the Hello (a service URL
-    /// that is not `http://`), so the operator hears why at start rather
+    /// that is not `http://` or `https://`), so the operator hears why at start rather
     /// than from a worker that keeps reconnecting. Flags are checked as they
     /// are parsed too; this covers configurations built in code.
     pub fn validate(&self) -> Result<(), WorkerConfigError> {
@@ -330,32 +338,36 @@ mod tests {
     use crate::parse::normalize_url;
 
     #[test]
-    fn https_service_urls_are_refused_at_start() {
-        let https = parse_service("notes=https://10.0.0.5:8443").unwrap_err();
-        assert!(https.contains("https:// service URLs are not supported yet"), "{https}");
-        assert!(https.contains("plaintext"), "the message says why: {https}");
-        assert!(parse_service("notes=ftp://10.0.0.5").is_err());
+    fn service_urls_are_checked_at_start() {
+        assert_eq!(
+            parse_service("vault=https://10.0.0.5:8443").unwrap().1,
+            "https://10.0.0.5:8443"
+        );
+        let ftp = parse_service("notes=ftp://10.0.0.5").unwrap_err();
+        assert!(ftp.contains("scheme `ftp` is not supported"), "{ftp}");
 
         // A configuration built in code is checked when the agent starts.
         let mut c = WorkerConfig::new("http://127.0.0.1:1");
-        c.services = vec![("notes".into(), "http://10.0.0.5:8100".into())];
+        c.services = vec![
+            ("notes".into(), "http://10.0.0.5:8100".into()),
+            ("vault".into(), "https://10.0.0.5:8443".into()),
+        ];
         assert_eq!(c.validate(), Ok(()));
         let none = WorkerConfig {
             coordinator: " , ".into(),
             ..c.clone()
         };
         assert_eq!(none.validate(), Err(WorkerConfigError::NoCoordinator));
-        c.services.push(("vault".into(), "https://10.0.0.5:8443".into()));
+        c.services.push(("files".into(), "ftp://10.0.0.5".into()));
         let err = c.validate().unwrap_err();
         assert_eq!(
             err,
             WorkerConfigError::ServiceUrl {
-                name: "vault".into(),
-                url: "https://10.0.0.5:8443".into(),
-                reason: crate::routes::ServiceUrlError::Https,
+                name: "files".into(),
+                url: "ftp://10.0.0.5".into(),
+                reason: crate::routes::ServiceUrlError::Scheme("ftp".into()),
             }
         );
-        assert!(err.to_string().contains("not supported yet"), "{err}");
     }
 
     #[derive(clap::Parser)]

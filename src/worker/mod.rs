@@ -82,6 +82,8 @@ struct AgentCtx {
     credentials: Arc<credentials::Credentials>,
     /// PEM of `--ca-cert`, the CA the coordinator's certificate must chain to.
     ca_pem: Option<String>,
+    /// How `https://` services are verified (`--service-ca`, else the system roots).
+    service_tls: crate::upstream::ServiceTls,
 }
 
 impl AgentCtx {
@@ -115,7 +117,13 @@ impl AgentCtx {
         self.local.set_assigned(urls);
         self.drop_renamed_placeholders(a);
         let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
-        probes.apply(wanted, &self.board, &self.local, self.config.probe_interval);
+        probes.apply(
+            wanted,
+            &self.board,
+            &self.local,
+            &self.service_tls,
+            self.config.probe_interval,
+        );
     }
 
     /// A service declared by an alias (`--service notes=URL`) comes back in
@@ -221,6 +229,8 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
         }
         None => None,
     };
+    let service_tls = crate::upstream::ServiceTls::from_file(config.service_ca.as_deref())
+        .map_err(|e| WorkerConfigError::ServiceCa(e.to_string()))?;
     let initial: BTreeMap<String, ServiceReport> = config
         .services
         .iter()
@@ -251,6 +261,7 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
             max_message_bytes: config.max_message_bytes,
             credentials,
             ca_pem,
+            service_tls,
             config: Arc::new(config),
             name,
             instance_id,

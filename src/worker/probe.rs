@@ -12,6 +12,7 @@
 
 use super::ServiceReport;
 use crate::proto::{readiness::Check, Readiness, ServiceState};
+use crate::upstream::ServiceTls;
 use crate::worker::tunnel::LocalServices;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,13 +36,15 @@ impl ProbeSpec {
     }
 }
 
-/// Runs one probe. `Ok` means ready; `Err` says why not.
-pub async fn check_once(spec: &ProbeSpec, timeout: Duration) -> Result<(), String> {
+/// Runs one probe. `Ok` means ready; `Err` says why not. An `https://`
+/// service is checked over TLS verified with `tls`, so a certificate the
+/// tunnel would refuse keeps the service from being reported ready.
+pub async fn check_once(spec: &ProbeSpec, tls: &ServiceTls, timeout: Duration) -> Result<(), String> {
     let fut = async {
         match &spec.check {
-            Check::HttpPath(path) => http_check(&format!("{}{}", spec.url, path)).await,
-            Check::GrpcService(svc) => grpc_check(&spec.url, svc).await,
-            Check::Tcp(_) => tcp_check(&spec.url).await,
+            Check::HttpPath(path) => http_check(&format!("{}{}", spec.url, path), tls).await,
+            Check::GrpcService(svc) => grpc_check(&spec.url, svc, Some(tls)).await,
+            Check::Tcp(_) => tcp_check(&spec.url, tls, timeout).await,
         }
     };
     tokio::time::timeout(timeout, fut)
@@ -49,10 +52,11 @@ pub async fn check_once(spec: &ProbeSpec, timeout: Duration) -> Result<(), Strin
         .unwrap_or_else(|_| Err(format!("no answer within {}", crate::duration::format_short(timeout))))
 }
 
-async fn http_check(url: &str) -> Result<(), String> {
+async fn http_check(url: &str, tls: &ServiceTls) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let http = hyper_util::client::legacy::connect::HttpConnector::new();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        .build::<_, http_body_util::Empty<bytes::Bytes>>(tls.connector(http, false));
     let resp = client
         .get(uri)
         .await
@@ -64,10 +68,18 @@ async fn http_check(url: &str) -> Result<(), String> {
     }
 }
 
-async fn grpc_check(url: &str, service: &str) -> Result<(), String> {
+async fn grpc_check(url: &str, service: &str, tls: Option<&ServiceTls>) -> Result<(), String> {
     use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
-    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("bad URL {url}: {e}"))?
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad URL {url}: {e}"))?;
+    if let (Some(tls), Some(host)) = (tls, endpoint.uri().host().map(str::to_string)) {
+        if crate::upstream::is_https(endpoint.uri()) {
+            endpoint = endpoint
+                .tls_config(tls.trust().tonic(&host))
+                .map_err(|e| format!("TLS for {url}: {e}"))?;
+        }
+    }
+    let ch = endpoint
         .connect()
         .await
         .map_err(|e| format!("connect {url}: {}", crate::errors::chain(&e)))?;
@@ -86,19 +98,20 @@ async fn grpc_check(url: &str, service: &str) -> Result<(), String> {
 /// One gRPC health check of `service` at `url` (`""`: the whole server),
 /// for `edgeplane health`: `Ok` when SERVING.
 pub async fn grpc_health(url: &str, service: &str, timeout: Duration) -> Result<(), String> {
-    tokio::time::timeout(timeout, grpc_check(url, service))
+    let tls = ServiceTls::default();
+    tokio::time::timeout(timeout, grpc_check(url, service, Some(&tls)))
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {}", crate::duration::format_short(timeout))))
 }
 
-async fn tcp_check(url: &str) -> Result<(), String> {
+/// A connect (and, to an `https://` service, a verified TLS handshake).
+async fn tcp_check(url: &str, tls: &ServiceTls, timeout: Duration) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-    let host = uri.host().ok_or("URL without host")?;
-    let port = uri.port_u16().unwrap_or(80);
-    tokio::net::TcpStream::connect((host, port))
+    let authority = uri.authority().ok_or("URL without host")?;
+    crate::upstream::connect(crate::upstream::is_https(&uri), authority, tls, timeout)
         .await
         .map(|_| ())
-        .map_err(|e| format!("connect {host}:{port}: {e}"))
+        .map_err(|e| e.detail())
 }
 
 /// The probe tasks of one agent, by service name.
@@ -114,6 +127,7 @@ impl Probes {
         wanted: BTreeMap<String, ProbeSpec>,
         board: &watch::Sender<BTreeMap<String, ServiceReport>>,
         local: &LocalServices,
+        tls: &ServiceTls,
         interval: Duration,
     ) {
         let stale: Vec<String> = self
@@ -136,6 +150,7 @@ impl Probes {
                 spec.clone(),
                 board.clone(),
                 local.clone(),
+                tls.clone(),
                 interval,
             ));
             self.running.insert(name, (spec, task));
@@ -160,6 +175,7 @@ async fn probe_loop(
     spec: ProbeSpec,
     board: watch::Sender<BTreeMap<String, ServiceReport>>,
     local: LocalServices,
+    tls: ServiceTls,
     interval: Duration,
 ) {
     // A busy service answers slowly; that alone should not make it unready.
@@ -174,7 +190,7 @@ async fn probe_loop(
         if let Some(url) = local.url(&name) {
             at.url = url.trim_end_matches('/').to_string();
         }
-        let report = match check_once(&at, timeout).await {
+        let report = match check_once(&at, &tls, timeout).await {
             Ok(()) => {
                 was_ready = true;
                 failures = 0;

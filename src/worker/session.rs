@@ -153,7 +153,7 @@ async fn session(ctx: &AgentCtx, target: &Target, token: &mut Option<String>) ->
     }
     tasks.spawn(report_services(out_tx, ctx.services.clone()));
     if cfg.uses_tunnel() {
-        let forwarder = crate::worker::tunnel::Forwarder::new(ctx.local.clone());
+        let forwarder = crate::worker::tunnel::Forwarder::new(ctx.local.clone(), ctx.service_tls.clone());
         let join = cfg.join_token.clone();
         let (name, id, token) = (ctx.name.clone(), id.clone(), welcome.resume_token.clone());
         let backoff = super::Backoff::new(cfg.reconnect_min, cfg.reconnect_max);

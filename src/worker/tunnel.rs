@@ -4,7 +4,7 @@
 use crate::proto::{worker_control_client::WorkerControlClient, TunnelChunk};
 use crate::tunnel::pipe::pipe;
 use crate::tunnel::{RESUME_TOKEN_HEADER, SERVICE_HEADER, WORKER_ID_HEADER};
-use crate::upstream::{InlineUpstreams, SendFailure};
+use crate::upstream::{HttpsConnector, InlineUpstreams, SendFailure, ServiceTls};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::uri::PathAndQuery;
@@ -67,18 +67,23 @@ pub struct Forwarder {
     /// HTTP/1 connections driven by the request that holds them (no task
     /// per connection; see [`InlineUpstreams`]).
     http1: Arc<InlineUpstreams>,
-    h2: Client<HttpConnector, Body>,
+    h2: Client<HttpsConnector, Body>,
+    /// How `https://` services are verified (`--service-ca`).
+    tls: ServiceTls,
 }
 
 impl Forwarder {
-    pub fn new(services: LocalServices) -> Self {
+    pub fn new(services: LocalServices, tls: ServiceTls) -> Self {
         let mut c = HttpConnector::new();
         c.set_nodelay(true);
         c.set_connect_timeout(Some(CONNECT_TIMEOUT));
         Forwarder {
             services,
             http1: Arc::new(InlineUpstreams::with_max_idle(MAX_IDLE_HTTP1)),
-            h2: Client::builder(TokioExecutor::new()).http2_only(true).build(c),
+            h2: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(tls.connector(c, true)),
+            tls,
         }
     }
 
@@ -122,13 +127,6 @@ impl Forwarder {
             Ok(t) => t,
             Err(r) => return *r,
         };
-        if origin.scheme_str() != Some("http") {
-            return Self::fail(
-                StatusCode::BAD_GATEWAY,
-                "upstream_failed",
-                format!("`{service}` is not plain HTTP here; no raw pipe to it"),
-            );
-        }
         let (Some(host), Some(authority)) = (crate::upstream::host_for(&origin), origin.authority()) else {
             return Self::fail(
                 StatusCode::BAD_GATEWAY,
@@ -136,8 +134,11 @@ impl Forwarder {
                 format!("bad address for `{service}`"),
             );
         };
-        let mut tcp = match crate::upstream::connect_tcp(authority, CONNECT_TIMEOUT).await {
-            Ok(tcp) => tcp,
+        // An `https://` service: the pipe carries plaintext HTTP/1 inside the
+        // tunnel (itself TLS when the coordinator is), and TLS from here on.
+        let https = crate::upstream::is_https(&origin);
+        let mut conn = match crate::upstream::connect(https, authority, &self.tls, CONNECT_TIMEOUT).await {
+            Ok(conn) => conn,
             Err(failure) => {
                 let mut r = Self::fail(
                     StatusCode::BAD_GATEWAY,
@@ -154,7 +155,7 @@ impl Forwarder {
             match upgrade.await {
                 Ok(up) => {
                     let mut up = TokioIo::new(up);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut up, &mut tcp).await {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut up, &mut conn).await {
                         debug!(%service, error = %e, "tunnel pipe ended");
                     }
                 }
@@ -203,7 +204,7 @@ impl Forwarder {
                 );
             }
         };
-        let mut uri = origin.into_parts();
+        let mut uri = origin.clone().into_parts();
         uri.path_and_query = Some(pq);
         let Ok(uri) = http::Uri::from_parts(uri) else {
             return Self::fail(
@@ -221,17 +222,17 @@ impl Forwarder {
         {
             parts.headers.insert(http::header::HOST, a);
         }
-        let authority = parts.uri.authority().cloned();
         let req = Request::from_parts(parts, Body::new(body));
-        let sent = match (grpc, authority) {
-            (false, Some(authority)) => self.http1.send(&authority, req, CONNECT_TIMEOUT, ()).await,
-            _ => self.h2.request(req).await.map(|r| r.map(Body::new)).map_err(|e| {
+        let sent = if grpc {
+            self.h2.request(req).await.map(|r| r.map(Body::new)).map_err(|e| {
                 if e.is_connect() {
                     SendFailure::connect(&service, e)
                 } else {
                     SendFailure::reset(e)
                 }
-            }),
+            })
+        } else {
+            self.http1.send(&origin, &self.tls, req, CONNECT_TIMEOUT, ()).await
         };
         match sent {
             // A head past what the coordinator's side of the tunnel decodes

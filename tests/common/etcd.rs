@@ -12,6 +12,32 @@ pub struct Etcd {
     peer_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    tls: Option<EtcdTls>,
+}
+
+/// PEM files for an etcd that serves TLS only and requires a client
+/// certificate from `ca` (`--client-cert-auth`).
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl EtcdTls {
+    fn options(&self) -> etcd_client::ConnectOptions {
+        let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap();
+        etcd_client::ConnectOptions::new().with_tls(
+            etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read(&self.ca)))
+                .identity(etcd_client::Identity::from_pem(
+                    read(&self.client_cert),
+                    read(&self.client_key),
+                )),
+        )
+    }
 }
 
 /// The etcd binary: `EDGEPLANE_TEST_ETCD`, else `etcd` on PATH.
@@ -30,14 +56,25 @@ fn binary() -> PathBuf {
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub async fn start() -> Etcd {
+        Self::start_with(None).await
+    }
+
+    /// Serving TLS only, with client certificates required.
+    pub async fn start_tls(tls: EtcdTls) -> Etcd {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<EtcdTls>) -> Etcd {
         let mut e = Etcd {
             url: String::new(),
             client_port: super::free_port(),
             peer_port: super::free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            tls,
         };
-        e.url = format!("http://127.0.0.1:{}", e.client_port);
+        let scheme = if e.tls.is_some() { "https" } else { "http" };
+        e.url = format!("{scheme}://127.0.0.1:{}", e.client_port);
         e.resume().await;
         e
     }
@@ -47,7 +84,14 @@ impl Etcd {
         assert!(self.child.is_none(), "etcd is already running");
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).unwrap();
-        let child = Command::new(binary())
+        let mut cmd = Command::new(binary());
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file").arg(&t.cert);
+            cmd.arg("--key-file").arg(&t.key);
+            cmd.arg("--trusted-ca-file").arg(&t.ca);
+            cmd.arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &self.url, "--advertise-client-urls", &self.url])
@@ -67,7 +111,7 @@ impl Etcd {
         let started = Instant::now();
         let addr = format!("127.0.0.1:{}", self.client_port);
         loop {
-            if let Ok(mut c) = etcd_client::Client::connect([&self.url], None).await {
+            if let Ok(mut c) = etcd_client::Client::connect([&self.url], self.options()).await {
                 if c.status().await.is_ok() {
                     return;
                 }
@@ -89,8 +133,12 @@ impl Etcd {
         }
     }
 
+    fn options(&self) -> Option<etcd_client::ConnectOptions> {
+        self.tls.as_ref().map(EtcdTls::options)
+    }
+
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([&self.url], None)
+        etcd_client::Client::connect([&self.url], self.options())
             .await
             .expect("etcd client")
     }

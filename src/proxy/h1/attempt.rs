@@ -85,7 +85,14 @@ impl Exchange<'_> {
         out: &mut Vec<u8>,
     ) -> Result<(Upstream, response::Head), Failed> {
         let service = self.service;
-        let open = || Upstream::open(ep, service, self.proxy.config.connect_timeout);
+        let open = || {
+            Upstream::open(
+                ep,
+                service,
+                &self.proxy.config.service_tls,
+                self.proxy.config.connect_timeout,
+            )
+        };
         let kept = upstreams
             .iter()
             .position(|u| u.leads_to(ep, service))

@@ -160,7 +160,7 @@ where
 }
 
 /// The canonical name and routes of a service whose ready replicas the fast
-/// path can all reach (plain HTTP when direct, or a tunnel); `None` for
+/// path can all reach (HTTP or HTTPS when direct, or a tunnel); `None` for
 /// anything else.
 fn fast_routes(proxy: &Proxy, name: &str) -> Option<(String, Arc<ServiceRoutes>)> {
     let table = proxy.routes.borrow().clone();
@@ -170,7 +170,7 @@ fn fast_routes(proxy: &Proxy, name: &str) -> Option<(String, Arc<ServiceRoutes>)
         return None;
     }
     let reachable = |e: &Arc<Endpoint>| match e.via {
-        Via::Direct => e.origin.scheme_str() == Some("http") && e.origin.authority().is_some(),
+        Via::Direct => matches!(e.origin.scheme_str(), Some("http" | "https")) && e.origin.authority().is_some(),
         Via::Tunnel(_) => true,
         // Through another coordinator: the full path, which adds the peer
         // headers.

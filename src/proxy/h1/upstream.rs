@@ -1,5 +1,5 @@
 //! The fast path's upstream connections: a TCP connection to a direct
-//! replica, or a raw pipe down a worker's tunnel (an HTTP/2 `CONNECT`
+//! replica (TLS over it for an `https://` one), or a raw pipe down a worker's tunnel (an HTTP/2 `CONNECT`
 //! stream that the worker copies to a TCP connection of its own). Either
 //! way the request and response cross as HTTP/1 bytes, and the connection
 //! is kept for the client connection's next request.
@@ -7,7 +7,7 @@
 use super::READ_CHUNK;
 use crate::routes::{Endpoint, TunnelSender, Via};
 use crate::tunnel::{FORWARD_ERROR_HEADER, PIPE_HOST_HEADER, PIPE_PREFIX_HEADER, SERVICE_HEADER};
-use crate::upstream::{Cause, SendFailure};
+use crate::upstream::{Cause, SendFailure, ServiceTls};
 use bytes::BytesMut;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -17,6 +17,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 /// How an attempt failed.
 pub(super) enum Failed {
@@ -36,7 +38,10 @@ pub(super) enum Failed {
 enum Key {
     /// Any service at this address: each request takes its path prefix
     /// from its own endpoint (two services may share an address).
-    Direct(http::uri::Authority),
+    Direct {
+        https: bool,
+        authority: http::uri::Authority,
+    },
     /// One service on one worker: a pipe is bound to the service it was
     /// opened for, and the worker told the prefix that service wants.
     Tunnel {
@@ -60,7 +65,9 @@ impl Upstream {
     /// Whether this connection leads to `service` on `ep`.
     pub(super) fn leads_to(&self, ep: &Endpoint, service: &str) -> bool {
         match (&self.key, &ep.via) {
-            (Key::Direct(a), Via::Direct) => ep.origin.authority() == Some(a),
+            (Key::Direct { https, authority }, Via::Direct) => {
+                ep.origin.authority() == Some(authority) && *https == crate::upstream::is_https(&ep.origin)
+            }
             (Key::Tunnel { worker, service: s, .. }, Via::Tunnel(_)) => *worker == ep.worker_id && s == service,
             _ => false,
         }
@@ -69,7 +76,7 @@ impl Upstream {
     /// The path prefix a request to `ep` carries on this connection.
     pub(super) fn prefix<'a>(&'a self, ep: &'a Endpoint) -> &'a str {
         match &self.key {
-            Key::Direct(_) => &ep.prefix,
+            Key::Direct { .. } => &ep.prefix,
             Key::Tunnel { prefix, .. } => prefix,
         }
     }
@@ -80,19 +87,23 @@ impl Upstream {
         let mut probe = [0u8; 1];
         match &mut self.io {
             Io::Tcp(s) => matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
-            Io::Pipe(p) => {
-                let waker = std::task::Waker::noop();
-                let mut cx = Context::from_waker(waker);
-                let mut buf = ReadBuf::new(&mut probe);
-                Pin::new(p).poll_read(&mut cx, &mut buf).is_pending()
-            }
+            Io::Pipe(p) => pending_read(p, &mut probe),
+            // A TLS record that arrives unasked (a close_notify, a session
+            // ticket) is read here; anything the service sends as data
+            // before a request makes the connection unusable anyway.
+            Io::Tls(t) => pending_read(t, &mut probe),
         }
     }
 
     /// Opens a connection to `service` on `ep`.
-    pub(super) async fn open(ep: &Endpoint, service: &str, timeout: Duration) -> Result<Upstream, Failed> {
+    pub(super) async fn open(
+        ep: &Endpoint,
+        service: &str,
+        tls: &ServiceTls,
+        timeout: Duration,
+    ) -> Result<Upstream, Failed> {
         match &ep.via {
-            Via::Direct => dial(ep, timeout).await,
+            Via::Direct => dial(ep, tls, timeout).await,
             Via::Tunnel(sender) => pipe(ep, sender, service, timeout).await,
             // Never on the fast path (`fast_routes`); refused, not dialed.
             Via::Peer => Err(Failed::Send(SendFailure::connect(
@@ -103,17 +114,23 @@ impl Upstream {
     }
 }
 
-async fn dial(ep: &Endpoint, timeout: Duration) -> Result<Upstream, Failed> {
+async fn dial(ep: &Endpoint, tls: &ServiceTls, timeout: Duration) -> Result<Upstream, Failed> {
     let Some(authority) = ep.origin.authority() else {
         return Err(Failed::Send(SendFailure::connect(&ep.origin, "the URL has no address")));
     };
-    let stream = crate::upstream::connect_tcp(authority, timeout)
-        .await
-        .map_err(Failed::Send)?;
+    let https = crate::upstream::is_https(&ep.origin);
+    let io = match crate::upstream::connect(https, authority, tls, timeout).await {
+        Ok(Either::Left(tcp)) => Io::Tcp(tcp),
+        Ok(Either::Right(tls)) => Io::Tls(tls),
+        Err(f) => return Err(Failed::Send(f)),
+    };
     let host = crate::upstream::host_for(&ep.origin).map_or_else(Vec::new, |h| h.as_bytes().to_vec());
     Ok(Upstream {
-        key: Key::Direct(authority.clone()),
-        io: Io::Tcp(stream),
+        key: Key::Direct {
+            https,
+            authority: authority.clone(),
+        },
+        io,
         buf: BytesMut::with_capacity(READ_CHUNK),
         host,
     })
@@ -219,13 +236,23 @@ impl Drop for Own<'_> {
 /// The byte stream under an [`Upstream`].
 pub(super) enum Io {
     Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
     Pipe(TokioIo<Upgraded>),
+}
+
+/// Whether nothing is there to read now (what an open, idle connection
+/// looks like), without registering for a wake-up.
+fn pending_read<T: AsyncRead + Unpin>(io: &mut T, probe: &mut [u8]) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut buf = ReadBuf::new(probe);
+    Pin::new(io).poll_read(&mut cx, &mut buf).is_pending()
 }
 
 impl AsyncRead for Io {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(t) => Pin::new(t).poll_read(cx, buf),
             Io::Pipe(p) => Pin::new(p).poll_read(cx, buf),
         }
     }
@@ -235,6 +262,7 @@ impl AsyncWrite for Io {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(t) => Pin::new(t).poll_write(cx, buf),
             Io::Pipe(p) => Pin::new(p).poll_write(cx, buf),
         }
     }
@@ -242,6 +270,7 @@ impl AsyncWrite for Io {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(t) => Pin::new(t).poll_flush(cx),
             Io::Pipe(p) => Pin::new(p).poll_flush(cx),
         }
     }
@@ -249,6 +278,7 @@ impl AsyncWrite for Io {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(t) => Pin::new(t).poll_shutdown(cx),
             Io::Pipe(p) => Pin::new(p).poll_shutdown(cx),
         }
     }

@@ -165,8 +165,13 @@ async fn process_runtime_reconcile_stops_an_unassigned_service() {
     rt.shutdown().await;
 }
 
+/// The demos place the embedded catalog's services on their fixed ports:
+/// one demo at a time.
+static DEMO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn demo_runs_a_fleet_that_answers_and_leaves_nothing_behind() {
+    let _one = DEMO.lock().await;
     let port = free_port();
     let name = format!("demo-test-{}", std::process::id());
     let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgeplane"))
@@ -222,6 +227,93 @@ async fn demo_runs_a_fleet_that_answers_and_leaves_nothing_behind() {
         .await
         .unwrap();
     assert!(printed.contains("notes-coa") && printed.contains("ready"), "{printed}");
+    let left = process_with_env(&format!("EDGEPLANE_WORKER={name}"));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// `demo --tls` prints the commands to try; each works as printed (TLS
+/// with `-cacert`, the admin certificate), and plaintext is refused.
+#[tokio::test]
+async fn demo_tls_prints_grpcurl_and_curl_commands_that_work() {
+    use tokio::io::AsyncBufReadExt;
+    let _one = DEMO.lock().await;
+    let port = free_port();
+    let name = format!("demo-tls-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgeplane"))
+        .args(["demo", "--tls", "--port", &port.to_string(), "--name", &name, "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut commands = Vec::new();
+    within(async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let line = line.trim();
+            if line.starts_with("curl ") || line.starts_with("grpcurl ") {
+                commands.push(line.to_string());
+            }
+            if line.contains("Ctrl-C stops everything") {
+                return;
+            }
+        }
+        panic!("the demo ended before printing its instructions");
+    })
+    .await;
+    // Keep reading what it narrates, so that it never blocks on stdout.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    assert_eq!(commands.len(), 5, "{commands:?}");
+    assert!(
+        commands.iter().all(|c| c.contains("-cacert") || c.contains("--cacert")),
+        "{commands:?}"
+    );
+    let expect = [
+        ("/api/admin/workers", name.as_str()),
+        ("/service/notes/convert", "\"full_text\":\"test\""),
+        (" list", "edgeplane.v1.Admin"),
+        ("Admin/ListWorkers", name.as_str()),
+        ("Health/Check", "SERVING"),
+    ];
+    for (what, wanted) in expect {
+        let command = commands
+            .iter()
+            .find(|c| c.contains(what))
+            .unwrap_or_else(|| panic!("{what}: {commands:?}"));
+        // Until the sample service has loaded and become ready.
+        let out = within(async {
+            loop {
+                let out = tokio::process::Command::new("sh")
+                    .args(["-c", command])
+                    .output()
+                    .await
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                if text.contains(wanted) {
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(out.contains(wanted), "{command}: {out}");
+    }
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/health")).await.unwrap();
+    assert_eq!(plain.status(), 400);
+    assert!(plain.text().await.unwrap().contains("tls_required"));
+    // The worker got its own certificate, its key kept private.
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.path().join("worker").join(&name).join("worker-key.pem");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = within(demo.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
     let left = process_with_env(&format!("EDGEPLANE_WORKER={name}"));
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }

@@ -199,3 +199,89 @@ async fn the_server_certificate_is_reloaded_when_its_files_change() {
         .expect("the old connection is kept");
     c.stop().await;
 }
+
+/// SIGHUP to a running `edgeplane coordinator` reloads its certificate.
+/// The new files keep the old modification times, so the change-polling
+/// does not see them: only the signal can have loaded them.
+#[tokio::test]
+async fn sighup_reloads_the_certificate_of_a_running_coordinator() {
+    let pki = Pki::new();
+    let port = common::free_port();
+    let mut coordinator = Command::new(env!("CARGO_BIN_EXE_edgeplane"))
+        .arg("coordinator")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--tls-cert")
+        .arg(pki.path("server.pem"))
+        .arg("--tls-key")
+        .arg(pki.path("server-key.pem"))
+        .arg("--ca-cert")
+        .arg(pki.path("ca.pem"))
+        .arg("--ca-key")
+        .arg(pki.path("ca-key.pem"))
+        .arg("--state-dir")
+        .arg(pki.path("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ca = pki.path("ca.pem");
+    let subject = || async {
+        let (_, out) = run(Command::new("curl").args([
+            "-sS",
+            "-v",
+            "--cacert",
+            ca.to_str().unwrap(),
+            &format!("https://127.0.0.1:{port}/health"),
+        ]))
+        .await;
+        out.lines().find(|l| l.contains("subject:")).map(str::to_string)
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match subject().await {
+            Some(s) if s.contains("CN=127.0.0.1") => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the coordinator serves TLS: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fresh = pki
+        .ca
+        .issue_server(&["localhost".into(), "127.0.0.1".into()], Duration::from_secs(3600))
+        .unwrap();
+    for (file, body) in [("server.pem", &fresh.cert_pem), ("server-key.pem", &fresh.key_pem)] {
+        let path = pki.path(file);
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, body).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(coordinator.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !subject().await.is_some_and(|s| s.contains("CN=localhost")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP loads the new certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(coordinator.try_wait().unwrap().is_none(), "SIGHUP does not stop it");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(coordinator.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = within(coordinator.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -42,6 +42,7 @@
 //! - [`proto`], [`proto_codec`]: generated `edgeplane.v1` types, the
 //!   reflection descriptor, and the small-buffer codec.
 //! - [`auth`]: shared secrets, compared in constant time.
+//! - [`metrics`]: Prometheus series (prometheus-client) and scrape-time gauges.
 //! - [`duration`], [`parse`]: durations, sizes and URLs as operators type them.
 //! - [`errors`]: error chains for people, and the one JSON error envelope.
 
@@ -59,6 +60,7 @@ pub mod demo;
 pub mod duration;
 pub mod errors;
 pub mod json;
+pub mod metrics;
 pub mod parse;
 pub mod placement;
 pub mod proto;

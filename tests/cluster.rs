@@ -646,7 +646,7 @@ fn drive(mut raw: RawWorker) -> (tokio::sync::watch::Receiver<Vec<String>>, toki
                 _ = tick.tick() => {
                     seq += 1;
                     let m = edgeplane::proto::WorkerMessage {
-                        msg: Some(edgeplane::proto::worker_message::Msg::Keepalive(edgeplane::proto::Keepalive { seq })),
+                        msg: Some(edgeplane::proto::worker_message::Msg::Keepalive(edgeplane::proto::Keepalive { seq, ..Default::default() })),
                     };
                     if raw.tx.send(m).await.is_err() { return; }
                 }

@@ -359,7 +359,10 @@ async fn kill_9_of_the_placement_leader_elects_another_and_never_overplaces() {
                     seq += 1;
                     let m = edgeplane::proto::WorkerMessage {
                         msg: Some(edgeplane::proto::worker_message::Msg::Keepalive(
-                            edgeplane::proto::Keepalive { seq },
+                            edgeplane::proto::Keepalive {
+                                seq,
+                                ..Default::default()
+                            },
                         )),
                     };
                     if tx.send(m).await.is_err() {

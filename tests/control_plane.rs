@@ -136,7 +136,11 @@ async fn silence_degrades_then_removes_at_the_configured_timeouts() {
     assert!(e.reason.contains("silent"), "{}", e.reason);
 
     // One keepalive brings it back at once.
-    raw.send(Out::Keepalive(Keepalive { seq: 1 })).await;
+    raw.send(Out::Keepalive(Keepalive {
+        seq: 1,
+        ..Default::default()
+    }))
+    .await;
     watch.until_status(&id, WorkerStatus::Healthy).await;
     let heard = Instant::now();
     watch.until_status(&id, WorkerStatus::Degraded).await;
@@ -261,7 +265,12 @@ async fn forged_token_does_not_take_over_a_worker() {
     assert_ne!(t3.worker_id, v.worker_id);
 
     // The victim's stream is untouched: its keepalives are still acknowledged.
-    victim.send(Out::Keepalive(Keepalive { seq: 7 })).await;
+    victim
+        .send(Out::Keepalive(Keepalive {
+            seq: 7,
+            ..Default::default()
+        }))
+        .await;
     match victim.recv().await {
         Ok(Some(In::KeepaliveAck(a))) => assert_eq!(a.seq, 7),
         other => panic!("victim lost its stream: {other:?}"),

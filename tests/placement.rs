@@ -38,7 +38,10 @@ fn keep_alive(raw: &RawWorker) -> tokio::task::JoinHandle<()> {
         loop {
             seq += 1;
             let m = edgeplane::proto::WorkerMessage {
-                msg: Some(Out::Keepalive(Keepalive { seq })),
+                msg: Some(Out::Keepalive(Keepalive {
+                    seq,
+                    ..Default::default()
+                })),
             };
             if tx.send(m).await.is_err() {
                 return;

@@ -264,7 +264,15 @@ async fn a_client_that_never_says_hello_is_dropped() {
 #[tokio::test]
 async fn first_message_must_be_hello() {
     let c = TestCoordinator::start(fast_config()).await;
-    let status = refusal(c.channel().await, None, Some(Out::Keepalive(Keepalive { seq: 1 }))).await;
+    let status = refusal(
+        c.channel().await,
+        None,
+        Some(Out::Keepalive(Keepalive {
+            seq: 1,
+            ..Default::default()
+        })),
+    )
+    .await;
     assert_code(&status, Code::FailedPrecondition);
     assert!(status.message().contains("Hello"), "{status:?}");
     assert!(listed(&c).await.is_empty());
@@ -521,7 +529,11 @@ async fn connection_limit_closes_the_extra_connection_and_keeps_serving() {
     assert!(res.is_err(), "a third connection was served past the limit");
 
     // The two within the limit are unaffected.
-    a.send(Out::Keepalive(Keepalive { seq: 1 })).await;
+    a.send(Out::Keepalive(Keepalive {
+        seq: 1,
+        ..Default::default()
+    }))
+    .await;
     assert!(matches!(
         a.recv().await,
         Ok(Some(edgeplane::proto::coordinator_message::Msg::KeepaliveAck(_)))

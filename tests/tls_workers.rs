@@ -189,7 +189,10 @@ async fn one_workers_certificate_cannot_speak_for_another() {
 
     // B is untouched: its session still answers keepalives.
     b.send(edgeplane::proto::worker_message::Msg::Keepalive(
-        edgeplane::proto::Keepalive { seq: 7 },
+        edgeplane::proto::Keepalive {
+            seq: 7,
+            ..Default::default()
+        },
     ))
     .await;
     assert!(matches!(

@@ -387,7 +387,7 @@ async fn steady(
                     let now = shared.now_us();
                     w.last_sent_us.store(now, Ordering::Relaxed);
                     // A full queue means the connection is stuck; skipping is what a real agent's timer would do.
-                    let _ = tx.try_send(wrap(Out::Keepalive(Keepalive { seq: now })));
+                    let _ = tx.try_send(wrap(Out::Keepalive(Keepalive { seq: now, ..Default::default() })));
                 }
             }
         }

@@ -89,6 +89,12 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "EDGEPLANE_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
 
+    /// Also serve `/metrics` here, plaintext and without a token (for a
+    /// Prometheus on a private network); on the main port it needs the
+    /// read token when one is set.
+    #[arg(long = "metrics-listen", env = "EDGEPLANE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Worker records held at most (connected or waiting to resume); in a
     /// cluster, per coordinator.
     #[arg(long, env = "EDGEPLANE_MAX_WORKERS", default_value_t = defaults::MAX_WORKERS)]
@@ -198,6 +204,7 @@ impl Default for CoordinatorConfig {
             join_token: None,
             admin_token: None,
             read_token: None,
+            metrics_listen: None,
             max_workers: defaults::MAX_WORKERS,
             max_connections: defaults::MAX_CONNECTIONS,
             max_message_bytes: defaults::MAX_MESSAGE_BYTES,

@@ -32,6 +32,7 @@ pub struct Gate {
     join: Secret,
     revoked: Arc<crate::credentials::Revocations>,
     require_client_cert: bool,
+    metrics: Option<Arc<crate::metrics::FleetMetrics>>,
 }
 
 /// The worker id a call's verified client certificate names.
@@ -56,7 +57,21 @@ impl Gate {
             join,
             revoked: Default::default(),
             require_client_cert: false,
+            metrics: None,
         }
+    }
+
+    /// Counts refusals into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::FleetMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn refused(&self, reason: &'static str, status: Status) -> Status {
+        if let Some(m) = &self.metrics {
+            m.refused(reason);
+        }
+        status
     }
 
     pub fn with_certificates(mut self, revoked: Arc<crate::credentials::Revocations>, require: bool) -> Self {
@@ -69,28 +84,37 @@ impl Gate {
 impl Interceptor for Gate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if self.closing.is_cancelled() {
-            return Err(Status::unavailable("coordinator is shutting down; reconnect shortly"));
+            return Err(self.refused(
+                "shutting_down",
+                Status::unavailable("coordinator is shutting down; reconnect shortly"),
+            ));
         }
         let peer = request.extensions().get::<crate::tls::PeerInfo>();
         if let Some(id) = peer.and_then(|p| p.certified_worker()).map(str::to_string) {
             if self.revoked.is_revoked(&id) {
                 warn!(worker_id = %id, "refused a revoked worker's certificate");
-                return Err(Status::permission_denied(format!(
-                    "worker {id} was revoked: its certificate is no longer accepted"
-                )));
+                return Err(self.refused(
+                    "revoked",
+                    Status::permission_denied(format!(
+                        "worker {id} was revoked: its certificate is no longer accepted"
+                    )),
+                ));
             }
             request.extensions_mut().insert(Certified(id));
             return Ok(request);
         }
         if self.require_client_cert {
-            return Err(Status::unauthenticated(CERT_REQUIRED));
+            return Err(self.refused("no_certificate", Status::unauthenticated(CERT_REQUIRED)));
         }
         if let Err(e) = self.join.verify_headers(request.metadata().as_ref()) {
             warn!(
                 peer_has_token = !matches!(e, AuthError::Missing),
                 "refused a worker: bad join token"
             );
-            return Err(Status::unauthenticated(format!("join token required: {e}")));
+            return Err(self.refused(
+                "bad_join_token",
+                Status::unauthenticated(format!("join token required: {e}")),
+            ));
         }
         Ok(request)
     }
@@ -121,10 +145,10 @@ impl WorkerControl for ControlService {
             .get::<crate::tls::PeerInfo>()
             .and_then(|p| p.addr)
             .map(|a| a.ip());
-        let permit = shared
-            .handshakes
-            .admit(peer)
-            .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
+        let permit = shared.handshakes.admit(peer).map_err(|refused| {
+            shared.metrics.refused("too_many_handshakes");
+            Status::resource_exhausted(refused.to_string())
+        })?;
         let certified = Certified::of(&request);
         let (tx, rx) = mpsc::channel(OUTBOX);
         tokio::spawn(session::run(

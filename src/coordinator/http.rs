@@ -22,6 +22,7 @@ pub struct HttpState {
     pub closing: CancellationToken,
     /// This coordinator's cluster membership, with `--etcd`.
     pub member: Option<Arc<crate::cluster::Member>>,
+    pub metrics: Arc<crate::metrics::CoordinatorMetrics>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -32,6 +33,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/admin/workers/{worker}", get(get_worker))
         .route("/api/admin/services", get(services))
         .route("/api/admin/gaps", get(gaps))
+        // Behind the read scope when a token is set (`--metrics-listen`
+        // serves it apart, without one).
+        .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Scope::Read),
             require,
@@ -93,6 +97,19 @@ fn lookup_error(e: LookupError) -> Response {
         LookupError::NotFound(_) => error(StatusCode::NOT_FOUND, "worker_not_found", e),
         LookupError::Ambiguous(_) => error(StatusCode::CONFLICT, "ambiguous_worker", e),
     }
+}
+
+/// The Prometheus text exposition.
+pub async fn metrics(State(state): State<HttpState>) -> Response {
+    metrics_response(&state.metrics)
+}
+
+pub fn metrics_response(m: &crate::metrics::CoordinatorMetrics) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        m.encode(),
+    )
+        .into_response()
 }
 
 async fn health(State(state): State<HttpState>) -> Response {

@@ -18,6 +18,7 @@ mod front;
 mod handshakes;
 mod http;
 mod listener;
+mod metrics_gauges;
 mod placement_loop;
 mod security;
 mod service_health;
@@ -69,6 +70,7 @@ pub struct Coordinator {
     /// clock they are written with.
     writer: Option<(crate::cluster::Writer, crate::cluster::record_codec::Times)>,
     security: Arc<security::Security>,
+    metrics: Arc<crate::metrics::CoordinatorMetrics>,
 }
 
 impl Coordinator {
@@ -106,13 +108,25 @@ impl Coordinator {
             None => Catalog::embedded(),
         });
         let security = Arc::new(security::Security::build(&config)?);
+        let metrics = Arc::new(crate::metrics::CoordinatorMetrics::new(metrics_gauges::gauges(
+            registry.clone(),
+            catalog.clone(),
+            security.clone(),
+        )));
+        registry.count_into(metrics.fleet.clone());
         Ok(Coordinator {
             config,
             registry,
             catalog,
             writer,
             security,
+            metrics,
         })
+    }
+
+    /// This coordinator's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> Arc<crate::metrics::CoordinatorMetrics> {
+        self.metrics.clone()
     }
 
     /// The registry behind this coordinator (for embedding and tests).
@@ -128,6 +142,7 @@ impl Coordinator {
         let registry = self.registry;
         let catalog = self.catalog;
         let security = self.security;
+        let metrics = self.metrics;
         let local = listener.local_addr()?;
         let closing = CancellationToken::new();
         // Joined before anything is served: a coordinator that cannot reach
@@ -192,13 +207,15 @@ impl Coordinator {
             config: cfg.clone(),
             handshakes: handshakes::Handshakes::new(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_address),
             security: security.clone(),
+            metrics: metrics.fleet.clone(),
         });
         let control = InterceptedService::new(
             WorkerControlServer::new(control::ControlService::new(shared))
                 .max_decoding_message_size(cfg.max_message_bytes)
                 .max_encoding_message_size(cfg.max_message_bytes),
             control::Gate::new(closing.clone(), Secret::new(cfg.join_token.as_deref()))
-                .with_certificates(security.revoked.clone(), security.require_client_cert),
+                .with_certificates(security.revoked.clone(), security.require_client_cert)
+                .with_metrics(metrics.fleet.clone()),
         );
         let enrollment = crate::proto::enrollment_server::EnrollmentServer::new(enroll::EnrollService {
             registry: registry.clone(),
@@ -219,6 +236,7 @@ impl Coordinator {
                 peer_secret: crate::auth::SharedSecret::new(cfg.cluster.cluster_secret.as_deref()),
                 service_tls: security.service_tls.clone(),
                 peer_tls: security.peer_tls.clone(),
+                metrics: Some(metrics.proxy.clone()),
                 ..ProxyConfig::default()
             },
         );
@@ -228,6 +246,7 @@ impl Coordinator {
             admin: security.admin.clone(),
             closing: closing.clone(),
             member: member.clone(),
+            metrics: metrics.clone(),
         })
         .route_service(SERVICE_PREFIX, ProxyService::http(proxy.clone()))
         .route_service(&format!("{SERVICE_PREFIX}/"), ProxyService::http(proxy.clone()))
@@ -301,6 +320,25 @@ impl Coordinator {
             health.clone(),
             closing.clone(),
         ));
+        if let Some(at) = cfg.metrics_listen {
+            let listener = TcpListener::bind(at).await?;
+            info!(listen = %listener.local_addr()?, "serving /metrics");
+            let m = metrics.clone();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = m.clone();
+                    async move { http::metrics_response(&m) }
+                }),
+            );
+            let stop = closing.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(e) = served.await {
+                    warn!(error = %e, "the metrics listener stopped");
+                }
+            });
+        }
         info!(listen = %local, tls = security.server.is_some(), "coordinator serving gRPC and HTTP");
 
         tokio::select! {

@@ -35,10 +35,24 @@ pub async fn run(registry: Arc<Registry>, catalog: Arc<Catalog>, grace: Duration
     }
 }
 
+/// One placement run, counted with its duration.
+fn timed_plan(
+    registry: &Registry,
+    catalog: &Catalog,
+    candidates: &[crate::placement::Candidate],
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let started = std::time::Instant::now();
+    let plan = crate::placement::plan(catalog, candidates);
+    if let Some(m) = registry.metrics() {
+        m.placement_run(started.elapsed());
+    }
+    plan
+}
+
 /// Plans once and sends every worker whose placement changed its new assignment.
 pub fn place_once(registry: &Registry, catalog: &Catalog, grace: Duration) {
     let candidates = registry.candidates(grace);
-    let plan = crate::placement::plan(catalog, &candidates);
+    let plan = timed_plan(registry, catalog, &candidates);
     for c in &candidates {
         let Some(wanted) = plan.get(&c.worker_id) else { continue };
         if *wanted == c.placed {
@@ -117,7 +131,7 @@ pub async fn run_clustered(
             }
             tracing::info!(worker_id = %id, "removed: no coordinator held it for the worker timeout");
         }
-        let plan = crate::placement::plan(&catalog, &candidates);
+        let plan = timed_plan(&registry, &catalog, &candidates);
         for c in &candidates {
             let Some(wanted) = plan.get(&c.worker_id) else { continue };
             if *wanted == c.placed {

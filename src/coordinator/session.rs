@@ -45,6 +45,10 @@ fn catalog_name(shared: &ControlShared, name: &mut String) {
     }
 }
 
+/// The longest keepalive round trip a worker's report is counted as (a
+/// minute): past it, the figure says nothing a smaller one would not.
+const MAX_REPORTED_RTT_MICROS: u64 = 60_000_000;
+
 /// Waits for the Hello. Errors are already sent to the worker.
 async fn handshake(
     shared: &ControlShared,
@@ -58,14 +62,22 @@ async fn handshake(
             msg: Some(In::Hello(h)),
         }))) => match limits::validate_hello(&h) {
             Ok(()) => return Some(h),
-            Err(e) => Status::invalid_argument(format!("invalid Hello: {e}")),
+            Err(e) => ("invalid_hello", Status::invalid_argument(format!("invalid Hello: {e}"))),
         },
-        Ok(Ok(Some(_))) => Status::failed_precondition("the first message on Connect must be Hello"),
+        Ok(Ok(Some(_))) => (
+            "not_hello",
+            Status::failed_precondition("the first message on Connect must be Hello"),
+        ),
         Ok(Ok(None)) => return None,
         // Decoding errors (an oversized message) go back to the peer as they are.
-        Ok(Err(status)) => status,
-        Err(_) => Status::deadline_exceeded(format!("no Hello within {}", crate::duration::format_short(deadline))),
+        Ok(Err(status)) => ("bad_message", status),
+        Err(_) => (
+            "handshake_timeout",
+            Status::deadline_exceeded(format!("no Hello within {}", crate::duration::format_short(deadline))),
+        ),
     };
+    let (reason, refusal) = refusal;
+    shared.metrics.refused(reason);
     debug!(code = ?refusal.code(), message = refusal.message(), "handshake refused");
     send(tx, Err(refusal)).await;
     None
@@ -106,14 +118,15 @@ pub async fn run(
     let reg = match registry.register(&hello, link.clone(), &adopt, certified.as_deref()) {
         Ok(r) => r,
         Err(e) => {
-            let status = match e {
-                RegisterError::Full(_) => Status::resource_exhausted(e.to_string()),
-                RegisterError::InstanceLive(_) => Status::already_exists(e.to_string()),
+            let (reason, status) = match e {
+                RegisterError::Full(_) => ("full", Status::resource_exhausted(e.to_string())),
+                RegisterError::InstanceLive(_) => ("instance_live", Status::already_exists(e.to_string())),
                 RegisterError::NotYours { .. } => {
                     warn!(worker = %hello.name, error = %e, "refused a Hello that claims another worker");
-                    Status::permission_denied(e.to_string())
+                    ("not_yours", Status::permission_denied(e.to_string()))
                 }
             };
+            shared.metrics.refused(reason);
             send(&tx, Err(status)).await;
             return;
         }
@@ -129,6 +142,7 @@ pub async fn run(
         resumed: reg.resumed,
     };
     info!(worker = %name, worker_id = %id, resumed = reg.resumed, "session open");
+    shared.metrics.session(reg.resumed);
     let declared: Vec<(String, String)> = hello.services.iter().map(|d| (d.name.clone(), d.url.clone())).collect();
     let assignment = super::assignment::build(&shared.catalog, reg.assignment_version, &reg.placed, &declared);
     let reason = if !send(&tx, msg(Out::Welcome(welcome))).await || !send(&tx, msg(Out::Assignment(assignment))).await {
@@ -213,11 +227,17 @@ async fn serve(
             },
             m = inbound.message() => match m {
                 Ok(Some(m)) => {
+                    shared.metrics.heartbeat();
                     if link.heard(registry.clock().now_ms()) {
                         registry.refresh(id);
                     }
                     match m.msg {
                         Some(In::Keepalive(k)) => {
+                            if k.last_rtt_micros > 0 {
+                                // A peer's figure: bounded before it is counted.
+                                let rtt = k.last_rtt_micros.min(MAX_REPORTED_RTT_MICROS);
+                                shared.metrics.keepalive_rtt(std::time::Duration::from_micros(rtt));
+                            }
                             // Acks are informational; a worker that does not
                             // read them loses acks, never the session.
                             let _ = tx.try_send(msg(Out::KeepaliveAck(KeepaliveAck { seq: k.seq })));

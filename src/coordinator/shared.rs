@@ -19,4 +19,6 @@ pub struct ControlShared {
     pub handshakes: Handshakes,
     /// The CA that renews certificates over the stream, and the rest.
     pub security: Arc<super::security::Security>,
+    /// Sessions begun and refused, heartbeats, keepalive round trips.
+    pub metrics: Arc<crate::metrics::FleetMetrics>,
 }

@@ -82,6 +82,37 @@ pub(crate) struct Attempts<'a> {
     /// The request can be sent again (no body, or a body kept whole).
     pub replayable: bool,
     pub request_id: &'a str,
+    /// Where retries and failed attempts are counted.
+    pub metrics: Option<&'a crate::metrics::ProxyMetrics>,
+    /// How the last attempt went (a [`ViaCode`]), for the request's metrics.
+    pub via: &'a ViaCode,
+}
+
+/// How a request reached its replica, kept where the caller reads it after
+/// the loop (an atomic: the loop's future must stay `Send`).
+#[derive(Debug, Default)]
+pub(crate) struct ViaCode(std::sync::atomic::AtomicU8);
+
+impl ViaCode {
+    fn set(&self, via: &crate::routes::Via) {
+        let code = match via {
+            crate::routes::Via::Direct => 1,
+            crate::routes::Via::Tunnel(_) => 2,
+            crate::routes::Via::Peer => 3,
+        };
+        self.0.store(code, Ordering::Relaxed);
+    }
+
+    /// The label value: `none` until an attempt was made.
+    pub fn label(&self) -> &'static str {
+        use crate::metrics::proxy::via;
+        match self.0.load(Ordering::Relaxed) {
+            1 => via::DIRECT,
+            2 => via::TUNNEL,
+            3 => via::PEER,
+            _ => via::NONE,
+        }
+    }
 }
 
 impl Attempts<'_> {
@@ -102,10 +133,14 @@ impl Attempts<'_> {
                 unreachable!("retry stops before running out of replicas")
             };
             let in_flight = InFlight::start(&ep);
+            self.via.set(&ep.via);
             let failure = match tokio::time::timeout(self.timeout, a.attempt(&ep, in_flight)).await {
                 Ok(Ok(done)) => return Ok(done),
                 Ok(Err(failure)) => failure,
                 Err(_) => {
+                    if let Some(m) = self.metrics {
+                        m.upstream_error(self.service, "timeout");
+                    }
                     warn!(service = self.service, worker = %ep.worker_name, timeout = ?self.timeout, request_id = self.request_id, "upstream timed out");
                     return Err(ProxyError::Timeout {
                         service: self.service.to_string(),
@@ -114,6 +149,9 @@ impl Attempts<'_> {
                     });
                 }
             };
+            if let Some(m) = self.metrics {
+                m.upstream_error(self.service, if failure.is_connect() { "connect" } else { "reset" });
+            }
             if failure.is_connect() {
                 let until = policy.now_ms() + policy.eject_for.as_millis() as u64;
                 ep.load.ejected_until_ms.store(until, Ordering::Relaxed);
@@ -133,6 +171,9 @@ impl Attempts<'_> {
                     worker: ep.worker_name.clone(),
                     detail,
                 });
+            }
+            if let Some(m) = self.metrics {
+                m.retry(self.service);
             }
             debug!(service = self.service, "retrying on another replica");
         }
@@ -202,14 +243,32 @@ mod tests {
     struct Setup {
         policy: RetryPolicy,
         routes: ServiceRoutes,
+        registry: prometheus_client::registry::Registry,
+        metrics: crate::metrics::ProxyMetrics,
+        via: ViaCode,
     }
 
     impl Setup {
         fn new(replicas: usize, retries: u32) -> Self {
+            let mut registry = prometheus_client::registry::Registry::with_prefix("edgeplane");
+            let metrics = crate::metrics::ProxyMetrics::register(&mut registry);
             Setup {
                 policy: RetryPolicy::new(retries, Duration::from_secs(5)),
                 routes: routes(replicas),
+                registry,
+                metrics,
+                via: ViaCode::default(),
             }
+        }
+
+        /// The exposition's sample lines that start with `prefix`.
+        fn samples(&self, prefix: &str) -> Vec<String> {
+            let mut out = String::new();
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).unwrap();
+            out.lines()
+                .filter(|l| l.starts_with(prefix))
+                .map(String::from)
+                .collect()
         }
 
         fn attempts(&self, replayable: bool) -> Attempts<'_> {
@@ -220,6 +279,8 @@ mod tests {
                 timeout: Duration::from_secs(30),
                 replayable,
                 request_id: "rid",
+                metrics: Some(&self.metrics),
+                via: &self.via,
             }
         }
     }
@@ -268,6 +329,15 @@ mod tests {
         );
         let second = setup.routes.ready.iter().find(|e| e.worker_name == asked[1]).unwrap();
         assert_eq!(second.load.ejected_until_ms.load(Ordering::Relaxed), 0);
+        // One retry and one failed connect, counted once each.
+        assert_eq!(
+            setup.samples("edgeplane_proxy_retries_total"),
+            [r#"edgeplane_proxy_retries_total{service="notes-coa"} 1"#]
+        );
+        assert_eq!(
+            setup.samples("edgeplane_proxy_upstream_errors_total"),
+            [r#"edgeplane_proxy_upstream_errors_total{service="notes-coa",kind="connect"} 1"#]
+        );
         assert!(
             setup
                 .routes

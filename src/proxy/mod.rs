@@ -57,7 +57,7 @@ pub struct ClientConn {
 
 use crate::catalog::Catalog;
 use crate::routes::{RouteTable, Unavailable};
-use attempts::{Attempts, RetryPolicy};
+use attempts::{Attempts, RetryPolicy, ViaCode};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -101,6 +101,8 @@ pub struct ProxyConfig {
     /// How other coordinators at `https://` peer addresses are verified
     /// (the cluster CA when the coordinator has one).
     pub peer_tls: ServiceTls,
+    /// Where requests, retries and upstream errors are counted.
+    pub metrics: Option<Arc<crate::metrics::ProxyMetrics>>,
 }
 
 impl Default for ProxyConfig {
@@ -114,8 +116,16 @@ impl Default for ProxyConfig {
             peer_secret: crate::auth::SharedSecret::default(),
             service_tls: ServiceTls::default(),
             peer_tls: ServiceTls::default(),
+            metrics: None,
         }
     }
+}
+
+/// One request's id, and where its attempt loop says how it went.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    rid: &'a str,
+    via: &'a ViaCode,
 }
 
 /// Which wire protocol the upstream speaks.
@@ -186,8 +196,18 @@ impl Proxy {
         Err(ProxyError::UnknownService(name.to_string()))
     }
 
+    /// Counts one request: its service (`None`: it named none known), how
+    /// it went (`via`), the status answered and the time to it.
+    fn count(&self, service: Option<&str>, via: &ViaCode, status: http::StatusCode, started: std::time::Instant) {
+        if let Some(m) = &self.config.metrics {
+            m.request(service, via.label(), status.as_u16(), started.elapsed());
+        }
+    }
+
     /// `/service/{name}/{rest}`.
     async fn http(self: Arc<Self>, req: Request<Body>) -> Response {
+        let started = std::time::Instant::now();
+        let via = ViaCode::default();
         let rid = forward::request_id(req.headers());
         let normalized = forward::remove_dot_segments(req.uri().path());
         let path = normalized.as_ref();
@@ -200,23 +220,34 @@ impl Proxy {
             None => (path, ""),
         };
         if name.is_empty() {
+            self.count(None, &via, ProxyError::NoServiceName.status(), started);
             return ProxyError::NoServiceName.into_response(&rid);
         }
         let table = self.routes.borrow().clone();
         let service = match self.resolve(name, &table) {
             Ok(s) => s,
-            Err(e) => return e.into_response(&rid),
+            Err(e) => {
+                self.count(None, &via, e.status(), started);
+                return e.into_response(&rid);
+            }
         };
         let rest = rest.to_string();
-        match self.forward(req, &table, &service, &rest, Wire::Http1, &rid).await {
+        let r = match self
+            .forward(req, &table, &service, &rest, Wire::Http1, Call { rid: &rid, via: &via })
+            .await
+        {
             Ok(r) => r,
             Err(e) => e.into_response(&rid),
-        }
+        };
+        self.count(Some(&service), &via, r.status(), started);
+        r
     }
 
     /// A gRPC call not served by the coordinator itself; anything else no
     /// route claims (`GET /nonexistent`, `OPTIONS *`) is a plain 404.
     async fn grpc(self: Arc<Self>, req: Request<Body>) -> Response {
+        let started = std::time::Instant::now();
+        let via = ViaCode::default();
         let rid = forward::request_id(req.headers());
         let is_grpc = req
             .headers()
@@ -229,14 +260,21 @@ impl Proxy {
         let grpc_service = path.trim_start_matches('/').split('/').next().unwrap_or("");
         let Some(entry) = self.catalog.by_grpc_service(grpc_service) else {
             let msg = format!("no service serves `{grpc_service}`");
-            return tonic::Status::unimplemented(msg).into_http();
+            let r = tonic::Status::unimplemented(msg).into_http();
+            self.count(None, &via, r.status(), started);
+            return r;
         };
         let table = self.routes.borrow().clone();
         let service = entry.name.clone();
-        match self.forward(req, &table, &service, &path, Wire::H2, &rid).await {
+        let r = match self
+            .forward(req, &table, &service, &path, Wire::H2, Call { rid: &rid, via: &via })
+            .await
+        {
             Ok(r) => r,
             Err(e) => tonic::Status::new(e.grpc_code(), e.to_string()).into_http(),
-        }
+        };
+        self.count(Some(&service), &via, r.status(), started);
+        r
     }
 
     async fn forward(
@@ -246,8 +284,9 @@ impl Proxy {
         service: &str,
         rest: &str,
         wire: Wire,
-        rid: &str,
+        call: Call<'_>,
     ) -> Result<Response, ProxyError> {
+        let Call { rid, via } = call;
         let unavailable = |reason| ProxyError::NoReadyEndpoint {
             service: service.to_string(),
             reason,
@@ -342,6 +381,8 @@ impl Proxy {
             timeout: self.catalog.timeout(service, self.config.timeout),
             replayable: replay.is_some(),
             request_id: rid,
+            metrics: self.config.metrics.as_deref(),
+            via,
         };
         let mut attempt = HyperAttempt {
             proxy: self,

@@ -69,6 +69,8 @@ pub struct Registry {
     state: Mutex<State>,
     events: broadcast::Sender<RegistryEvent>,
     routes: watch::Sender<Arc<RouteTable>>,
+    /// Where state transitions are counted, once the coordinator sets it.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::FleetMetrics>>,
 }
 
 /// Buffered events per subscriber; a slower one is told it lagged and resyncs.
@@ -91,6 +93,7 @@ impl Registry {
             clock,
             events,
             routes,
+            metrics: std::sync::OnceLock::new(),
         }
     }
 
@@ -138,7 +141,25 @@ impl Registry {
             let _ = self.events.send(event);
         }
         drop(held);
+        if let Some(m) = self.metrics.get() {
+            for l in &logs {
+                if let Log::Status { from, to, .. } = l {
+                    m.transition(from.as_str(), to.as_str());
+                }
+            }
+        }
         logs.into_iter().for_each(log);
+    }
+
+    /// Where this registry counts (set by the coordinator), for the parts
+    /// around it that count fleet events too.
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::FleetMetrics>> {
+        self.metrics.get()
+    }
+
+    /// Counts state transitions into `metrics` from now on.
+    pub fn count_into(&self, metrics: Arc<crate::metrics::FleetMetrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Binds a new stream to a worker record (see [`State::register`]).

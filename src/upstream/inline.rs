@@ -26,10 +26,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
+use super::dial::ServiceStream;
 use super::failure::SendFailure;
-use super::tls::{ServiceStream, ServiceTls};
+use super::tls::ServiceTls;
 
 /// Upstream connections one client connection keeps (one per endpoint it
 /// used most recently).
@@ -182,7 +182,7 @@ async fn dial(
     tls: &ServiceTls,
     timeout: Duration,
 ) -> Result<Upstream, SendFailure> {
-    let stream = super::tls::connect(https, authority, tls, timeout).await?;
+    let stream = super::dial::connect(https, authority, tls, timeout).await?;
     let (sender, conn) = http1::Builder::new()
         // The fast path's bound on response heads: longer ones are a 502
         // on every path.
@@ -196,28 +196,6 @@ async fn dial(
         sender,
         conn: Some(Box::pin(conn)),
     })
-}
-
-/// A TCP connection to `authority` (port 80 unless it says otherwise), with
-/// Nagle off: proxied requests are written whole and must go at once.
-pub async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStream, SendFailure> {
-    connect_port(authority, authority.port_u16().unwrap_or(80), timeout).await
-}
-
-pub(super) async fn connect_port(
-    authority: &Authority,
-    port: u16,
-    timeout: Duration,
-) -> Result<TcpStream, SendFailure> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect((authority.host(), port)))
-        .await
-        .map_err(|_| SendFailure::ConnectTimeout {
-            target: authority.to_string(),
-            after: timeout,
-        })?
-        .map_err(|e| SendFailure::connect(authority, e))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 /// A response body that drives its upstream connection while it is read,

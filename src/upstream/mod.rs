@@ -5,14 +5,16 @@
 //! A leaf: the coordinator's proxy and the worker's tunnel forwarder both
 //! reach services this way, and neither depends on the other for it.
 
+mod dial;
 mod failure;
 mod inline;
 mod tls;
 
+pub use dial::{connect, connect_tcp, ServiceStream};
 pub use failure::{Cause, SendFailure};
 use http::header::{HeaderMap, HeaderValue};
-pub use inline::{connect_tcp, InlineUpstreams, MAX_PER_CLIENT};
-pub use tls::{connect, is_https, HttpsConnector, ServiceStream, ServiceTls};
+pub use inline::{InlineUpstreams, MAX_PER_CLIENT};
+pub use tls::{is_https, HttpsConnector, ServiceTls};
 
 /// Largest response head taken from a replica over HTTP/1, on every path
 /// (the fast path, and the HTTP/1 clients of the coordinator and of the

@@ -19,10 +19,6 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-use tokio_util::either::Either;
-
-/// A connection to a service: plain TCP, or TLS over it.
-pub type ServiceStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// hyper-util's connector for `http://` and `https://` services.
 pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -115,22 +111,6 @@ impl ServiceTls {
 #[derive(Debug, thiserror::Error)]
 #[error("TLS handshake: {0}")]
 struct HandshakeError(std::io::Error);
-
-/// A connection to `authority`: TLS when `https` (port 443 unless it says
-/// otherwise), plain TCP (port 80) when not. `timeout` bounds each step.
-pub async fn connect(
-    https: bool,
-    authority: &Authority,
-    tls: &ServiceTls,
-    timeout: Duration,
-) -> Result<ServiceStream, SendFailure> {
-    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = super::inline::connect_port(authority, port, timeout).await?;
-    if !https {
-        return Ok(Either::Left(tcp));
-    }
-    tls.handshake(tcp, authority, timeout).await.map(Either::Right)
-}
 
 /// Whether `origin` (a service's `scheme://authority`) is dialed with TLS.
 pub fn is_https(origin: &http::Uri) -> bool {

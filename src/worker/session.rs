@@ -147,7 +147,7 @@ async fn session(ctx: &AgentCtx, target: &Target, token: &mut Option<String>) ->
 
     let mut tasks = JoinSet::new();
     let interval = Duration::from_millis(welcome.keepalive_interval_ms.max(10));
-    tasks.spawn(keepalives(out_tx.clone(), interval, ctx.epoch));
+    tasks.spawn(keepalives(out_tx.clone(), interval, ctx.epoch, ctx.status.subscribe()));
     if certified {
         tasks.spawn(renewals(out_tx.clone(), ctx.credentials.clone(), ctx.name.clone()));
     }
@@ -275,15 +275,26 @@ async fn renewals(out: mpsc::Sender<WorkerMessage>, credentials: Arc<Credentials
 
 /// Sends a keepalive every `interval`. The sequence number is the send time
 /// (microseconds since the agent started), so the ack gives the round trip
-/// without any bookkeeping.
-async fn keepalives(out: mpsc::Sender<WorkerMessage>, interval: Duration, epoch: tokio::time::Instant) {
+/// without any bookkeeping. Each carries the last round trip measured, for
+/// the coordinator's metrics.
+async fn keepalives(
+    out: mpsc::Sender<WorkerMessage>,
+    interval: Duration,
+    epoch: tokio::time::Instant,
+    status: tokio::sync::watch::Receiver<super::AgentStatus>,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
         let seq = epoch.elapsed().as_micros() as u64;
-        if out.send(wrap(Out::Keepalive(Keepalive { seq }))).await.is_err() {
+        let last_rtt_micros = status.borrow().last_rtt.map_or(0, |r| r.as_micros() as u64);
+        if out
+            .send(wrap(Out::Keepalive(Keepalive { seq, last_rtt_micros })))
+            .await
+            .is_err()
+        {
             return;
         }
     }

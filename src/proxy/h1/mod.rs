@@ -26,7 +26,7 @@ mod request;
 mod response;
 mod upstream;
 
-use super::attempts::Attempts;
+use super::attempts::{Attempts, ViaCode};
 use super::{ClientAddr, Proxy, ProxyError};
 use crate::routes::{Endpoint, ServiceRoutes, Via};
 use attempt::{FastAttempt, Final};
@@ -197,6 +197,8 @@ impl Exchange<'_> {
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let p = self.proxy;
+        let started = std::time::Instant::now();
+        let via = ViaCode::default();
         let attempts = Attempts {
             policy: &p.retry,
             service: self.service,
@@ -205,6 +207,15 @@ impl Exchange<'_> {
             // The body is in the buffer, whole: any request can be replayed.
             replayable: true,
             request_id: std::str::from_utf8(self.rid).unwrap_or(""),
+            metrics: p.config.metrics.as_deref(),
+            via: &via,
+        };
+        // Counted as the hyper path counts: the status answered, and the
+        // time to the response head (or to the proxy's own answer).
+        let count = |status: u16| {
+            if let Some(m) = &p.config.metrics {
+                m.request(Some(self.service), via.label(), status, started.elapsed());
+            }
         };
         let mut attempt = FastAttempt {
             ex: self,
@@ -215,6 +226,7 @@ impl Exchange<'_> {
         };
         match attempts.run(&mut attempt).await {
             Ok(Ok(sent)) => {
+                count(sent.head.status);
                 self.relay(
                     io,
                     sent.up,
@@ -229,6 +241,8 @@ impl Exchange<'_> {
             // The client gave up: so did the upstream request (its
             // connection was dropped, as nginx does by default).
             Ok(Err(Final::ClientGone(ep))) => {
+                // nginx's 499: the client closed before the answer.
+                count(499);
                 debug!(service = self.service, worker = %ep.worker_name, request_id = %self.rid_str(), "client closed before the response; upstream request abandoned");
                 false
             }
@@ -239,10 +253,13 @@ impl Exchange<'_> {
                     worker: ep.worker_name.clone(),
                     detail,
                 };
+                count(e.status().as_u16());
                 self.error(io, e, out).await
             }
-            Ok(Err(Final::Refused(e))) => self.error(io, e, out).await,
-            Err(e) => self.error(io, e, out).await,
+            Ok(Err(Final::Refused(e))) | Err(e) => {
+                count(e.status().as_u16());
+                self.error(io, e, out).await
+            }
         }
     }
 

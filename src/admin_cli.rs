@@ -1,5 +1,7 @@
 //! `edgeplane workers` and `edgeplane drain`: the operator's side of the
 //! Admin API, over gRPC, honouring `COORDINATOR_URL` and `EDGEPLANE_ADMIN_TOKEN`.
+//! The connection, the errors and the table layout here are shared by the
+//! other operator commands (`views_cli`, `watch_table`, `credentials_cli`).
 
 use crate::json::{status_str, JsonWorker};
 use crate::proto::{admin_client::AdminClient, DrainWorkerRequest, ListWorkersRequest, Worker};
@@ -36,6 +38,11 @@ pub struct WorkersArgs {
     /// Only workers in this state: healthy, degraded, disconnected, draining.
     #[arg(long)]
     pub status: Option<String>,
+    /// Keep the table up, redrawn whenever the fleet changes (from the
+    /// WatchWorkers stream); with --json, the fleet as one JSON line per
+    /// change. Ends on Ctrl-C or when the coordinator ends the stream.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -65,6 +72,8 @@ pub enum CliError {
     Json(#[from] serde_json::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 fn code_name(c: tonic::Code) -> String {
@@ -93,9 +102,14 @@ pub(crate) async fn client(
             .tls_config(tls.tonic(&host))
             .map_err(|e| CliError::Tls(e.to_string()))?;
     }
+    // The timeout bounds each answer's arrival, not a watch's stream; the
+    // pings end a watch whose coordinator vanished without closing it.
     let ch = endpoint
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
         .connect()
         .await
         .map_err(|source| CliError::Connect { url, source })?;
@@ -121,14 +135,19 @@ pub(crate) fn with_auth<T>(
     r
 }
 
+/// The wire status `--status` names (0, unspecified: all).
+pub(crate) fn status_arg(status: Option<&str>) -> Result<i32, CliError> {
+    match status {
+        None => Ok(0),
+        Some(s) => Ok(WorkerState::parse(s)
+            .ok_or_else(|| CliError::BadStatus(s.into()))?
+            .to_proto() as i32),
+    }
+}
+
 /// Runs `edgeplane workers`; returns what to print.
 pub async fn workers(args: &WorkersArgs) -> Result<String, CliError> {
-    let status = match args.status.as_deref() {
-        None => 0,
-        Some(s) => WorkerState::parse(s)
-            .ok_or_else(|| CliError::BadStatus(s.into()))?
-            .to_proto() as i32,
-    };
+    let status = status_arg(args.status.as_deref())?;
     let (mut c, auth) = client(&args.target).await?;
     let list = c
         .list_workers(with_auth(ListWorkersRequest { status }, &auth))
@@ -191,17 +210,31 @@ pub fn render_table(workers: &[Worker]) -> String {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+    let mut out = columns(&rows);
+    if workers.is_empty() {
+        out.push_str("(no workers)\n");
+    }
+    out
+}
+
+/// Rows (the first one the header) as left-aligned columns two spaces
+/// apart, each line without trailing blanks: the layout of every table
+/// the CLI prints.
+pub(crate) fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
-    for r in &rows {
+    for r in rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
-    }
-    if workers.is_empty() {
-        out.push_str("(no workers)\n");
     }
     out
 }

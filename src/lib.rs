@@ -14,6 +14,8 @@
 //! - [`worker`]: the agent: dial, keep alive, reconnect with backoff, resume;
 //!   run what is assigned (`worker::runtime`); its end of the tunnel.
 //! - [`admin_cli`]: `edgeplane workers` and `drain`, the operator's table.
+//! - [`views_cli`]: `edgeplane services` and `gaps`, tables or JSON.
+//! - [`watch_table`]: `edgeplane workers --watch`, the live table.
 //! - [`demo`]: a coordinator and a local worker in one command.
 //! - [`sample`]: the stand-in model service the demo and tests run.
 //! - [`bench`](mod@bench): `edgeplane bench`, a simulated fleet against a real coordinator.
@@ -72,4 +74,6 @@ pub mod sample;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
+pub mod views_cli;
+pub mod watch_table;
 pub mod worker;

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use edgeplane::{admin_cli, bench, coordinator, credentials_cli, demo, sample, worker};
+use edgeplane::{admin_cli, bench, coordinator, credentials_cli, demo, sample, views_cli, watch_table, worker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -18,6 +18,19 @@ struct Cli {
     /// one per CPU this process may run on.
     #[arg(long, global = true, env = "EDGEPLANE_THREADS")]
     threads: Option<usize>,
+
+    /// Log lines on stderr: `text` for people, or `json`, one object a line
+    /// with the event's fields (worker, worker_id, service, from, to,
+    /// reason...) at the top level, for log shippers and `jq`.
+    #[arg(long, global = true, env = "EDGEPLANE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The tokio runtime `--threads` asks for.
@@ -39,8 +52,12 @@ enum Command {
     Coordinator(Box<coordinator::CoordinatorConfig>),
     /// Run a worker agent that dials the coordinator.
     Worker(worker::WorkerConfig),
-    /// List the fleet's workers.
+    /// List the fleet's workers (`--watch`: a live table).
     Workers(admin_cli::WorkersArgs),
+    /// List the services: catalog entries and what workers declare, with providers.
+    Services(views_cli::ServicesArgs),
+    /// Services short of ready replicas, most urgent first.
+    Gaps(views_cli::GapsArgs),
     /// Drain a worker: it keeps its stream but takes no new work.
     Drain(admin_cli::DrainArgs),
     /// Revokes a worker: closes its session now and refuses its certificate.
@@ -72,18 +89,31 @@ struct HealthArgs {
     timeout: std::time::Duration,
 }
 
-fn init_tracing() {
-    init_tracing_with("info,h2=warn,tower=warn,hyper=warn");
+/// The log filter a subcommand starts with; `RUST_LOG` overrides it.
+fn default_log_filter(command: &Command) -> &'static str {
+    match command {
+        Command::Coordinator(_) | Command::Worker(_) | Command::SampleService(_) => {
+            "info,h2=warn,tower=warn,hyper=warn"
+        }
+        // The demo and the operator's commands print their answer on
+        // stdout; their log carries only trouble.
+        _ => "warn",
+    }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides `default`.
-fn init_tracing_with(default: &str) {
+/// Logs to stderr in `format`, filtered by `RUST_LOG` or else `default`.
+/// JSON lines carry the event's fields at the top level (not under
+/// `fields`), so `jq 'select(.worker == "gpu-box")'` works as it reads.
+fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().flatten_event(true).init(),
+    }
 }
 
 /// Cancels the token on SIGINT or SIGTERM.
@@ -139,35 +169,42 @@ fn main() -> anyhow::Result<()> {
     if let (Command::Coordinator(cfg), Some(("coordinator", sub))) = (&mut cli.command, matches.subcommand()) {
         cfg.derive_unset_timeouts(sub);
     }
-    runtime(cli.threads)
-        .context("cannot start the runtime")?
-        .block_on(run(cli))
+    let log_format = cli.log_format;
+    init_tracing(log_format, default_log_filter(&cli.command));
+    let result = runtime(cli.threads)
+        .context("cannot start the runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        // With JSON logs, stderr stays JSON to the last line.
+        Err(e) if log_format == LogFormat::Json => {
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            std::process::exit(1)
+        }
+        r => r,
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Coordinator(cfg) => {
-            init_tracing();
             let listen = cfg.listen;
             let c = coordinator::Coordinator::new(*cfg)?;
             let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
             c.serve(listener, shutdown_on_signals()).await?;
         }
         Command::Worker(cfg) => {
-            init_tracing();
             let shutdown = shutdown_on_signals();
             let agent = worker::spawn(cfg, shutdown)?;
             agent.join().await;
         }
-        Command::Demo(args) => {
-            init_tracing_with("warn");
-            demo::run(args, shutdown_on_signals()).await?;
-        }
-        Command::SampleService(cfg) => {
-            init_tracing();
-            sample::run(cfg, shutdown_on_signals()).await?;
+        Command::Demo(args) => demo::run(args, shutdown_on_signals()).await?,
+        Command::SampleService(cfg) => sample::run(cfg, shutdown_on_signals()).await?,
+        Command::Workers(args) if args.watch => {
+            watch_table::run(&args, std::io::stdout(), shutdown_on_signals()).await?;
         }
         Command::Workers(args) => print!("{}", admin_cli::workers(&args).await?),
+        Command::Services(args) => print!("{}", views_cli::services(&args).await?),
+        Command::Gaps(args) => print!("{}", views_cli::gaps(&args).await?),
         Command::Drain(args) => print!("{}", admin_cli::drain(&args).await?),
         Command::Revoke(args) => print!("{}", credentials_cli::revoke(&args).await?),
         Command::Token(args) => print!("{}", credentials_cli::token(&args).await?),

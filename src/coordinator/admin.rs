@@ -136,6 +136,27 @@ impl Admin for AdminService {
         Ok(Response::new(crate::proto::ListServicesResponse { services }))
     }
 
+    async fn list_gaps(
+        &self,
+        request: Request<crate::proto::ListGapsRequest>,
+    ) -> Result<Response<crate::proto::ListGapsResponse>, Status> {
+        need(&request, Scope::Read)?;
+        let table = self.registry.routes().borrow().clone();
+        let workers = self.registry.snapshot(None);
+        let gaps = super::catalog_views::gaps(&self.catalog, &table, &workers)
+            .into_iter()
+            .map(|g| crate::proto::Gap {
+                service: g.service,
+                status: g.status.into(),
+                ready: g.ready as u32,
+                providers: g.providers as u32,
+                reason: g.reason.map(String::from),
+                priority: g.priority,
+            })
+            .collect();
+        Ok(Response::new(crate::proto::ListGapsResponse { gaps }))
+    }
+
     async fn drain_worker(&self, request: Request<DrainWorkerRequest>) -> Result<Response<Worker>, Status> {
         need(&request, Scope::Admin)?;
         let r = request.get_ref();

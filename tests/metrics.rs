@@ -330,3 +330,63 @@ async fn with_a_token_set_metrics_need_it_and_metrics_listen_serves_them_apart()
     assert!(text.contains("edgeplane_build_info"), "{text}");
     c.stop().await;
 }
+
+/// The worker agent's own `/metrics` on `--metrics-listen`: its services'
+/// states, keepalive round trips, and a reconnect when its coordinator goes.
+#[tokio::test]
+async fn the_agent_serves_its_own_metrics() {
+    let backend = common::backend::start("agent-replica").await;
+    let c = TestCoordinator::start(fast_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cfg = c.worker_config("agent-metrics", dir.path());
+    cfg.services = vec![("notes".into(), backend.url.clone())];
+    cfg.data_path = "direct".parse().unwrap();
+    cfg.probe_interval = Duration::from_millis(50);
+    cfg.metrics_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let (agent, stop) = start_agent(cfg).await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let until = |what: &'static str, f: Box<dyn Fn(&BTreeMap<String, f64>) -> bool + Send>| {
+        let url = url.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                if let Ok(r) = reqwest::get(&url).await {
+                    let s = samples(&r.text().await.unwrap());
+                    if f(&s) {
+                        return s;
+                    }
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the agent's metrics never showed {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(
+        "a ready service and a keepalive round trip",
+        Box::new(|s| {
+            s.get(r#"edgeplane_agent_service_state{service="notes-coa",state="ready"}"#) == Some(&1.0)
+                && s.get("edgeplane_agent_keepalive_round_trip_seconds_count")
+                    .is_some_and(|n| *n >= 1.0)
+        }),
+    )
+    .await;
+    c.stop().await;
+    let s = until(
+        "a reconnect",
+        Box::new(|s| {
+            s.get(r#"edgeplane_agent_reconnects_total{cause="session_lost"}"#)
+                .is_some_and(|n| *n >= 1.0)
+        }),
+    )
+    .await;
+    assert!(s.contains_key(&format!(
+        r#"edgeplane_agent_build_info{{version="{}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    )));
+    stop.cancel();
+    within(agent.join()).await;
+}

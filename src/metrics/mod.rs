@@ -10,6 +10,7 @@
 //! Label sets stay bounded: no worker id on any series by default, and
 //! service names, which workers declare, are capped ([`labels::Services`]).
 
+pub mod agent;
 pub mod fleet;
 pub mod gauges;
 pub mod labels;
@@ -18,6 +19,7 @@ pub mod proxy;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
+pub use agent::AgentMetrics;
 pub use fleet::FleetMetrics;
 pub use gauges::{GaugeReading, Gauges};
 pub use proxy::ProxyMetrics;

@@ -136,6 +136,10 @@ pub struct WorkerConfig {
     #[arg(long = "ca-cert", env = "EDGEPLANE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
 
+    /// Serve the agent's own metrics (`/metrics`, Prometheus text) here.
+    #[arg(long = "metrics-listen", env = "EDGEPLANE_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// PEM CA to verify `https://` services against (requests through the
     /// tunnel, readiness probes); the system roots otherwise.
     #[arg(long = "service-ca", env = "EDGEPLANE_SERVICE_CA")]
@@ -192,6 +196,7 @@ impl Default for WorkerConfig {
             join_token: None,
             ca_cert: None,
             service_ca: None,
+            metrics_listen: None,
             reconnect_min: default_duration(defaults::RECONNECT_MIN),
             reconnect_max: default_duration(defaults::RECONNECT_MAX),
             connect_timeout: default_duration(defaults::CONNECT_TIMEOUT),

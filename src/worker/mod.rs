@@ -11,6 +11,7 @@ mod credentials;
 mod dial;
 mod flags;
 mod identity;
+mod metrics;
 mod probe;
 pub mod runtime;
 mod session;
@@ -251,6 +252,14 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
     let (wanted_tx, wanted_rx) = watch::channel(None);
     let board = services_tx.clone();
     let handle_name = name.clone();
+    if let Some(at) = config.metrics_listen {
+        tokio::spawn(metrics::serve(
+            at,
+            status_rx.clone(),
+            services_rx.clone(),
+            shutdown.clone(),
+        ));
+    }
     let task = tokio::spawn(async move {
         // Resolving `auto` pings the Docker engine: done here, in the
         // agent's task and asynchronously, so that starting an agent never

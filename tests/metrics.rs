@@ -331,6 +331,9 @@ async fn with_a_token_set_metrics_need_it_and_metrics_listen_serves_them_apart()
     c.stop().await;
 }
 
+/// A condition on a scrape's samples.
+type Holds = dyn Fn(&BTreeMap<String, f64>) -> bool + Send;
+
 /// The worker agent's own `/metrics` on `--metrics-listen`: its services'
 /// states, keepalive round trips, and a reconnect when its coordinator goes.
 #[tokio::test]
@@ -346,7 +349,7 @@ async fn the_agent_serves_its_own_metrics() {
     cfg.metrics_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
     let (agent, stop) = start_agent(cfg).await;
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let until = |what: &'static str, f: Box<dyn Fn(&BTreeMap<String, f64>) -> bool + Send>| {
+    let until = |what: &'static str, f: Box<Holds>| {
         let url = url.clone();
         async move {
             let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -267,6 +267,58 @@ async fn prometheus_scrapes_the_true_values() {
     };
     assert_eq!(healthy, 2.0);
     assert_eq!(proxied, requests as f64);
+
+    // Every query of the shipped Grafana dashboard is PromQL this
+    // Prometheus evaluates, over series the coordinator exposes.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/edgeplane.json")).unwrap(),
+    )
+    .unwrap();
+    // The coordinator's exposition, and every counter family with a sample
+    // (a family shows only once it has one: retries, say).
+    let every = edgeplane::metrics::CoordinatorMetrics::new(Default::default());
+    every.proxy.request(Some("s"), "direct", 200, Duration::from_millis(1));
+    every.proxy.retry("s");
+    every.proxy.upstream_error("s", "connect");
+    every.fleet.transition("healthy", "degraded");
+    every.fleet.session(true);
+    every.fleet.refused("bad_join_token");
+    every.fleet.keepalive_rtt(Duration::from_millis(1));
+    let exposition = format!("{}{}", scrape(&c).await, every.encode());
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    for expr in &exprs {
+        let r: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{web}/api/v1/query"))
+            .query(&[("query", expr.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["status"], "success", "{expr}: {r}");
+        let mut rest = expr.as_str();
+        while let Some(i) = rest.find("edgeplane_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                exposition
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+                "the dashboard queries `{name}`, which the coordinator does not expose"
+            );
+            rest = &rest[i + name.len()..];
+        }
+    }
     let _ = prometheus.kill().await;
     for (agent, stop) in agents {
         stop.cancel();

@@ -147,6 +147,11 @@ pub struct CoordinatorConfig {
     )]
     pub http1_fast_path: bool,
 
+    /// Do not count proxied requests (the `edgeplane_proxy_*` series): the
+    /// one per-request cost of metrics, for measuring it (BENCHMARKS.md).
+    #[arg(long = "no-proxy-metrics", env = "EDGEPLANE_NO_PROXY_METRICS")]
+    pub no_proxy_metrics: bool,
+
     /// On SIGINT/SIGTERM: how long streams get to close before connections are cut.
     #[arg(long, env = "EDGEPLANE_SHUTDOWN_GRACE", default_value = defaults::SHUTDOWN_GRACE, value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -213,6 +218,7 @@ impl Default for CoordinatorConfig {
             handshake_timeout: default_duration(defaults::HANDSHAKE_TIMEOUT),
             http_idle_timeout: default_duration(defaults::HTTP_IDLE_TIMEOUT),
             http1_fast_path: true,
+            no_proxy_metrics: false,
             shutdown_grace: default_duration(defaults::SHUTDOWN_GRACE),
             http2_keepalive_interval: default_duration(defaults::HTTP2_KEEPALIVE_INTERVAL),
             http2_keepalive_timeout: default_duration(defaults::HTTP2_KEEPALIVE_TIMEOUT),

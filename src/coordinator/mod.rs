@@ -236,7 +236,7 @@ impl Coordinator {
                 peer_secret: crate::auth::SharedSecret::new(cfg.cluster.cluster_secret.as_deref()),
                 service_tls: security.service_tls.clone(),
                 peer_tls: security.peer_tls.clone(),
-                metrics: Some(metrics.proxy.clone()),
+                metrics: (!cfg.no_proxy_metrics).then(|| metrics.proxy.clone()),
                 ..ProxyConfig::default()
             },
         );

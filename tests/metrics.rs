@@ -99,6 +99,9 @@ async fn each_event_moves_exactly_its_series_and_promtool_accepts_the_exposition
     let s = samples(&text);
     assert_eq!(s[r#"edgeplane_workers{state="healthy"}"#], 1.0);
     assert!(s["edgeplane_heartbeats_received_total"] >= 1.0);
+    // The worker's stream (HTTP/2) and this scrape's connection (HTTP/1).
+    assert!(s[r#"edgeplane_connections{kind="h2"}"#] >= 1.0, "{s:?}");
+    assert!(s[r#"edgeplane_connections{kind="http1"}"#] >= 1.0, "{s:?}");
     // The worker reports each round trip it measured in its next keepalive.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while samples(&scrape(&c).await)

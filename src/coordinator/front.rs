@@ -55,6 +55,8 @@ pub struct Front {
     /// With `--tls-cert`: every connection is TLS (the handshake within
     /// `first_byte_timeout`), then told apart as a plain one is.
     pub tls: Option<ServerTlsRef>,
+    /// Counts open connections by protocol.
+    pub metrics: Option<Arc<crate::metrics::FleetMetrics>>,
 }
 
 /// An accepted connection whose protocol is known, its first bytes put back.
@@ -126,6 +128,14 @@ async fn route(conn: Limited, front: Arc<Front>, h2: mpsc::Sender<io::Result<Sni
             debug!(error = %e, "connection closed before a protocol was seen");
             return;
         }
+    };
+    let kind = match protocol {
+        Protocol::Http2 => "h2",
+        Protocol::Http1 => "http1",
+    };
+    let io = match &front.metrics {
+        Some(m) => io.counted(m.open(kind)),
+        None => io,
     };
     match protocol {
         Protocol::Http2 => {

@@ -275,6 +275,7 @@ impl Coordinator {
             header_timeout: cfg.http_idle_timeout,
             fast_path: cfg.http1_fast_path,
             tls: security.server.clone(),
+            metrics: Some(metrics.fleet.clone()),
         });
         if let Some(tls) = &security.server {
             tokio::spawn(tls.clone().watch(crate::tls::server::RELOAD_POLL, closing.clone()));

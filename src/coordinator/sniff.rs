@@ -90,6 +90,7 @@ pub async fn sniff<T: AsyncRead + Unpin>(
             head: buf.freeze(),
             inner: io,
             _slot: None,
+            _open: None,
         },
     ))
 }
@@ -152,9 +153,17 @@ pub struct Prefixed<T> {
     head: Bytes,
     inner: T,
     _slot: Option<OwnedSemaphorePermit>,
+    /// Counts the connection as open (in `edgeplane_connections`) while it lives.
+    _open: Option<crate::metrics::fleet::Open>,
 }
 
 impl<T> Prefixed<T> {
+    /// Counted as open for as long as the connection lives.
+    pub fn counted(mut self, open: crate::metrics::fleet::Open) -> Self {
+        self._open = Some(open);
+        self
+    }
+
     /// Keeps `slot` for as long as the connection lives.
     pub fn holding(mut self, slot: OwnedSemaphorePermit) -> Self {
         self._slot = Some(slot);

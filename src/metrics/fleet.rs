@@ -1,6 +1,6 @@
 //! The fleet's counters: state transitions, sessions begun and refused,
-//! heartbeats and their round trip, placement runs, and the open tunnel
-//! streams and connections.
+//! heartbeats and their round trip, placement runs, and the open
+//! connections.
 
 use super::labels::{Kind, Reason, Transition};
 use prometheus_client::metrics::counter::Counter;
@@ -19,8 +19,6 @@ pub struct FleetMetrics {
     keepalive_rtt: Histogram,
     placement_runs: Counter,
     placement_duration: Histogram,
-    /// Tunnel streams open now (requests and raw pipes to workers).
-    pub tunnel_streams: Gauge,
     connections: Family<Kind, Gauge>,
 }
 
@@ -35,7 +33,6 @@ impl FleetMetrics {
             keepalive_rtt: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             placement_runs: Counter::default(),
             placement_duration: Histogram::new(exponential_buckets(0.00001, 4.0, 10)),
-            tunnel_streams: Gauge::default(),
             connections: Family::default(),
         };
         registry.register(
@@ -68,11 +65,6 @@ impl FleetMetrics {
             "placement_run_duration_seconds",
             "How long each placement run took",
             m.placement_duration.clone(),
-        );
-        registry.register(
-            "tunnel_streams",
-            "Streams open now on workers' tunnels",
-            m.tunnel_streams.clone(),
         );
         registry.register(
             "connections",
@@ -110,8 +102,21 @@ impl FleetMetrics {
         self.placement_duration.observe(took.as_secs_f64());
     }
 
-    /// The gauge of open connections of `kind`.
-    pub fn connections(&self, kind: &'static str) -> Gauge {
-        self.connections.get_or_create_owned(&Kind { kind })
+    /// Counts a connection of `kind` (`http1`, `h2`) as open until the
+    /// guard is dropped.
+    pub fn open(&self, kind: &'static str) -> Open {
+        let g = self.connections.get_or_create_owned(&Kind { kind });
+        g.inc();
+        Open(g)
+    }
+}
+
+/// An open connection, counted until dropped.
+#[derive(Debug)]
+pub struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

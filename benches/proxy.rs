@@ -1,12 +1,14 @@
-//! `cargo bench --bench proxy`: HTTP load through five data paths in one
+//! `cargo bench --bench proxy`: HTTP load through every data path in one
 //! run, with one load generator (wrk) and one backend process.
 //!
 //! | path | what carries a request |
 //! | --- | --- |
 //! | `backend` | wrk -> backend (the baseline every ratio is taken against) |
 //! | `nginx` | wrk -> nginx (reverse proxy, upstream keepalive) -> backend |
+//! | `nginx-tls` | the same, wrk speaking HTTPS to nginx (`listen ... ssl`) |
 //! | `rathole` | wrk -> rathole server -> rathole client (reverse tunnel) -> backend |
 //! | `edgeplane direct` | wrk -> coordinator -> backend (the coordinator dials it) |
+//! | `edgeplane direct, TLS` | the same, wrk speaking HTTPS to a coordinator started with `--tls-cert/--tls-key` |
 //! | `edgeplane direct, fast path off` | the same, with `--no-http1-fast-path` (hyper serves the request) |
 //! | `edgeplane tunnel` | wrk -> coordinator -> HTTP/2 in the worker's gRPC tunnel -> worker -> backend |
 //! | `edgeplane tunnel, fast path off` | the same, with `--no-http1-fast-path` |
@@ -30,10 +32,17 @@
 //!
 //! The bench re-runs its own executable as the backend (so the backend is a
 //! separate process that can be pinned like the others).
+//!
+//! The two TLS rows serve one certificate for 127.0.0.1 that the bench makes
+//! at start ([`tls`]); wrk keeps its connections for the whole run, so they
+//! measure steady-state TLS (records), not handshakes. A shorter run for a
+//! busy machine: `PROXY_BENCH_DURATION=5s PROXY_BENCH_RUNS=1` (then not
+//! comparable with the default run's figures).
 
 //!
 //! Layout: [`settings`] (the knobs), [`tools`] (finding wrk, nginx,
-//! rathole), [`backend`] (the backend this executable turns into),
+//! rathole), [`backend`] (the backend this executable turns into), [`tls`]
+//! (the TLS rows' certificate, and HTTPS readiness probes),
 //! [`processes`] and [`fleet`] (starting every path's processes),
 //! [`measure`] (wrk and CPU sampling), [`report`] (the table and the
 //! BENCHMARKS.md section). The `/proc` reading and the child processes are
@@ -51,6 +60,8 @@ mod processes;
 mod report;
 #[path = "proxy/settings.rs"]
 mod settings;
+#[path = "proxy/tls.rs"]
+mod tls;
 #[path = "proxy/tools.rs"]
 mod tools;
 

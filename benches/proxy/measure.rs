@@ -24,6 +24,28 @@ pub struct Sample {
     pub cpu_us_per_req: f64,
     /// Busy share of (wrk's CPU, the servers' CPU), when pinned.
     pub busy: Option<(f64, f64)>,
+    /// TCP connections accepted on the machine during the run (the
+    /// kernel's `PassiveOpens`): about wrk's connections plus a proxy's
+    /// pool and the workers' probes when connections are kept alive, about
+    /// the request count
+    /// if connections were not reused (and each TLS one handshaken anew).
+    pub accepted: u64,
+}
+
+/// The kernel's count of accepted TCP connections (`Tcp: PassiveOpens` in
+/// `/proc/net/snmp`), machine-wide.
+pub fn passive_opens() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "PassiveOpens")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `1.23ms`, `456.00us`, `1.02s`, `2.00m` -> microseconds.
@@ -117,7 +139,9 @@ pub async fn measure(s: &Settings, tools: &Tools, t: &Target, perf_run: Option<&
     let cpu_seconds = || -> f64 { t.pids.iter().map(|p| procfs::cpu_seconds(*p).unwrap_or(0.0)).sum() };
     let cpu_before = cpu_seconds();
     let cpus_before = procfs::per_cpu();
+    let opens_before = passive_opens();
     let out = wrk(s, tools, &t.url, s.duration).await?;
+    let opens_after = passive_opens();
     let cpus_after = procfs::per_cpu();
     let cpu_after = cpu_seconds();
     if let Some(mut p) = perf {
@@ -129,6 +153,7 @@ pub async fn measure(s: &Settings, tools: &Tools, t: &Target, perf_run: Option<&
         let _ = tokio::time::timeout(Duration::from_secs(60), p.wait()).await;
     }
     let mut sample = parse_wrk(&out)?;
+    sample.accepted = opens_after.saturating_sub(opens_before);
     let cpu_s = (cpu_after - cpu_before).max(0.0);
     sample.cpu_us_per_req = if sample.requests > 0 {
         cpu_s * 1e6 / sample.requests as f64
@@ -164,6 +189,8 @@ pub struct Summary {
     pub busy: Option<(f64, f64)>,
     pub errors: u64,
     pub all_rps: Vec<f64>,
+    /// Median of the runs' accepted TCP connections.
+    pub accepted: f64,
 }
 
 pub fn summarize(t: &Target, samples: &[Sample]) -> Summary {
@@ -180,6 +207,7 @@ pub fn summarize(t: &Target, samples: &[Sample]) -> Summary {
             .map(|_| (m(|s| s.busy.unwrap_or_default().0), m(|s| s.busy.unwrap_or_default().1))),
         errors: samples.iter().map(|s| s.errors).sum(),
         all_rps: samples.iter().map(|s| s.rps).collect(),
+        accepted: m(|s| s.accepted as f64),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The bench's child processes: the crate's [`ChildServer`], pinned with
 //! `taskset` when asked, stopped with SIGTERM (then SIGKILL) when dropped.
 
+use super::tls::BenchCert;
 use anyhow::{bail, Result};
 use edgeplane::bench::child::{self, ChildServer, SpawnOptions};
 use std::cell::RefCell;
@@ -87,30 +88,48 @@ pub fn spawn(
     Ok(Proc { name, server })
 }
 
+/// GETs for the readiness probes: reqwest for `http://` (it is built
+/// without TLS here), the bench certificate's client for `https://`.
+pub struct Probe {
+    pub http: reqwest::Client,
+    pub tls: BenchCert,
+}
+
+impl Probe {
+    /// Status and body of `GET url`.
+    pub async fn get(&self, url: &str) -> Result<(u16, String), String> {
+        if url.starts_with("https://") {
+            return match tokio::time::timeout(PROBE_LIMIT, self.tls.get(url)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {PROBE_LIMIT:?}")),
+            };
+        }
+        let r = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await.unwrap_or_default()))
+    }
+}
+
+/// Bound on one HTTPS probe (reqwest has its own timeout).
+const PROBE_LIMIT: Duration = Duration::from_secs(2);
+
 /// Polls `url` until `ok(status, body)`, while every one of `procs` stays alive.
-pub async fn wait_for(
-    http: &reqwest::Client,
-    procs: &mut [&mut Proc],
-    url: &str,
-    ok: impl Fn(u16, &str) -> bool,
-) -> Result<()> {
+pub async fn wait_for(probe: &Probe, procs: &mut [&mut Proc], url: &str, ok: impl Fn(u16, &str) -> bool) -> Result<()> {
     let last = RefCell::new(String::from("no answer yet"));
-    let probe = || async {
-        match http.get(url).send().await {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let body = r.text().await.unwrap_or_default();
+    let check = || async {
+        match probe.get(url).await {
+            Ok((status, body)) => {
                 if ok(status, &body) {
                     return true;
                 }
                 *last.borrow_mut() = format!("{status} {}", body.chars().take(200).collect::<String>());
             }
-            Err(e) => *last.borrow_mut() = e.to_string(),
+            Err(e) => *last.borrow_mut() = e,
         }
         false
     };
     let mut servers: Vec<&mut ChildServer> = procs.iter_mut().map(|p| &mut p.server).collect();
-    let Err(e) = child::wait_all_ready(&mut servers, STARTUP, probe).await else {
+    let Err(e) = child::wait_all_ready(&mut servers, STARTUP, check).await else {
         return Ok(());
     };
     let logs: Vec<String> = procs

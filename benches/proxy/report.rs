@@ -25,8 +25,8 @@ pub fn fmt_us(us: f64) -> String {
 pub fn table(rows: &[Summary]) -> String {
     let base = rows.iter().find(|r| r.key == "backend").expect("backend row");
     let mut t = String::from(
-        "| path | req/s | vs backend | p50 | vs backend | p99 | vs backend | server CPU per request | CPU busy (wrk / servers) | req/s per round |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+        "| path | req/s | vs backend | p50 | vs backend | p99 | vs backend | server CPU per request | CPU busy (wrk / servers) | TCP accepts per run | req/s per round |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
     );
     for r in rows {
         let busy = r
@@ -40,7 +40,7 @@ pub fn table(rows: &[Summary]) -> String {
         };
         let _ = writeln!(
             t,
-            "| {}{} | {:.0} | {:.2}x | {} | {:.2}x | {} | {:.2}x | {:.1} µs | {} | {} |",
+            "| {}{} | {:.0} | {:.2}x | {} | {:.2}x | {} | {:.2}x | {:.1} µs | {} | {:.0} | {} |",
             r.label,
             errors,
             r.rps,
@@ -51,6 +51,7 @@ pub fn table(rows: &[Summary]) -> String {
             r.p99_us / base.p99_us,
             r.cpu_us_per_req,
             busy,
+            r.accepted,
             rounds.join(", ")
         );
     }
@@ -61,20 +62,37 @@ pub fn verdicts(rows: &[Summary]) -> Vec<String> {
     let get = |k: &str| rows.iter().find(|r| r.key == k);
     let mut v = Vec::new();
     let mark = |ok: bool| if ok { "met" } else { "**missed**" };
-    if let (Some(d), Some(n)) = (get("direct"), get("nginx")) {
-        v.push(format!(
-            "- edgeplane direct at least as fast as nginx: {} ({:.0} vs {:.0} req/s, {:.2}x nginx)",
-            mark(d.rps >= n.rps),
-            d.rps,
-            n.rps,
-            d.rps / n.rps
-        ));
-        v.push(format!(
-            "- edgeplane direct p99 no worse than nginx: {} ({} vs {})",
-            mark(d.p99_us <= n.p99_us),
-            fmt_us(d.p99_us),
-            fmt_us(n.p99_us)
-        ));
+    for (ours, theirs, what) in [("direct", "nginx", ""), ("direct-tls", "nginx-tls", ", TLS")] {
+        if let (Some(d), Some(n)) = (get(ours), get(theirs)) {
+            v.push(format!(
+                "- edgeplane direct{what} at least as fast as nginx{what}: {} ({:.0} vs {:.0} req/s, {:.2}x nginx)",
+                mark(d.rps >= n.rps),
+                d.rps,
+                n.rps,
+                d.rps / n.rps
+            ));
+            v.push(format!(
+                "- edgeplane direct{what} p99 no worse than nginx{what}: {} ({} vs {})",
+                mark(d.p99_us <= n.p99_us),
+                fmt_us(d.p99_us),
+                fmt_us(n.p99_us)
+            ));
+        }
+    }
+    for (plain, tls, what) in [
+        ("direct", "direct-tls", "edgeplane direct"),
+        ("nginx", "nginx-tls", "nginx"),
+    ] {
+        if let (Some(p), Some(t)) = (get(plain), get(tls)) {
+            v.push(format!(
+                "- what TLS costs {what} (steady state, connections kept): {:.2}x the plaintext throughput, p99 {} vs {}, {:.1} vs {:.1} µs of server CPU per request",
+                t.rps / p.rps,
+                fmt_us(t.p99_us),
+                fmt_us(p.p99_us),
+                t.cpu_us_per_req,
+                p.cpu_us_per_req
+            ));
+        }
     }
     for (fast, off, what) in [
         ("direct", "direct-hyper", "the HTTP/1 fast path, direct mode"),
@@ -153,7 +171,7 @@ impl Report<'_> {
     pub fn markdown(&self) -> String {
         let s = self.settings;
         let mut m = String::new();
-        let _ = writeln!(m, "Command: `cargo bench --bench proxy`  ");
+        let _ = writeln!(m, "Command: `{}`  ", s.command());
         let _ = writeln!(
             m,
             "Load: `{} --timeout 5s URL` per path and round; {} round(s) of every path, round-robin, after a {}s warm-up each; figures are medians over rounds.  ",
@@ -181,8 +199,22 @@ impl Report<'_> {
         m.push_str(
             "`vs backend`: req/s as a share of the backend's, latencies as a multiple of the backend's. \
              `server CPU per request`: CPU time of the backend plus the path's proxy processes, per request. \
-             `CPU busy`: share of each pinned core in use during the run.\n\n",
+             `CPU busy`: share of each pinned core in use during the run. \
+             `TCP accepts per run`: connections the kernel accepted during one measured run (machine-wide `PassiveOpens`): \
+             wrk's connections, plus any a proxy opens to the backend and the edgeplane workers' readiness probes of the backend (one connection each, every 500 ms); a number near the request count would mean connections were not reused.\n\n",
         );
+        if self.rows.iter().any(|r| r.key.ends_with("-tls")) {
+            let _ = writeln!(
+                m,
+                "TLS rows: wrk to `https://127.0.0.1:PORT/...`; nginx (`listen ... ssl`) and the coordinator (`--tls-cert/--tls-key`) serve the same \
+                 ECDSA P-256 certificate and key, made by the bench with the crate's cluster CA; the proxy to backend hop stays plain HTTP, nginx's \
+                 with the same upstream keepalive as the plain nginx row. wrk keeps its {} connections open for the whole run (HTTP/1.1 keep-alive, \
+                 see `TCP accepts per run`), so each run has {} handshakes and the figures are steady-state TLS: record encryption and decryption, \
+                 not handshake cost.\n",
+                s.connections, s.connections
+            );
+        }
+
         let v = verdicts(&self.rows);
         if !v.is_empty() {
             m.push_str("Targets:\n\n");

@@ -68,6 +68,29 @@ impl Settings {
         })
     }
 
+    /// The command that reproduces this run: the knobs that differ from
+    /// their defaults, then `cargo bench --bench proxy`.
+    pub fn command(&self) -> String {
+        let mut env = Vec::new();
+        if self.duration != Duration::from_secs(10) {
+            env.push(format!("PROXY_BENCH_DURATION={}s", self.duration.as_secs()));
+        }
+        if self.runs != 3 {
+            env.push(format!("PROXY_BENCH_RUNS={}", self.runs));
+        }
+        if self.connections != 32 {
+            env.push(format!("PROXY_BENCH_CONNECTIONS={}", self.connections));
+        }
+        if self.pin.is_none() {
+            env.push("PROXY_BENCH_PIN=off".into());
+        }
+        if let Some(o) = &self.only {
+            env.push(format!("PROXY_BENCH_ONLY={}", o.join(",")));
+        }
+        env.push("cargo bench --bench proxy".into());
+        env.join(" ")
+    }
+
     pub fn wrk_args(&self) -> String {
         format!(
             "wrk -t1 -c{} -d{}s --latency",

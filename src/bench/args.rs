@@ -74,6 +74,14 @@ pub struct FleetArgs {
     #[arg(long = "coordinator-arg", allow_hyphen_values = true)]
     pub coordinator_args: Vec<String>,
 
+    /// Mutual TLS: the child coordinator serves TLS with a server
+    /// certificate and a cluster CA the bench makes, and requires a client
+    /// certificate on every worker stream (`--require-client-cert`); each
+    /// simulated worker presents its own, issued by that CA for its own
+    /// worker id before the ramp. Not with `--coordinator`.
+    #[arg(long, conflicts_with = "coordinator")]
+    pub tls: bool,
+
     /// Heartbeat timeout given to the child coordinator: silent this long, a
     /// worker is `degraded`. (With `--coordinator`, the one its Welcome says.)
     #[arg(long, default_value = "5s", value_parser = parse_duration)]

@@ -23,9 +23,10 @@ use super::connector::{resolve, source_address};
 use super::error::BenchError;
 use super::histogram::Summary;
 use super::phases::{false_positives, kill_phase, restart_phase, silence_phase, Excuse};
+use super::pki::{Pki, WorkerCert};
 use super::procfs::{self, Window};
 use super::ramp::Ramp;
-use super::reach::{health_ok, reach};
+use super::reach::{health_ok_with, reach};
 use super::report::{progress, Degraded, FleetReport};
 use super::sim_worker::{self, SimShared, SimWorker};
 use super::watch::FleetWatch;
@@ -36,6 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
 
 /// Bound on the first WatchWorkers snapshot from a coordinator that has
 /// already answered its health check.
@@ -63,7 +65,9 @@ fn validate(args: &FleetArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn spawn_coordinator(args: &FleetArgs, port: u16) -> Result<ChildServer, BenchError> {
+/// `extra`: flags of the bench's own (the TLS ones of `--tls`), before the
+/// caller's `--coordinator-arg`s.
+fn spawn_coordinator(args: &FleetArgs, port: u16, extra: Vec<String>) -> Result<ChildServer, BenchError> {
     let bin = match &args.coordinator_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe()?,
@@ -89,6 +93,7 @@ fn spawn_coordinator(args: &FleetArgs, port: u16) -> Result<ChildServer, BenchEr
     .iter()
     .map(|s| s.to_string())
     .collect();
+    a.extend(extra);
     a.extend(args.coordinator_args.iter().cloned());
     ChildServer::spawn("the coordinator", &bin, a, Vec::new(), &log)
 }
@@ -110,6 +115,9 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
     let stop = CancellationToken::new();
     let _stop_on_return = stop.clone().drop_guard();
     let mut notes = Vec::new();
+    let pki = if args.tls { Some(Arc::new(Pki::make()?)) } else { None };
+    // The bench's own calls (health, the watch) trust the run's CA.
+    let client_tls = pki.as_ref().map(|p| p.client());
 
     let (url, mut child) = match &args.coordinator {
         Some(u) => {
@@ -123,11 +131,22 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         }
         None => {
             let port = free_port()?;
-            let url = format!("http://127.0.0.1:{port}");
-            progress(format_args!("starting a coordinator at {url}"));
-            let mut c = spawn_coordinator(args, port)?;
+            let scheme = if pki.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://127.0.0.1:{port}");
+            let tls_args = pki.as_ref().map(|p| p.coordinator_args()).unwrap_or_default();
+            progress(format_args!(
+                "starting a coordinator at {url}{}",
+                if pki.is_some() {
+                    " (mutual TLS: --require-client-cert)"
+                } else {
+                    ""
+                }
+            ));
+            let mut c = spawn_coordinator(args, port, tls_args)?;
             let u = url.clone();
-            c.wait_ready(Duration::from_secs(30), || health_ok(&u)).await?;
+            let tls = client_tls.as_ref();
+            c.wait_ready(Duration::from_secs(30), || health_ok_with(&u, tls))
+                .await?;
             (url, Some(c))
         }
     };
@@ -138,7 +157,7 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         reason,
     })?;
 
-    let watch = FleetWatch::start(url.clone(), stop.clone());
+    let watch = FleetWatch::start_with(url.clone(), client_tls.clone(), stop.clone());
     let sync_limit = patience.min(WATCH_SYNC_LIMIT);
     if !watch.wait(sync_limit, |s| s.synced).await {
         return Err(BenchError::Watch(format!(
@@ -148,6 +167,19 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
     }
 
     let endpoint = sim_worker::endpoint(&url)?;
+    let (certs, certificates_s) = match &pki {
+        Some(p) => {
+            progress(format_args!(
+                "issuing {n} client certificates (a key pair, a CSR and a signature each)"
+            ));
+            let t = Instant::now();
+            let certs = issue_all(p.clone(), n, endpoint.clone()).await?;
+            progress(format_args!("issued in {:.2} s", t.elapsed().as_secs_f64()));
+            (certs, Some(t.elapsed().as_secs_f64()))
+        }
+        None => (Vec::new(), None),
+    };
+    let mut certs = certs.into_iter();
     let run_tag = format!("bench-{}-{}", std::process::id(), rand::random::<u32>());
     let shared = Arc::new(SimShared::new(
         vec![target],
@@ -158,7 +190,13 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         run_tag.clone(),
     ));
     let workers: Vec<Arc<SimWorker>> = (0..n)
-        .map(|i| Arc::new(SimWorker::new(i, &run_tag, source_address(i, args.load.sources))))
+        .map(|i| {
+            let w = SimWorker::new(i, &run_tag, source_address(i, args.load.sources));
+            Arc::new(match certs.next() {
+                Some(c) => w.with_certificate(c),
+                None => w,
+            })
+        })
         .collect();
     let connected_at_least = |k: usize| {
         let mut rx = shared.connected.subscribe();
@@ -304,7 +342,7 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
             progress(format_args!(
                 "restart: SIGKILL the coordinator, start it again, until all {n} are back"
             ));
-            let r = restart_phase(c, &url, &workers, &watch, &shared, patience).await?;
+            let r = restart_phase(c, &url, client_tls.as_ref(), &workers, &watch, &shared, patience).await?;
             excuses.push(Excuse {
                 from: r.1,
                 to: r.2,
@@ -342,6 +380,8 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         coordinator: url,
         coordinator_log: log,
         spawned: args.coordinator.is_none(),
+        tls: args.tls,
+        certificates_s,
         workers: n,
         keepalive_ms: args.load.keepalive.as_millis() as u64,
         heartbeat_timeout_ms: hb.as_millis() as u64,
@@ -369,6 +409,18 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, BenchError> {
         watch_snapshots: watch.with(|s| s.snapshots),
         notes,
     })
+}
+
+/// `n` worker certificates (`bench-0` ..), off the runtime's threads: the
+/// watch and the child's health checks go on meanwhile.
+async fn issue_all(pki: Arc<Pki>, n: usize, base: Endpoint) -> Result<Vec<WorkerCert>, BenchError> {
+    tokio::task::spawn_blocking(move || {
+        (0..n)
+            .map(|i| pki.issue(&format!("bench-{i}"), &base))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| BenchError::Settings(format!("issuing certificates: {e}")))?
 }
 
 /// Where a JSON report goes.

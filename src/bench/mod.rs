@@ -10,7 +10,8 @@
 //!   against etcd leases, for a side-by-side figure; [`reach`]: whether a
 //!   coordinator answers at all, asked before a run leans on it.
 //! - [`sim_worker`]: one simulated worker; [`connector`]: its socket (own
-//!   loopback source address, kill switch); [`ramp`]: bringing a fleet up.
+//!   loopback source address, kill switch); [`ramp`]: bringing a fleet up;
+//!   [`pki`]: the CA and certificates of a mutual-TLS run (`--tls`).
 //! - [`watch`]: the fleet as `WatchWorkers` reports it.
 //! - [`procfs`]: CPU and memory from `/proc`; [`histogram`]: latencies;
 //!   [`fdlimit`]: the open-file limit; [`child`]: servers run as children.
@@ -28,6 +29,7 @@ pub mod fleet;
 pub mod histogram;
 pub mod load;
 mod phases;
+pub mod pki;
 pub mod procfs;
 pub mod ramp;
 pub mod reach;

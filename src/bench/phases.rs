@@ -7,7 +7,7 @@ use super::child::ChildServer;
 use super::error::BenchError;
 use super::histogram::summarize;
 use super::procfs::Window;
-use super::reach::health_ok;
+use super::reach::health_ok_with;
 use super::report::{Degraded, Detection, FalsePositives, Restart};
 use super::sim_worker::{Mode, SimShared, SimWorker};
 use super::watch::{FleetWatch, Observation};
@@ -160,6 +160,7 @@ pub(super) async fn silence_phase(
 pub(super) async fn restart_phase(
     child: &mut ChildServer,
     url: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
     workers: &[Arc<SimWorker>],
     watch: &FleetWatch,
     shared: &SimShared,
@@ -172,7 +173,9 @@ pub(super) async fn restart_phase(
     let respawned_at = Instant::now();
     child.respawn()?;
     let u = url.to_string();
-    let ready_after = child.wait_ready(Duration::from_secs(30), || health_ok(&u)).await?;
+    let ready_after = child
+        .wait_ready(Duration::from_secs(30), || health_ok_with(&u, tls))
+        .await?;
     let window = Window::start(child.pid());
     let converged = watch
         .wait(patience, |s| s.synced && s.healthy >= n && s.fleet.len() >= n)

@@ -67,6 +67,10 @@ pub struct FleetReport {
     pub coordinator: String,
     pub coordinator_log: Option<String>,
     pub spawned: bool,
+    /// Mutual TLS (`--tls`): every worker with its own client certificate.
+    pub tls: bool,
+    /// Issuing those certificates in the bench process, before the ramp.
+    pub certificates_s: Option<f64>,
     pub workers: usize,
     pub keepalive_ms: u64,
     pub heartbeat_timeout_ms: u64,
@@ -168,13 +172,25 @@ impl FleetReport {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "edgeplane bench fleet: {} workers, keepalive {} ms, heartbeat timeout {} ms, {} ({})",
+            "edgeplane bench fleet: {} workers, keepalive {} ms, heartbeat timeout {} ms, {} ({}{})",
             self.workers,
             self.keepalive_ms,
             self.heartbeat_timeout_ms,
             self.coordinator,
-            if self.spawned { "child process" } else { "external" }
+            if self.spawned { "child process" } else { "external" },
+            if self.tls {
+                ", mutual TLS: a client certificate per worker"
+            } else {
+                ""
+            }
         );
+        if let Some(s) = self.certificates_s {
+            row(
+                &mut o,
+                "client certificates issued",
+                format!("{} in {s:.2} s (bench process, before the ramp)", self.workers),
+            );
+        }
         row(
             &mut o,
             "open-file limit (soft/hard)",

@@ -9,6 +9,7 @@
 
 use super::connector::KillableConnector;
 use super::histogram::Histogram;
+use super::pki::WorkerCert;
 use crate::proto::{
     coordinator_message::Msg as In, worker_control_client::WorkerControlClient, worker_message::Msg as Out,
     Capabilities, Hello, Keepalive, WorkerMessage,
@@ -156,6 +157,8 @@ pub struct SimWorker {
     pub id_changes: AtomicU64,
     /// Which of `SimShared::targets` it dials now.
     pub at: std::sync::atomic::AtomicUsize,
+    /// With mutual TLS (`bench fleet --tls`): its own certificate.
+    pub tls: Option<WorkerCert>,
 }
 
 impl SimWorker {
@@ -171,7 +174,23 @@ impl SimWorker {
             sessions: AtomicU64::new(0),
             id_changes: AtomicU64::new(0),
             at: std::sync::atomic::AtomicUsize::new(0),
+            tls: None,
         }
+    }
+
+    /// The same, dialing with its own client certificate: the coordinator
+    /// gives it the id the certificate names.
+    pub fn with_certificate(mut self, cert: WorkerCert) -> Self {
+        self.tls = Some(cert);
+        self
+    }
+
+    /// The id its Hello asks for: the one it has, else its certificate's,
+    /// as the agent sends the id from its stored certificate.
+    fn asks_for(&self) -> String {
+        self.id()
+            .or_else(|| self.tls.as_ref().map(|t| t.worker_id.clone()))
+            .unwrap_or_default()
     }
 
     /// The same, starting at coordinator `at` of the list.
@@ -271,8 +290,10 @@ async fn session(
         permit.take();
         Ended::Lost { welcomed: false }
     };
+    // Its own TLS when it has a certificate; over the same killable socket.
+    let endpoint = w.tls.as_ref().map_or(&shared.endpoint, |t| &t.endpoint);
     let channel = tokio::select! {
-        c = shared.endpoint.connect_with_connector(connector) => match c {
+        c = endpoint.connect_with_connector(connector) => match c {
             Ok(c) => c,
             Err(e) => return lost(permit, format!("dial: {}", root_cause(&e))),
         },
@@ -290,7 +311,7 @@ async fn session(
         }),
         resume_token: token.clone(),
         version: "bench".into(),
-        previous_worker_id: w.id().unwrap_or_default(),
+        previous_worker_id: w.asks_for(),
         ..Default::default()
     };
     let _ = tx.try_send(wrap(Out::Hello(hello)));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
+use tonic::transport::ClientTlsConfig;
 
 /// A report that a worker is not healthy (or gone).
 #[derive(Debug, Clone)]
@@ -104,9 +104,14 @@ impl FleetWatch {
     /// Watches `url` until `stop`, reconnecting whenever the stream ends
     /// (a coordinator restart).
     pub fn start(url: String, stop: CancellationToken) -> Self {
+        Self::start_with(url, None, stop)
+    }
+
+    /// [`FleetWatch::start`], over `tls` for an `https://` URL.
+    pub fn start_with(url: String, tls: Option<ClientTlsConfig>, stop: CancellationToken) -> Self {
         let state = Arc::new(Mutex::new(WatchState::default()));
         let (tx, version) = watch::channel(0u64);
-        let task = tokio::spawn(follow(url, state.clone(), tx, stop));
+        let task = tokio::spawn(follow(url, tls, state.clone(), tx, stop));
         FleetWatch { state, version, task }
     }
 
@@ -138,12 +143,17 @@ impl Drop for FleetWatch {
     }
 }
 
-async fn follow(url: String, state: Arc<Mutex<WatchState>>, version: watch::Sender<u64>, stop: CancellationToken) {
+async fn follow(
+    url: String,
+    tls: Option<ClientTlsConfig>,
+    state: Arc<Mutex<WatchState>>,
+    version: watch::Sender<u64>,
+    stop: CancellationToken,
+) {
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
     while !stop.is_cancelled() {
         let stream = async {
-            let ch = Endpoint::from_shared(url.clone())
-                .map_err(|e| e.to_string())?
+            let ch = super::reach::endpoint(&url, tls.as_ref())?
                 .connect_timeout(Duration::from_secs(2))
                 .connect()
                 .await

@@ -42,7 +42,8 @@ impl BenchCert {
             std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))?;
             Ok(p)
         };
-        let config = edgeplane::tls::client::rustls_config(Some(std::slice::from_ref(ca.cert_der())))?;
+        let config =
+            edgeplane::tls::client::Trust::from_pem(ca.cert_pem().as_bytes(), "bench CA")?.rustls(&[b"http/1.1"])?;
         Ok(BenchCert {
             cert: write("server.pem", &server.cert_pem)?,
             key: write("server-key.pem", &server.key_pem)?,

@@ -9,6 +9,7 @@
 //! | `rathole` | wrk -> rathole server -> rathole client (reverse tunnel) -> backend |
 //! | `edgeplane direct` | wrk -> coordinator -> backend (the coordinator dials it) |
 //! | `edgeplane direct, TLS` | the same, wrk speaking HTTPS to a coordinator started with `--tls-cert/--tls-key` |
+//! | `edgeplane direct, proxy metrics off` | the same, with `--no-proxy-metrics` (no `edgeplane_proxy_*` counting) |
 //! | `edgeplane direct, fast path off` | the same, with `--no-http1-fast-path` (hyper serves the request) |
 //! | `edgeplane tunnel` | wrk -> coordinator -> HTTP/2 in the worker's gRPC tunnel -> worker -> backend |
 //! | `edgeplane tunnel, fast path off` | the same, with `--no-http1-fast-path` |

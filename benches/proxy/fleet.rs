@@ -225,6 +225,15 @@ pub async fn start(s: &Settings, tools: &Tools, dir: &Path) -> Result<Fleet> {
             ("coordinator-tunnel-baseline", "worker-tunnel-baseline"),
         ),
         path(
+            "direct-nometrics",
+            "edgeplane direct, proxy metrics off",
+            "direct",
+            Some("--no-proxy-metrics"),
+            &this,
+            false,
+            ("coordinator-direct-nometrics", "worker-direct-nometrics"),
+        ),
+        path(
             "direct-hyper",
             "edgeplane direct, fast path off",
             "direct",

@@ -111,6 +111,17 @@ pub fn verdicts(rows: &[Summary]) -> Vec<String> {
             ));
         }
     }
+    if let (Some(on), Some(off)) = (get("direct"), get("direct-nometrics")) {
+        v.push(format!(
+            "- what counting proxied requests costs (metrics on against `--no-proxy-metrics`, same binary): {} ({:.3}x the throughput, target at least 0.97x; p99 {} vs {}; {:.1} vs {:.1} µs of server CPU per request)",
+            mark(on.rps >= 0.97 * off.rps),
+            on.rps / off.rps,
+            fmt_us(on.p99_us),
+            fmt_us(off.p99_us),
+            on.cpu_us_per_req,
+            off.cpu_us_per_req
+        ));
+    }
     if let (Some(t), Some(r)) = (get("tunnel"), get("rathole")) {
         v.push(format!(
             "- edgeplane tunnel at least as fast as rathole: {} ({:.0} vs {:.0} req/s, {:.2}x rathole)",

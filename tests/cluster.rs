@@ -886,3 +886,47 @@ async fn a_drain_asked_of_any_coordinator_reaches_the_worker() {
         }
     }
 }
+
+/// A clustered coordinator's `/metrics`: exactly one leader, the leader's
+/// change counted, lease renewals timed.
+#[tokio::test]
+async fn metrics_show_the_leader_and_lease_renewals() {
+    let etcd = Etcd::start().await;
+    let a = started(member(&etcd, "metrics", "coord-a", Duration::from_secs(3))).await;
+    let b = started(member(&etcd, "metrics", "coord-b", Duration::from_secs(3))).await;
+    let value = |text: &str, series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
+    };
+    let scrape = |c: &TestCoordinator| {
+        let url = format!("{}/metrics", c.url);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let started_at = std::time::Instant::now();
+    loop {
+        let (ta, tb) = (scrape(&a).await, scrape(&b).await);
+        let leaders: Vec<f64> = [&ta, &tb]
+            .iter()
+            .filter_map(|t| value(t, "edgeplane_is_leader "))
+            .collect();
+        let renewed = [&ta, &tb]
+            .iter()
+            .all(|t| value(t, "edgeplane_lease_renew_seconds_count ").is_some_and(|n| n >= 1.0));
+        if leaders.iter().sum::<f64>() == 1.0 && leaders.len() == 2 && renewed {
+            let leader = if value(&ta, "edgeplane_is_leader ") == Some(1.0) {
+                &ta
+            } else {
+                &tb
+            };
+            assert!(
+                value(leader, "edgeplane_leader_changes_total ").is_some_and(|n| n >= 1.0),
+                "{leader}"
+            );
+            break;
+        }
+        assert!(started_at.elapsed() < PATIENCE, "a: {ta}\nb: {tb}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -31,11 +31,13 @@ pub async fn run(member: Arc<Member>, shutdown: CancellationToken) {
                 role.send_replace(Role::Leader {
                     since: tokio::time::Instant::now(),
                 });
+                member.metrics().leader_change();
                 let lost = tokio::select! {
                     () = shutdown.cancelled() => None,
                     r = held(&member, &key) => Some(r),
                 };
                 role.send_replace(Role::Follower);
+                member.metrics().leader_change();
                 match lost {
                     None => {
                         let mut client = member.client();

@@ -86,6 +86,7 @@ pub struct Member {
     peers: watch::Sender<Arc<BTreeMap<String, CoordinatorInfo>>>,
     /// Placement leader or follower ([`super::leader`] keeps it).
     role: watch::Sender<super::role::Role>,
+    metrics: Arc<crate::metrics::ClusterMetrics>,
 }
 
 fn unix_ms() -> u64 {
@@ -100,7 +101,12 @@ impl Member {
     /// answer within [`JOIN_TIMEOUT`], or when a live coordinator holds the
     /// id for longer than a lease TTL (a crashed one's key expires by then).
     /// `tls`: this coordinator's port speaks TLS, so peers dial it at `https://`.
-    pub async fn join(config: &ClusterConfig, listen: SocketAddr, tls: bool) -> Result<Arc<Member>, ClusterError> {
+    pub async fn join(
+        config: &ClusterConfig,
+        listen: SocketAddr,
+        tls: bool,
+        metrics: Arc<crate::metrics::ClusterMetrics>,
+    ) -> Result<Arc<Member>, ClusterError> {
         let id = super::identity::coordinator_id(config)?;
         let peer = super::identity::advertise_peer(config, listen, tls)?;
         let etcd_tls = super::etcd_tls::options(config)?;
@@ -149,6 +155,7 @@ impl Member {
             epoch: watch::channel(0).0,
             peers: watch::channel(Arc::new(BTreeMap::new())).0,
             role: watch::channel(super::role::Role::Follower).0,
+            metrics,
         };
         // A restarted coordinator may find its previous run's key, on a
         // lease that expires within one TTL: wait that long, no longer.
@@ -216,6 +223,11 @@ impl Member {
 
     pub fn role(&self) -> watch::Receiver<super::role::Role> {
         self.role.subscribe()
+    }
+
+    /// Where the cluster's parts count etcd errors and leadership.
+    pub fn metrics(&self) -> &crate::metrics::ClusterMetrics {
+        &self.metrics
     }
 
     pub(super) fn role_sender(&self) -> &watch::Sender<super::role::Role> {
@@ -301,6 +313,7 @@ impl Member {
                 },
                 Stopped::Failed(e) => e,
             };
+            self.metrics.etcd_error("lease");
             self.set_link(Link::Down {
                 since_unix_ms: unix_ms(),
                 error,
@@ -325,6 +338,7 @@ impl Member {
                 Ok(Ok(k)) => k,
             };
         loop {
+            let asked = std::time::Instant::now();
             if let Err(e) = keeper.keep_alive().await {
                 return failed("", &e);
             }
@@ -333,7 +347,10 @@ impl Member {
                 Ok(Err(e)) => return failed("", &e),
                 Ok(Ok(None)) => return failed("", &"stream closed"),
                 Ok(Ok(Some(a))) if a.ttl() <= 0 => return Stopped::Expired,
-                Ok(Ok(Some(_))) => self.set_link(Link::Up),
+                Ok(Ok(Some(_))) => {
+                    self.metrics.lease_renewed(asked.elapsed());
+                    self.set_link(Link::Up)
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Stopped::Shutdown,

@@ -178,6 +178,7 @@ impl Writer {
                         break;
                     }
                     Err(e) => {
+                        member.metrics().etcd_error("write");
                         warn!(error = %e, pending = self.pending(), "fleet records not written to etcd yet; retrying");
                         tokio::select! {
                             () = shutdown.cancelled() => break,

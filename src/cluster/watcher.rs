@@ -65,6 +65,7 @@ impl Watcher {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 r = self.follow() => if let Err(e) = r {
+                    self.member.metrics().etcd_error("watch");
                     warn!(error = %e, "watch on the cluster's keys ended; listing them again");
                 },
             }

@@ -148,7 +148,10 @@ impl Coordinator {
         // Joined before anything is served: a coordinator that cannot reach
         // its cluster's etcd says so and stops, rather than serve alone.
         let member = match cfg.cluster.enabled() {
-            true => Some(crate::cluster::Member::join(&cfg.cluster, local, security.server.is_some()).await?),
+            true => Some(
+                crate::cluster::Member::join(&cfg.cluster, local, security.server.is_some(), metrics.cluster.clone())
+                    .await?,
+            ),
             false => None,
         };
         let leave = CancellationToken::new();

@@ -11,6 +11,7 @@
 //! service names, which workers declare, are capped ([`labels::Services`]).
 
 pub mod agent;
+pub mod cluster;
 pub mod fleet;
 pub mod gauges;
 pub mod labels;
@@ -20,6 +21,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 pub use agent::AgentMetrics;
+pub use cluster::ClusterMetrics;
 pub use fleet::FleetMetrics;
 pub use gauges::{GaugeReading, Gauges};
 pub use proxy::ProxyMetrics;
@@ -32,6 +34,7 @@ pub struct CoordinatorMetrics {
     registry: Registry,
     pub fleet: Arc<FleetMetrics>,
     pub proxy: Arc<ProxyMetrics>,
+    pub cluster: Arc<ClusterMetrics>,
 }
 
 impl std::fmt::Debug for CoordinatorMetrics {
@@ -46,9 +49,15 @@ impl CoordinatorMetrics {
         let mut registry = Registry::with_prefix("edgeplane");
         let fleet = Arc::new(FleetMetrics::register(&mut registry));
         let proxy = Arc::new(ProxyMetrics::register(&mut registry));
+        let cluster = Arc::new(ClusterMetrics::register(&mut registry));
         build_info(&mut registry);
         registry.register_collector(Box::new(gauges));
-        CoordinatorMetrics { registry, fleet, proxy }
+        CoordinatorMetrics {
+            registry,
+            fleet,
+            proxy,
+            cluster,
+        }
     }
 
     /// The Prometheus text exposition of every metric.

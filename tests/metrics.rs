@@ -97,6 +97,10 @@ async fn each_event_moves_exactly_its_series_and_promtool_accepts_the_exposition
         String::from_utf8_lossy(&out.stderr)
     );
     let s = samples(&text);
+    assert!(
+        !text.contains("edgeplane_worker_info"),
+        "no per-worker series by default"
+    );
     assert_eq!(s[r#"edgeplane_workers{state="healthy"}"#], 1.0);
     assert!(s["edgeplane_heartbeats_received_total"] >= 1.0);
     // The worker's stream (HTTP/2) and this scrape's connection (HTTP/1).
@@ -447,4 +451,28 @@ async fn the_agent_serves_its_own_metrics() {
     )));
     stop.cancel();
     within(agent.join()).await;
+}
+
+#[tokio::test]
+async fn per_worker_series_come_with_their_flag() {
+    let c = TestCoordinator::start(CoordinatorConfig {
+        metrics_per_worker: true,
+        ..fast_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, stop) = c.worker("per-worker-1", dir.path()).await;
+    let id = agent.status().borrow().worker_id.clone().unwrap();
+    let s = samples(&scrape(&c).await);
+    assert_eq!(
+        s.get(&format!(
+            r#"edgeplane_worker_info{{worker_id="{id}",name="per-worker-1",state="healthy"}}"#
+        )),
+        Some(&1.0),
+        "{s:?}"
+    );
+    assert!(s.contains_key(&format!(r#"edgeplane_worker_last_heard_seconds{{worker_id="{id}"}}"#)));
+    stop.cancel();
+    within(agent.join()).await;
+    c.stop().await;
 }

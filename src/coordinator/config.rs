@@ -152,6 +152,12 @@ pub struct CoordinatorConfig {
     #[arg(long = "no-proxy-metrics", env = "EDGEPLANE_NO_PROXY_METRICS")]
     pub no_proxy_metrics: bool,
 
+    /// Also export a series per worker (`edgeplane_worker_info`,
+    /// `edgeplane_worker_last_heard_seconds`): one or two per worker, for
+    /// fleets where that many series are acceptable.
+    #[arg(long = "metrics-per-worker", env = "EDGEPLANE_METRICS_PER_WORKER")]
+    pub metrics_per_worker: bool,
+
     /// On SIGINT/SIGTERM: how long streams get to close before connections are cut.
     #[arg(long, env = "EDGEPLANE_SHUTDOWN_GRACE", default_value = defaults::SHUTDOWN_GRACE, value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -219,6 +225,7 @@ impl Default for CoordinatorConfig {
             http_idle_timeout: default_duration(defaults::HTTP_IDLE_TIMEOUT),
             http1_fast_path: true,
             no_proxy_metrics: false,
+            metrics_per_worker: false,
             shutdown_grace: default_duration(defaults::SHUTDOWN_GRACE),
             http2_keepalive_interval: default_duration(defaults::HTTP2_KEEPALIVE_INTERVAL),
             http2_keepalive_timeout: default_duration(defaults::HTTP2_KEEPALIVE_TIMEOUT),

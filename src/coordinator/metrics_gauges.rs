@@ -17,8 +17,45 @@ const STATES: [WorkerState; 4] = [
     WorkerState::Draining,
 ];
 
-pub fn gauges(registry: Arc<Registry>, catalog: Arc<Catalog>, security: Arc<super::security::Security>) -> Gauges {
+/// `per_worker`: also a series per worker (`--metrics-per-worker`).
+pub fn gauges(
+    registry: Arc<Registry>,
+    catalog: Arc<Catalog>,
+    security: Arc<super::security::Security>,
+    per_worker: bool,
+) -> Gauges {
     let mut g = Gauges::default();
+    if per_worker {
+        let reg = registry.clone();
+        g.add(
+            "worker_info",
+            "1 per worker known now, with its name and state",
+            move || {
+                reg.snapshot(None)
+                    .into_iter()
+                    .map(|w| {
+                        let labels = vec![
+                            ("worker_id", w.worker_id),
+                            ("name", w.name),
+                            ("state", w.status.as_str().to_string()),
+                        ];
+                        (labels, 1)
+                    })
+                    .collect()
+            },
+        );
+        let reg = registry.clone();
+        g.add(
+            "worker_last_heard_seconds",
+            "Seconds since each worker's last message",
+            move || {
+                reg.snapshot(None)
+                    .into_iter()
+                    .map(|w| (vec![("worker_id", w.worker_id)], w.silent_for.as_secs() as i64))
+                    .collect()
+            },
+        );
+    }
     let reg = registry.clone();
     g.add("workers", "Workers known now, by state", move || {
         let counts = reg.counts();

@@ -112,6 +112,7 @@ impl Coordinator {
             registry.clone(),
             catalog.clone(),
             security.clone(),
+            config.metrics_per_worker,
         )));
         registry.count_into(metrics.fleet.clone());
         Ok(Coordinator {

@@ -1,5 +1,6 @@
 //! The HTTP side of the coordinator's one port: `/health` for load
-//! balancers and people, `/api/admin/*` as JSON for curl and jq.
+//! balancers and people, `/api/admin/*` as JSON for curl and jq, the
+//! fleet's event stream (`/api/admin/events`) and the dashboard (`/`).
 
 use crate::auth::{AdminAuth, Scope};
 use crate::json::JsonWorker;
@@ -25,7 +26,16 @@ pub struct HttpState {
     pub metrics: Arc<crate::metrics::CoordinatorMetrics>,
 }
 
+/// Called inside the runtime: it starts the event hub's task, which
+/// follows the registry until `state.closing`.
 pub fn router(state: HttpState) -> Router {
+    let events = super::event_stream::EventStreams::new(
+        super::events::EventHub::start(state.registry.clone(), state.closing.clone()),
+        state.closing.clone(),
+    );
+    let dashboard = super::dashboard::Dashboard {
+        admin: state.admin.clone(),
+    };
     // Every `/api/admin/` route is behind a credential, by one layer per
     // scope: a route added here cannot forget the check.
     let read = Router::new()
@@ -33,6 +43,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/admin/workers/{worker}", get(get_worker))
         .route("/api/admin/services", get(services))
         .route("/api/admin/gaps", get(gaps))
+        .route("/api/admin/events", get(super::event_stream::events).with_state(events))
         // Behind the read scope when a token is set (`--metrics-listen`
         // serves it apart, without one).
         .route("/metrics", get(metrics))
@@ -48,6 +59,9 @@ pub fn router(state: HttpState) -> Router {
         ));
     Router::new()
         .route("/health", get(health))
+        // The page holds no data: it asks for a token, then reads the APIs.
+        .route("/", get(super::dashboard::page).with_state(dashboard.clone()))
+        .route("/ui", get(super::dashboard::page).with_state(dashboard))
         .merge(read)
         .merge(admin)
         .with_state(state)

@@ -445,6 +445,7 @@ async fn the_agent_serves_its_own_metrics() {
         }),
     )
     .await;
+    assert_eq!(s.get("edgeplane_agent_service_restarts_total"), Some(&0.0));
     assert!(s.contains_key(&format!(
         r#"edgeplane_agent_build_info{{version="{}"}}"#,
         env!("CARGO_PKG_VERSION")

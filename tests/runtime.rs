@@ -120,6 +120,7 @@ async fn process_runtime_reconcile_stops_an_unassigned_service() {
         run_dir: dir.path().join("run"),
         stop_grace: Duration::from_secs(2),
         worker_name: "reconciler".into(),
+        restarts: Default::default(),
     });
     let port = free_port();
     let spec = RunSpec {
@@ -162,6 +163,40 @@ async fn process_runtime_reconcile_stops_an_unassigned_service() {
     let r = within(reports.wait_for(|m| m.contains_key("gpu-thing"))).await.unwrap()["gpu-thing"].clone();
     assert_eq!(r.state, ServiceState::Failed);
     assert!(r.message.contains("image"), "{}", r.message);
+    rt.shutdown().await;
+}
+
+/// A service that exits is started again, and each restart is counted (the
+/// agent's `edgeplane_agent_service_restarts_total`).
+#[tokio::test]
+async fn process_runtime_restarts_a_service_that_exits_and_counts_it() {
+    use edgeplane::worker::runtime::{process::ProcessContext, RunSpec, Runtime};
+    let dir = tempfile::tempdir().unwrap();
+    let (board, mut reports) = tokio::sync::watch::channel(std::collections::BTreeMap::new());
+    let restarts = edgeplane::metrics::agent::Restarts::default();
+    let rt = Runtime::process(ProcessContext {
+        board,
+        self_exe: env!("CARGO_BIN_EXE_edgeplane").into(),
+        run_dir: dir.path().join("run"),
+        stop_grace: Duration::from_secs(2),
+        worker_name: "restarter".into(),
+        restarts: restarts.clone(),
+    });
+    let spec = RunSpec {
+        name: "crashy".into(),
+        port: free_port(),
+        command: vec!["sh".into(), "-c".into(), "exit 3".into()],
+        image: String::new(),
+        env: Default::default(),
+    };
+    rt.reconcile(vec![spec]).await;
+    let r = within(reports.wait_for(|m| m.get("crashy").is_some_and(|r| r.message.contains("restarting"))))
+        .await
+        .unwrap()["crashy"]
+        .clone();
+    assert_eq!(r.state, ServiceState::Failed);
+    assert!(r.message.contains("exited"), "{}", r.message);
+    assert!(restarts.get() >= 1);
     rt.shutdown().await;
 }
 

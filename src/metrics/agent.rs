@@ -19,6 +19,21 @@ pub mod cause {
     pub const UNREACHABLE: &str = "unreachable";
 }
 
+/// Services the agent's runtime restarted after they exited: shared by the
+/// runtime that counts and the metrics that show it.
+#[derive(Debug, Clone, Default)]
+pub struct Restarts(Counter);
+
+impl Restarts {
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
 pub struct AgentMetrics {
     registry: Registry,
     reconnects: Family<Cause, Counter>,
@@ -32,8 +47,9 @@ impl std::fmt::Debug for AgentMetrics {
 }
 
 impl AgentMetrics {
-    /// The series, and `gauges` (service states, loading times) read at scrape.
-    pub fn new(gauges: super::Gauges) -> Self {
+    /// The series, `restarts` as the runtime counts them, and `gauges`
+    /// (service states, loading times) read at scrape.
+    pub fn new(gauges: super::Gauges, restarts: Restarts) -> Self {
         let mut registry = Registry::with_prefix("edgeplane_agent");
         let reconnects = Family::<Cause, Counter>::default();
         registry.register(
@@ -46,6 +62,11 @@ impl AgentMetrics {
             "keepalive_round_trip_seconds",
             "Keepalive round trips to the coordinator",
             keepalive_rtt.clone(),
+        );
+        registry.register(
+            "service_restarts",
+            "Services the runtime started again after they exited",
+            restarts.0,
         );
         super::build_info(&mut registry);
         registry.register_collector(Box::new(gauges));

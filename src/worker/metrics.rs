@@ -6,7 +6,9 @@
 //!   `last_error`), is a reconnect, by cause;
 //! - each acked keepalive's round trip goes into the histogram;
 //! - each service's state, and how long it has been loading, are read from
-//!   the board at scrape time.
+//!   the board at scrape time;
+//! - restarts are counted by the process runtime (Docker restarts its
+//!   containers by its own policy, and counts them itself).
 
 use super::{AgentStatus, ServiceReport};
 use crate::metrics::agent::cause;
@@ -41,8 +43,21 @@ fn cause_of(welcomed_before: bool, reason: &str) -> &'static str {
     }
 }
 
+/// What the agent's metrics are read from.
+pub struct Sources {
+    pub status: watch::Receiver<AgentStatus>,
+    pub board: Board,
+    /// Counted by the process runtime.
+    pub restarts: crate::metrics::agent::Restarts,
+}
+
 /// Serves the agent's metrics on `at` until `shutdown`.
-pub async fn serve(at: SocketAddr, status: watch::Receiver<AgentStatus>, board: Board, shutdown: CancellationToken) {
+pub async fn serve(at: SocketAddr, sources: Sources, shutdown: CancellationToken) {
+    let Sources {
+        status,
+        board,
+        restarts,
+    } = sources;
     let since: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let mut gauges = Gauges::default();
     let b = board.clone();
@@ -70,7 +85,7 @@ pub async fn serve(at: SocketAddr, status: watch::Receiver<AgentStatus>, board: 
                 .collect()
         },
     );
-    let metrics = Arc::new(AgentMetrics::new(gauges));
+    let metrics = Arc::new(AgentMetrics::new(gauges, restarts));
     let listener = match tokio::net::TcpListener::bind(at).await {
         Ok(l) => l,
         Err(e) => {

@@ -252,19 +252,20 @@ pub fn spawn(config: WorkerConfig, shutdown: CancellationToken) -> Result<AgentH
     let (wanted_tx, wanted_rx) = watch::channel(None);
     let board = services_tx.clone();
     let handle_name = name.clone();
+    let restarts = crate::metrics::agent::Restarts::default();
     if let Some(at) = config.metrics_listen {
-        tokio::spawn(metrics::serve(
-            at,
-            status_rx.clone(),
-            services_rx.clone(),
-            shutdown.clone(),
-        ));
+        let sources = metrics::Sources {
+            status: status_rx.clone(),
+            board: services_rx.clone(),
+            restarts: restarts.clone(),
+        };
+        tokio::spawn(metrics::serve(at, sources, shutdown.clone()));
     }
     let task = tokio::spawn(async move {
         // Resolving `auto` pings the Docker engine: done here, in the
         // agent's task and asynchronously, so that starting an agent never
         // holds a runtime thread while a slow engine makes up its mind.
-        let rt = build_runtime(&config, &name, &instance_id, &state_dir, &board, &local).await;
+        let rt = build_runtime(&config, &name, &instance_id, &state_dir, &board, &local, restarts).await;
         let ctx = AgentCtx {
             capabilities: capabilities::detect(&config, rt.kind().advertised()),
             max_message_bytes: config.max_message_bytes,
@@ -302,6 +303,7 @@ async fn build_runtime(
     state_dir: &std::path::Path,
     board: &watch::Sender<BTreeMap<String, ServiceReport>>,
     local: &crate::worker::tunnel::LocalServices,
+    restarts: crate::metrics::agent::Restarts,
 ) -> runtime::Runtime {
     let kind = config.runtime_kind().await;
     info!(worker = %name, runtime = %kind, requested = ?config.runtime, "runtime chosen");
@@ -322,6 +324,7 @@ async fn build_runtime(
             run_dir: state_dir.join("run"),
             stop_grace: config.stop_grace,
             worker_name: name.to_string(),
+            restarts,
         }),
         runtime::RuntimeKind::None => runtime::Runtime::None,
     }

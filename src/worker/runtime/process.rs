@@ -34,6 +34,8 @@ pub struct ProcessContext {
     /// SIGTERM to SIGKILL.
     pub stop_grace: Duration,
     pub worker_name: String,
+    /// Counts each restart after a service exited.
+    pub restarts: crate::metrics::agent::Restarts,
 }
 
 pub struct ProcessRuntime {
@@ -137,6 +139,7 @@ async fn supervise(spec: RunSpec, stop: CancellationToken, ctx: ProcessContext) 
                 }
                 let delay = backoff.next_delay();
                 warn!(service = %name, %status, retry_in = ?delay, "exited; restarting");
+                ctx.restarts.inc();
                 report(&ctx.board, &name, ServiceState::Failed,
                     format!("exited ({status}); restarting in {}", crate::duration::format_short(delay)));
                 tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = stop.cancelled() => return }

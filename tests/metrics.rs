@@ -477,3 +477,40 @@ async fn per_worker_series_come_with_their_flag() {
     within(agent.join()).await;
     c.stop().await;
 }
+
+/// `edgeplane_tunnel_streams`: a request in progress down a worker's tunnel
+/// counts until its body has been sent on; the fast path's raw pipe counts
+/// while it is open.
+#[tokio::test]
+async fn tunnel_streams_count_what_is_open_on_tunnels() {
+    let backend = common::backend::start("tunnel-replica").await;
+    let streams = |text: &str| samples(text).get("edgeplane_tunnel_streams").copied();
+    // The hyper path: one stream per request.
+    let full = CoordinatorConfig {
+        http1_fast_path: false,
+        ..fast_config()
+    };
+    let (c, _worker) = notes_routed_to(&backend.url, full, "tunnel").await;
+    assert_eq!(streams(&scrape(&c).await), Some(0.0));
+    let mut held = reqwest::get(format!("{}/service/notes/stream", c.url)).await.unwrap();
+    let first = within(held.chunk()).await.unwrap();
+    assert!(first.is_some(), "the first chunk came through");
+    assert_eq!(streams(&scrape(&c).await), Some(1.0), "the request in progress");
+    backend.state.release.notify_one();
+    while within(held.chunk()).await.unwrap().is_some() {}
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while streams(&scrape(&c).await) != Some(0.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the finished request still counts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.stop().await;
+
+    // The fast path: a raw pipe, kept for the client connection's next request.
+    let (c, _worker) = notes_routed_to(&backend.url, fast_config(), "tunnel").await;
+    assert_eq!(convert(&c).await, 200);
+    assert_eq!(streams(&scrape(&c).await), Some(1.0), "the pipe is kept open");
+    c.stop().await;
+}

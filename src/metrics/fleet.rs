@@ -105,15 +105,20 @@ impl FleetMetrics {
     /// Counts a connection of `kind` (`http1`, `h2`) as open until the
     /// guard is dropped.
     pub fn open(&self, kind: &'static str) -> Open {
-        let g = self.connections.get_or_create_owned(&Kind { kind });
-        g.inc();
-        Open(g)
+        Open::new(self.connections.get_or_create_owned(&Kind { kind }))
     }
 }
 
-/// An open connection, counted until dropped.
+/// Something open (a connection, a tunnel stream), counted until dropped.
 #[derive(Debug)]
 pub struct Open(Gauge);
+
+impl Open {
+    pub fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Open(gauge)
+    }
+}
 
 impl Drop for Open {
     fn drop(&mut self) {

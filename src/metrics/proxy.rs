@@ -4,6 +4,7 @@
 use super::labels::{self, Request, Service, ServiceKind, ServiceVia, Services};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub struct ProxyMetrics {
     duration: Durations,
     retries: Family<Service, Counter>,
     upstream_errors: Family<ServiceKind, Counter>,
+    tunnel_streams: Gauge,
 }
 
 impl ProxyMetrics {
@@ -41,6 +43,7 @@ impl ProxyMetrics {
             duration: Family::new_with_constructor(durations as fn() -> Histogram),
             retries: Family::default(),
             upstream_errors: Family::default(),
+            tunnel_streams: Gauge::default(),
         };
         registry.register(
             "proxy_requests",
@@ -62,7 +65,17 @@ impl ProxyMetrics {
             "Attempts that got no response head, by kind (connect, timeout, reset)",
             m.upstream_errors.clone(),
         );
+        registry.register(
+            "tunnel_streams",
+            "Streams open now on workers' tunnels: requests in progress and the fast path's raw pipes",
+            m.tunnel_streams.clone(),
+        );
         m
+    }
+
+    /// A stream opened on a worker's tunnel, counted until the guard drops.
+    pub fn tunnel_stream(&self) -> super::fleet::Open {
+        super::fleet::Open::new(self.tunnel_streams.clone())
     }
 
     /// A request answered with `code` after `elapsed`, through `via`.

@@ -195,11 +195,12 @@ impl Proxy {
                 if let Err(e) = sender.ready().await {
                     return Err(SendFailure::connect(tunnel(), e));
                 }
+                let stream = self.config.metrics.as_ref().map(|m| m.tunnel_stream());
                 let resp = sender.send_request(req).await.map_err(SendFailure::reset)?;
                 // The worker could not reach its local service: as good as a
                 // failed connect, and just as safe to retry elsewhere.
                 match resp.headers().get(crate::tunnel::FORWARD_ERROR_HEADER) {
-                    None => Ok(guarded(resp, in_flight)),
+                    None => Ok(guarded(resp, (in_flight, stream))),
                     Some(kind) if kind == "connect" => Err(SendFailure::connect(
                         format!("`{service}` on worker `{}`", ep.worker_name),
                         "the worker could not reach it",
@@ -233,8 +234,9 @@ fn tunnel_headers_fit(req: &Request<Body>) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// A response whose body holds `in_flight` until it has been sent on.
-fn guarded(resp: http::Response<hyper::body::Incoming>, in_flight: balance::InFlight) -> Response {
+/// A response whose body holds `in_flight` (and whatever else counts the
+/// request as open) until it has been sent on.
+fn guarded<G: Send + 'static>(resp: http::Response<hyper::body::Incoming>, in_flight: G) -> Response {
     resp.map(|b| {
         Body::new(b.map_frame(move |f| {
             let _ = &in_flight;

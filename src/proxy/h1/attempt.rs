@@ -91,6 +91,7 @@ impl Exchange<'_> {
                 service,
                 &self.proxy.config.service_tls,
                 self.proxy.config.connect_timeout,
+                self.proxy.config.metrics.as_deref(),
             )
         };
         let kept = upstreams

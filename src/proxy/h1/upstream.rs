@@ -59,6 +59,8 @@ pub(crate) struct Upstream {
     /// What the service expects in `Host` (the same for every service at
     /// one address).
     pub(super) host: Vec<u8>,
+    /// A pipe counts as an open tunnel stream while it lives.
+    _stream: Option<crate::metrics::fleet::Open>,
 }
 
 impl Upstream {
@@ -101,10 +103,15 @@ impl Upstream {
         service: &str,
         tls: &ServiceTls,
         timeout: Duration,
+        metrics: Option<&crate::metrics::ProxyMetrics>,
     ) -> Result<Upstream, Failed> {
         match &ep.via {
             Via::Direct => dial(ep, tls, timeout).await,
-            Via::Tunnel(sender) => pipe(ep, sender, service, timeout).await,
+            Via::Tunnel(sender) => {
+                let mut up = pipe(ep, sender, service, timeout).await?;
+                up._stream = metrics.map(|m| m.tunnel_stream());
+                Ok(up)
+            }
             // Never on the fast path (`fast_routes`); refused, not dialed.
             Via::Peer => Err(Failed::Send(SendFailure::connect(
                 &ep.origin,
@@ -133,6 +140,7 @@ async fn dial(ep: &Endpoint, tls: &ServiceTls, timeout: Duration) -> Result<Upst
         io,
         buf: BytesMut::with_capacity(READ_CHUNK),
         host,
+        _stream: None,
     })
 }
 
@@ -178,6 +186,7 @@ async fn pipe(ep: &Endpoint, sender: &TunnelSender, service: &str, timeout: Dura
         io: Io::Pipe(TokioIo::new(up)),
         buf: BytesMut::with_capacity(READ_CHUNK),
         host,
+        _stream: None,
     })
 }
 

@@ -20,6 +20,19 @@ async fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The subject of the certificate served at `url` (curl -v's `subject:`
+/// line), trusting `ca`; `None` when curl shows none (nothing served yet).
+async fn served_subject(ca: &std::path::Path, url: &str) -> Option<String> {
+    let (_, out) = run(Command::new("curl")
+        .arg("-sS")
+        .arg("-v")
+        .arg("--cacert")
+        .arg(ca)
+        .arg(url))
+    .await;
+    out.lines().find(|l| l.contains("subject:")).map(str::to_string)
+}
+
 fn grpcurl() -> Command {
     Command::new("grpcurl")
 }
@@ -164,20 +177,8 @@ async fn the_server_certificate_is_reloaded_when_its_files_change() {
     let pki = Pki::new();
     let c = TestCoordinator::start(pki.config()).await;
     let ca = pki.path("ca.pem");
-    let subject = || async {
-        let (_, out) = run(Command::new("curl").args([
-            "-sS",
-            "-v",
-            "--cacert",
-            ca.to_str().unwrap(),
-            &format!("{}/health", https(&c)),
-        ]))
-        .await;
-        out.lines()
-            .find(|l| l.contains("subject:"))
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("curl -v shows the subject: {out}"))
-    };
+    let url = format!("{}/health", https(&c));
+    let subject = || async { served_subject(&ca, &url).await.expect("curl -v shows the subject") };
     assert!(subject().await.contains("CN=127.0.0.1"));
     let open = common::tls::channel(&c, &pki.client(None)).await.unwrap();
     let fresh = pki
@@ -226,17 +227,8 @@ async fn sighup_reloads_the_certificate_of_a_running_coordinator() {
         .spawn()
         .unwrap();
     let ca = pki.path("ca.pem");
-    let subject = || async {
-        let (_, out) = run(Command::new("curl").args([
-            "-sS",
-            "-v",
-            "--cacert",
-            ca.to_str().unwrap(),
-            &format!("https://127.0.0.1:{port}/health"),
-        ]))
-        .await;
-        out.lines().find(|l| l.contains("subject:")).map(str::to_string)
-    };
+    let url = format!("https://127.0.0.1:{port}/health");
+    let subject = || served_subject(&ca, &url);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         match subject().await {

@@ -114,16 +114,8 @@ fn lookup_error(e: LookupError) -> Response {
 }
 
 /// The Prometheus text exposition.
-pub async fn metrics(State(state): State<HttpState>) -> Response {
-    metrics_response(&state.metrics)
-}
-
-pub fn metrics_response(m: &crate::metrics::CoordinatorMetrics) -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        m.encode(),
-    )
-        .into_response()
+async fn metrics(State(state): State<HttpState>) -> Response {
+    crate::metrics::serve::response(state.metrics.encode())
 }
 
 async fn health(State(state): State<HttpState>) -> Response {

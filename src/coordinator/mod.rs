@@ -334,20 +334,11 @@ impl Coordinator {
             let listener = TcpListener::bind(at).await?;
             info!(listen = %listener.local_addr()?, "serving /metrics");
             let m = metrics.clone();
-            let app = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let m = m.clone();
-                    async move { http::metrics_response(&m) }
-                }),
-            );
-            let stop = closing.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-                if let Err(e) = served.await {
-                    warn!(error = %e, "the metrics listener stopped");
-                }
-            });
+            tokio::spawn(crate::metrics::serve::apart(
+                listener,
+                Arc::new(move || m.encode()),
+                closing.clone(),
+            ));
         }
         info!(listen = %local, tls = security.server.is_some(), "coordinator serving gRPC and HTTP");
 

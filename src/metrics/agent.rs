@@ -86,8 +86,6 @@ impl AgentMetrics {
     }
 
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
-        out
+        super::encode(&self.registry)
     }
 }

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod gauges;
 pub mod labels;
 pub mod proxy;
+pub mod serve;
 
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -62,11 +63,16 @@ impl CoordinatorMetrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
-        out
+        encode(&self.registry)
     }
+}
+
+/// `registry`'s Prometheus text exposition.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, registry);
+    out
 }
 
 /// `edgeplane_build_info{version} 1`.

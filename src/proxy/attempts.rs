@@ -263,9 +263,8 @@ mod tests {
 
         /// The exposition's sample lines that start with `prefix`.
         fn samples(&self, prefix: &str) -> Vec<String> {
-            let mut out = String::new();
-            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).unwrap();
-            out.lines()
+            crate::metrics::encode(&self.registry)
+                .lines()
                 .filter(|l| l.starts_with(prefix))
                 .map(String::from)
                 .collect()

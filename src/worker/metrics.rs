@@ -96,25 +96,7 @@ pub async fn serve(at: SocketAddr, sources: Sources, shutdown: CancellationToken
     info!(listen = %at, "serving the agent's /metrics");
     tokio::spawn(follow_status(status, metrics.clone(), shutdown.clone()));
     tokio::spawn(follow_board(board, since, shutdown.clone()));
-    let m = metrics.clone();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let m = m.clone();
-            async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-                    m.encode(),
-                )
-            }
-        }),
-    );
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        warn!(error = %e, "the agent's metrics listener stopped");
-    }
+    crate::metrics::serve::apart(listener, Arc::new(move || metrics.encode()), shutdown).await;
 }
 
 async fn follow_status(mut status: watch::Receiver<AgentStatus>, m: Arc<AgentMetrics>, shutdown: CancellationToken) {

@@ -122,9 +122,19 @@ def main():
             wait(d, f"{a.kill} disconnected", lambda: statuses(d).get(a.kill) == "disconnected", timeout=2.0)
             took = time.monotonic() - t0
             print(f"{a.kill} shown disconnected {took:.3f}s after the kill, without a reload", file=sys.stderr)
-            # The reason the coordinator gave, beside the status.
-            row = d.find_element(By.CSS_SELECTOR, f'#workers-body tr[data-name="{a.kill}"]')
-            if not row.find_elements(By.CSS_SELECTOR, ".reason"):
+            # The reason the coordinator gave, beside the status. The page may
+            # draw the row again between finding it and looking inside it
+            # (a later event, the last-heard refresh): look again then.
+            for _ in range(10):
+                try:
+                    row = d.find_element(By.CSS_SELECTOR, f'#workers-body tr[data-name="{a.kill}"]')
+                    has_reason = bool(row.find_elements(By.CSS_SELECTOR, ".reason"))
+                    break
+                except StaleElementReferenceException:
+                    continue
+            else:
+                fail(f"the row of {a.kill} was drawn again at every look")
+            if not has_reason:
                 fail("a disconnected worker shows no reason")
 
         if a.traffic:

@@ -421,12 +421,30 @@ pub fn sweep_interval(heartbeat_timeout: Duration) -> Duration {
     (heartbeat_timeout / 20).clamp(Duration::from_millis(5), Duration::from_millis(500))
 }
 
+/// Sweeps the registry every [`sweep_interval`]. A tick that comes far too
+/// late means this process was stopped (or starved) meanwhile: that time is
+/// credited to the registry's clock before the sweep, so that workers are
+/// not degraded or removed for a silence the coordinator caused itself
+/// (their keepalives are waiting, unread, in its sockets).
 async fn health_clock(registry: Arc<Registry>, closing: CancellationToken) {
-    let mut tick = tokio::time::interval(sweep_interval(registry.config().heartbeat_timeout));
+    let every = sweep_interval(registry.config().heartbeat_timeout);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tick.tick() => registry.sweep(),
+            _ = tick.tick() => {
+                let now = tokio::time::Instant::now();
+                if let Some(stall) = crate::registry::clock::stall_in(now - last, every) {
+                    registry.clock().credit_stall(stall);
+                    warn!(
+                        stall = %crate::duration::format_short(stall),
+                        "the coordinator did not run for a while (stopped, paused or starved); that time is not counted against its workers"
+                    );
+                }
+                last = now;
+                registry.sweep();
+            }
             _ = closing.cancelled() => return,
         }
     }

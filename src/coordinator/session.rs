@@ -103,11 +103,17 @@ pub async fn run(
     let (link, mut notices) = SessionLink::new(registry.clock().now_ms());
     let link = Arc::new(link);
     // Services the worker still runs from a placement this coordinator does
-    // not remember (it restarted): adopted, so nothing is restarted.
+    // not remember (it restarted): adopted, so nothing is restarted. Not
+    // when the fleet already serves one to its maximum (the worker was
+    // removed, partitioned, and its services re-placed meanwhile): the
+    // worker is told to stop its copy rather than make a duplicate.
+    let routes = registry.routes().borrow().clone();
     let running: std::collections::BTreeSet<String> = hello
         .running
         .iter()
-        .filter_map(|n| shared.catalog.resolve(n).map(|e| e.name.clone()))
+        .filter_map(|n| shared.catalog.resolve(n))
+        .filter(|e| routes.get(&e.name).map_or(0, |r| r.ready.len()) < e.max_replicas.max(1) as usize)
+        .map(|e| e.name.clone())
         .collect();
     let urls = super::assignment::placed_urls(&shared.catalog, &running, &hello.advertise_address);
     // Without an address (tunnel workers) the URL stays empty: the tunnel needs none.

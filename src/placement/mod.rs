@@ -121,7 +121,16 @@ pub fn plan(catalog: &Catalog, workers: &[Candidate]) -> BTreeMap<String, BTreeS
     entries.sort_by_key(|e| (e.priority, e.name.clone()));
     for e in &entries {
         for (i, w) in workers.iter().enumerate() {
-            if w.keep && w.placed.contains(&e.name) && !w.declared.contains(&e.name) && rooms[i].fits(e) {
+            // Never more than the maximum: two workers can both hold a
+            // placement when one comes back from a partition still running
+            // what was re-placed while it was away; the first kept stays.
+            let kept = providers.get(e.name.as_str()).copied().unwrap_or(0);
+            if w.keep
+                && w.placed.contains(&e.name)
+                && !w.declared.contains(&e.name)
+                && kept < e.max_replicas.max(1) as usize
+                && rooms[i].fits(e)
+            {
                 rooms[i].take(e);
                 out.get_mut(&w.worker_id)
                     .expect("every worker has an entry")
@@ -276,6 +285,18 @@ mod tests {
         assert!(where_is(&plan, "notes-coa").is_empty(), "{plan:?}");
         assert_eq!(where_is(&plan, "ner-extraction"), ["id-b"]);
         assert_eq!(plan["id-b"].len(), 1);
+    }
+
+    #[test]
+    fn two_workers_holding_one_replica_keep_it_once() {
+        // A worker back from a partition still runs what was re-placed while
+        // it was away: the maximum (one) holds, no duplicate.
+        let cat = Catalog::embedded();
+        let (mut a, mut b) = (worker("a", 8, &[]), worker("b", 8, &[]));
+        a.placed.insert("ner-extraction".into());
+        b.placed.insert("ner-extraction".into());
+        let plan = plan(&cat, &[a, b]);
+        assert_eq!(where_is(&plan, "ner-extraction").len(), 1, "{plan:?}");
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //!   broadcast, route-table publication). It decides nothing.
 
 mod changes;
-mod clock;
+pub mod clock;
 mod fleet;
 mod identity;
 mod lifecycle;

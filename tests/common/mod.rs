@@ -6,7 +6,10 @@
 
 pub mod backend;
 pub mod etcd;
+pub mod faults;
 pub mod http1;
+pub mod impair;
+pub mod netns;
 pub mod tls;
 
 use edgeplane::coordinator::{Coordinator, CoordinatorConfig};

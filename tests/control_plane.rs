@@ -16,7 +16,12 @@ async fn assigned_id_arrives_first_and_binds_the_stream() {
     let c = TestCoordinator::start(fast_config()).await;
     let mut raw = c.raw().await;
     // The very first message on the stream is the Welcome with the id.
-    let welcome = raw.hello(hello("gpu-a", "inst-a", "")).await;
+    let mut h = hello("gpu-a", "inst-a", "");
+    h.services = vec![edgeplane::proto::DeclaredService {
+        name: "llm-inference".into(),
+        url: "http://127.0.0.1:9".into(),
+    }];
+    let welcome = raw.hello(h).await;
     assert!(welcome.worker_id.starts_with("w-"), "{welcome:?}");
     assert!(!welcome.resume_token.is_empty());
     assert_eq!(welcome.keepalive_interval_ms, 50);
@@ -32,9 +37,9 @@ async fn assigned_id_arrives_first_and_binds_the_stream() {
     let mut watch = c.watch().await;
     let e = watch
         .until(|e| {
-            e.worker
-                .as_ref()
-                .is_some_and(|w| w.worker_id == welcome.worker_id && !w.services.is_empty())
+            e.worker.as_ref().is_some_and(|w| {
+                w.worker_id == welcome.worker_id && w.services.iter().any(|s| s.state == ServiceState::Loading as i32)
+            })
         })
         .await;
     let w = e.worker.unwrap();
@@ -64,7 +69,9 @@ async fn keepalives_keep_a_loading_worker_healthy() {
     let mut watch = c.watch().await;
     let dir = tempfile::tempdir().unwrap();
     let (agent, _stop) = c.worker("gpu-loader", dir.path()).await;
-    agent.set_service("llm-inference", ServiceState::Loading, "loading a 70B model");
+    // Not a catalog service (one of those is reported only where it is
+    // declared or placed): the embedding program's own.
+    agent.set_service("llama-70b", ServiceState::Loading, "loading a 70B model");
     let id = agent.status().borrow().worker_id.clone().unwrap();
 
     // The "model load" lasts five heartbeat timeouts (the old system's
@@ -104,7 +111,7 @@ async fn keepalives_keep_a_loading_worker_healthy() {
         "liveness is not readiness"
     );
 
-    agent.set_service("llm-inference", ServiceState::Ready, "");
+    agent.set_service("llama-70b", ServiceState::Ready, "");
     let e = watch
         .until(|e| {
             e.worker

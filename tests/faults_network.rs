@@ -266,3 +266,127 @@ async fn a_link_that_drops_only_what_the_coordinator_sends_is_caught_by_http2_pi
         .iter()
         .all(|s| !matches!(s.status, WorkerStatus::Degraded | WorkerStatus::Removed) && s.kind != EventKind::Removed));
 }
+
+#[tokio::test]
+async fn a_partition_past_the_worker_timeout_re_places_and_the_worker_returns_under_its_id_without_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        r#"
+[[service]]
+name = "pinned"
+requires = "cpu"
+port = 8200
+command = ["edgeplane", "sample-service", "--port", "{port}", "--name", "pinned", "--bind", "127.0.0.1"]
+readiness = { http = "/health" }
+"#,
+    )
+    .unwrap();
+    let worker_timeout = Duration::from_secs(4);
+    let coordinator = Coordinator::start(
+        dir.path(),
+        "coordinator",
+        &[
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--heartbeat-timeout",
+            "1s",
+            "--worker-timeout",
+            "4s",
+            "--keepalive-interval",
+            "200ms",
+            "--placement-grace",
+            "500ms",
+        ],
+    )
+    .await;
+    let watch = Recorder::start(coordinator.url()).await;
+    let (na, nb) = (Netns::new(), Netns::new());
+    let args = [
+        "--runtime",
+        "process",
+        "--bin",
+        common::faults::EXE,
+        "--data-path",
+        "tunnel",
+    ];
+    let _a = worker_in(&na, dir.path(), "w-a", &coordinator.url_from(&na), &args);
+    let _b = worker_in(&nb, dir.path(), "w-b", &coordinator.url_from(&nb), &args);
+    let first = watch
+        .until(start, Duration::from_secs(20), |s| s.serves("pinned"))
+        .await;
+    let (holder, other, holder_ns) = if first.name == "w-a" {
+        ("w-a", "w-b", &na)
+    } else {
+        ("w-b", "w-a", &nb)
+    };
+    watch
+        .until_status(other, WorkerStatus::Healthy, start, Duration::from_secs(20))
+        .await;
+    let load = Load::start(
+        format!("{}/service/pinned/health", coordinator.url()),
+        2,
+        Duration::from_secs(3),
+    );
+    load.until_sent(20).await;
+
+    let cut = Instant::now();
+    holder_ns.partition();
+    let removed = watch
+        .until_status(holder, WorkerStatus::Removed, cut, worker_timeout * 3)
+        .await;
+    assert!(
+        removed.at - cut >= worker_timeout - Duration::from_millis(300),
+        "removed {:?} after the cut; the worker timeout is {worker_timeout:?}",
+        removed.at - cut
+    );
+    let moved = watch
+        .until(cut, Duration::from_secs(20), |s| s.name == other && s.serves("pinned"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    holder_ns.heal();
+    let healed = Instant::now();
+    let back = watch
+        .until_status(holder, WorkerStatus::Healthy, healed, Duration::from_secs(30))
+        .await;
+    assert_eq!(back.worker_id, first.worker_id, "re-registered under its old id");
+    // Its copy is stopped, not adopted: the fleet already serves `pinned`
+    // to its maximum (one). Wait until it reports no copy running.
+    watch
+        .until(healed, Duration::from_secs(20), |s| {
+            s.name == holder && !s.services.iter().any(|(n, _)| n == "pinned")
+        })
+        .await;
+    load.until_sent(50).await;
+    let (sent, failed, failures) = load.stop().await;
+
+    // Never two ready replicas of `pinned` at once, as the watch saw it.
+    let mut ready = std::collections::BTreeMap::new();
+    for s in watch.all() {
+        ready.insert(s.name.clone(), s.status != WorkerStatus::Removed && s.serves("pinned"));
+        let n = ready.values().filter(|r| **r).count();
+        assert!(
+            n <= 1,
+            "two ready replicas of a one-replica service at {:?}: {:#?}",
+            s.at - start,
+            watch.all()
+        );
+    }
+    let last = |name: &str| watch.last(name).unwrap();
+    assert!(last(other).serves("pinned") && !last(holder).serves("pinned"));
+    // Clients: failures only while the service was on the far side of the
+    // partition, none once it had moved, none when the old holder returned.
+    let stray: Vec<_> = failures
+        .iter()
+        .filter(|(t, _)| *t < cut || *t > moved.at + Duration::from_secs(3))
+        .collect();
+    assert!(stray.is_empty(), "requests failed outside the move: {stray:?}");
+    println!(
+        "partition past the worker timeout: removed after {:?}, re-placed {:?} after the cut, back under its id {:?} after the heal; {failed} of {sent} requests failed",
+        removed.at - cut,
+        moved.at - cut,
+        back.at - healed
+    );
+}

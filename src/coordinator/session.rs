@@ -251,7 +251,8 @@ async fn serve(
                         Some(In::ServiceStatus(mut s)) => {
                             // Reported under the name the worker declared it by.
                             catalog_name(shared, &mut s.service);
-                            registry.service_status(id, generation, s)
+                            let managed = shared.catalog.resolve(&s.service).is_some();
+                            registry.service_status(id, generation, s, managed)
                         }
                         Some(In::RenewCertificate(r)) => {
                             let answer = renew(shared, session, &r.csr_pem);

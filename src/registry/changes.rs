@@ -54,6 +54,11 @@ pub enum Log {
         worker: String,
         service: String,
     },
+    /// A status report for a catalog service neither declared nor placed there.
+    UnplacedService {
+        worker: String,
+        service: String,
+    },
     ServiceState {
         worker: String,
         worker_id: String,

@@ -266,7 +266,18 @@ impl State {
     }
 
     /// A readiness report from the worker's session `generation`.
-    pub fn service_status(&mut self, now_ms: u64, worker_id: &str, generation: u64, status: ServiceStatus) -> Changes {
+    /// `managed`: the service is the catalog's, so placement owns where it
+    /// runs; a report of one neither declared nor placed on this worker is
+    /// not recorded (see below). Other names (an embedding program's own
+    /// reports) are recorded as reported.
+    pub fn service_status(
+        &mut self,
+        now_ms: u64,
+        worker_id: &str,
+        generation: u64,
+        status: ServiceStatus,
+        managed: bool,
+    ) -> Changes {
         let mut out = Changes::default();
         let Some(status) = limits::clean_status(status) else {
             return out;
@@ -275,6 +286,19 @@ impl State {
             return out;
         };
         let state = ServiceState::try_from(status.state).unwrap_or(ServiceState::Unspecified);
+        // A catalog service goes where placement puts it (or where the worker
+        // declares it). A copy the worker still runs from before a partition
+        // (re-placed elsewhere meanwhile), or one it is stopping after
+        // placement took it away, is reported but never recorded: recorded,
+        // a tunnel worker's would be routed, a replica the fleet did not
+        // place beside the one it did.
+        if managed && !rec.services.contains_key(&status.service) {
+            out.logs.push(Log::UnplacedService {
+                worker: rec.name.clone(),
+                service: status.service,
+            });
+            return out;
+        }
         if !rec.services.contains_key(&status.service) && rec.services.len() >= limits::MAX_SERVICES {
             out.logs.push(Log::TooManyServices {
                 worker: rec.name.clone(),

@@ -61,7 +61,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub struct Registry {
     config: RegistryConfig,
@@ -178,10 +178,12 @@ impl Registry {
     }
 
     /// A readiness report from the worker's session `generation`.
-    pub fn service_status(&self, worker_id: &str, generation: u64, status: ServiceStatus) {
+    /// A worker's report on one service; `managed`: the service is the
+    /// catalog's (see [`State::service_status`]).
+    pub fn service_status(&self, worker_id: &str, generation: u64, status: ServiceStatus, managed: bool) {
         let now = self.clock.now_ms();
         let mut st = self.lock();
-        let changes = st.service_status(now, worker_id, generation, status);
+        let changes = st.service_status(now, worker_id, generation, status, managed);
         self.carry_out(st, changes);
     }
 
@@ -394,6 +396,9 @@ fn log(line: Log) {
             reused_previous_id,
         } => info!(%worker, %worker_id, reused_previous_id, "worker registered"),
         Log::TooManyServices { worker, service } => warn!(%worker, %service, "ignored status: too many services"),
+        Log::UnplacedService { worker, service } => {
+            debug!(%worker, %service, "ignored status: a service neither declared by nor placed on this worker")
+        }
         Log::ServiceState {
             worker,
             worker_id,

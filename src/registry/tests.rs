@@ -263,7 +263,9 @@ fn a_stale_generations_calls_are_ignored() {
     assert!(new.generation > old.generation);
     let id = &new.worker_id;
 
-    assert!(st.service_status(20, id, old.generation, ready("notes")).is_empty());
+    assert!(st
+        .service_status(20, id, old.generation, ready("notes"), true)
+        .is_empty());
     assert!(st.disconnect(20, id, old.generation, "old stream ended").is_empty());
     assert!(st.detach_tunnel(20, id, old.generation).is_empty());
     assert_eq!(status_of(&st, 20, id), WorkerState::Healthy);
@@ -272,7 +274,7 @@ fn a_stale_generations_calls_are_ignored() {
     assert_eq!(st.verify_tunnel(id, &new.resume_token), Some(new.generation));
 
     // The current session's calls land.
-    let c = st.service_status(30, id, new.generation, ready("notes"));
+    let c = st.service_status(30, id, new.generation, ready("notes"), true);
     assert_eq!(reasons(&c), [(ChangeKind::Updated, "service notes pending -> ready")]);
     assert!(!st.disconnect(40, id, new.generation, "closed").is_empty());
     assert_eq!(
@@ -361,7 +363,7 @@ fn routes_follow_readiness_and_health_and_keep_their_load() {
     }];
     let (w, link) = connect(&mut st, 0, &h);
     let table = |c: &Changes| c.routes.clone().expect("a new table").services["notes-coa"].clone();
-    let routes = table(&st.service_status(1, &w.worker_id, w.generation, ready("notes-coa")));
+    let routes = table(&st.service_status(1, &w.worker_id, w.generation, ready("notes-coa"), true));
     assert_eq!((routes.ready.len(), routes.total), (1, 1));
     assert_eq!(routes.ready[0].prefix, "/notes");
     let load = routes.ready[0].load.clone();
@@ -408,4 +410,20 @@ fn an_instance_id_changed_on_resume_is_forgotten_with_the_record() {
     // Neither instance id points at the removed record.
     assert!(!connect(&mut st, WORKER_MS + 5, &hello("gpu-1", "i-new")).0.resumed);
     assert!(!connect(&mut st, WORKER_MS + 6, &hello("gpu-1", "i-old")).0.resumed);
+}
+
+#[test]
+fn a_status_for_a_catalog_service_neither_declared_nor_placed_is_not_recorded() {
+    // A worker back from a partition reports the copy it still runs of a
+    // service re-placed elsewhere meanwhile: recorded, it would be routed.
+    let mut st = state();
+    let (w, _) = connect(&mut st, 0, &hello("w", "i-1"));
+    let c = st.service_status(10, &w.worker_id, w.generation, ready("pinned"), true);
+    assert!(c.events.is_empty() && c.routes.is_none(), "no change anyone sees");
+    assert!(st.get(10, &w.worker_id).unwrap().services.is_empty());
+    // A name the catalog does not manage (an embedding program's own
+    // report) is recorded as reported.
+    let c = st.service_status(11, &w.worker_id, w.generation, ready("own-thing"), false);
+    assert!(!c.events.is_empty());
+    assert_eq!(st.get(11, &w.worker_id).unwrap().services.len(), 1);
 }

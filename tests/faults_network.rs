@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::faults::{exited, metric, sample_in, worker_in, Coordinator, Load, Recorder};
+use common::faults::{exited, metric, notes_catalog, sample_in, worker_in, Coordinator, Load, Recorder};
 use common::impair::{DelayLine, Impairment};
 use common::netns::Netns;
 use edgeplane::proto::{EventKind, WorkerStatus};
@@ -31,23 +31,11 @@ struct OneWorker {
     id: String,
 }
 
-/// A catalog of the one service the worker declares: nothing else is
-/// placed on it.
-const CATALOG: &str = r#"
-[[service]]
-name = "notes-coa"
-aliases = ["notes"]
-requires = "cpu"
-port = 8100
-readiness = { http = "/health" }
-"#;
-
 async fn one_worker(coordinator_args: &[&str], worker_args: &[&str]) -> OneWorker {
     let dir = tempfile::tempdir().unwrap();
     let start = Instant::now();
-    let catalog = dir.path().join("catalog.toml");
-    std::fs::write(&catalog, CATALOG).unwrap();
-    let mut cargs = vec!["--catalog", catalog.to_str().unwrap()];
+    let catalog = notes_catalog(dir.path());
+    let mut cargs = vec!["--catalog", catalog.as_str()];
     cargs.extend_from_slice(coordinator_args);
     let coordinator = Coordinator::start(dir.path(), "coordinator", &cargs).await;
     let ns = Netns::new();

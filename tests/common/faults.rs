@@ -71,6 +71,20 @@ pub fn signal(child: &ChildServer, sig: nix::sys::signal::Signal) {
 
 /// A worker process inside `ns`, dialing `coordinator`, with `args` last.
 pub fn worker_in(ns: &Netns, dir: &Path, name: &'static str, coordinator: &str, args: &[&str]) -> ChildServer {
+    let all = worker_args(dir, name, coordinator, args);
+    let (program, argv) = ns.argv(EXE, &all);
+    let log = dir.join(format!("{name}.log"));
+    ChildServer::spawn(name, program.as_ref(), argv, Vec::new(), &log).expect("start the worker")
+}
+
+/// A worker process in the test's own namespace.
+pub fn worker(dir: &Path, name: &'static str, coordinator: &str, args: &[&str]) -> ChildServer {
+    let all = worker_args(dir, name, coordinator, args);
+    let log = dir.join(format!("{name}.log"));
+    ChildServer::spawn(name, EXE.as_ref(), all, Vec::new(), &log).expect("start the worker")
+}
+
+fn worker_args(dir: &Path, name: &str, coordinator: &str, args: &[&str]) -> Vec<String> {
     let mut all: Vec<String> = [
         "worker",
         "--coordinator",
@@ -92,9 +106,26 @@ pub fn worker_in(ns: &Netns, dir: &Path, name: &'static str, coordinator: &str, 
     .map(|s| s.to_string())
     .collect();
     all.extend(args.iter().map(|s| s.to_string()));
-    let (program, argv) = ns.argv(EXE, &all);
-    let log = dir.join(format!("{name}.log"));
-    ChildServer::spawn(name, program.as_ref(), argv, Vec::new(), &log).expect("start the worker")
+    all
+}
+
+/// A catalog of the one service the fault tests' workers declare
+/// (`notes-coa`, alias `notes`), so that nothing else is placed on them.
+pub fn notes_catalog(dir: &Path) -> String {
+    let path = dir.join("catalog.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[service]]
+name = "notes-coa"
+aliases = ["notes"]
+requires = "cpu"
+port = 8100
+readiness = { http = "/health" }
+"#,
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
 }
 
 /// `edgeplane sample-service` inside `ns` on 127.0.0.1:`port`, reporting `name`.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Bound on each etcd request: a member never waits longer than this to
 /// learn that etcd is unreachable.
@@ -314,6 +314,7 @@ impl Member {
                 Stopped::Failed(e) => e,
             };
             self.metrics.etcd_error("lease");
+            debug!(coordinator = %self.id, %error, "lease renewal failed; retrying");
             self.set_link(Link::Down {
                 since_unix_ms: unix_ms(),
                 error,
@@ -334,6 +335,12 @@ impl Member {
         let (mut keeper, mut answers) =
             match tokio::time::timeout(REQUEST_TIMEOUT, self.client.clone().lease_keep_alive(lease)).await {
                 Err(_) => return failed("", &"no answer"),
+                // etcd-client reads the first answer itself and turns a TTL
+                // of 0 (the lease expired while etcd was out of reach) into
+                // this error, not an answer.
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(m))) if m.contains("not found") => {
+                    return Stopped::Expired
+                }
                 Ok(Err(e)) => return failed("", &e),
                 Ok(Ok(k)) => k,
             };

@@ -13,6 +13,9 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     child: Option<Child>,
     tls: Option<EtcdTls>,
+    /// Listening on every address (for hosts in network namespaces),
+    /// not only loopback.
+    everywhere: bool,
 }
 
 /// PEM files for an etcd that serves TLS only and requires a client
@@ -64,7 +67,17 @@ impl Etcd {
         Self::start_with(Some(tls)).await
     }
 
+    /// Listening on every address: for coordinators in network namespaces,
+    /// which reach it at the root namespace's address and [`Etcd::port`].
+    pub async fn start_everywhere() -> Etcd {
+        Self::start_on(None, true).await
+    }
+
     async fn start_with(tls: Option<EtcdTls>) -> Etcd {
+        Self::start_on(tls, false).await
+    }
+
+    async fn start_on(tls: Option<EtcdTls>, everywhere: bool) -> Etcd {
         let mut e = Etcd {
             url: String::new(),
             client_port: super::free_port(),
@@ -72,6 +85,7 @@ impl Etcd {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             tls,
+            everywhere,
         };
         let scheme = if e.tls.is_some() { "https" } else { "http" };
         e.url = format!("{scheme}://127.0.0.1:{}", e.client_port);
@@ -83,6 +97,11 @@ impl Etcd {
     pub async fn resume(&mut self) {
         assert!(self.child.is_none(), "etcd is already running");
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let listen = if self.everywhere {
+            self.url.replace("127.0.0.1", "0.0.0.0")
+        } else {
+            self.url.clone()
+        };
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).unwrap();
         let mut cmd = Command::new(binary());
         if let Some(t) = &self.tls {
@@ -94,7 +113,7 @@ impl Etcd {
         let child = cmd
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &self.url, "--advertise-client-urls", &self.url])
+            .args(["--listen-client-urls", &listen, "--advertise-client-urls", &self.url])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("test={peer}")])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
@@ -123,6 +142,10 @@ impl Etcd {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.client_port
     }
 
     /// `kill -9`, keeping the data dir for [`Etcd::resume`].

@@ -24,23 +24,42 @@ pub const EXE: &str = env!("CARGO_BIN_EXE_edgeplane");
 pub struct Coordinator {
     pub port: u16,
     pub child: ChildServer,
+    /// Where the test reaches it: loopback, or its namespace's address.
+    pub addr: std::net::Ipv4Addr,
 }
 
 impl Coordinator {
     pub async fn start(dir: &Path, name: &'static str, args: &[&str]) -> Coordinator {
+        Self::spawn(None, dir, name, args).await
+    }
+
+    /// A coordinator inside `ns`, reached at its address there.
+    pub async fn start_in(ns: &Netns, dir: &Path, name: &'static str, args: &[&str]) -> Coordinator {
+        Self::spawn(Some(ns), dir, name, args).await
+    }
+
+    async fn spawn(ns: Option<&Netns>, dir: &Path, name: &'static str, args: &[&str]) -> Coordinator {
         let port = super::free_port();
         let mut all: Vec<String> = vec!["coordinator".into(), "--listen".into(), format!("0.0.0.0:{port}")];
-        all.extend(args.iter().map(|s| s.to_string()));
+        // `{port}` in an argument: the port it listens on (for --advertise-peer).
+        all.extend(args.iter().map(|s| s.replace("{port}", &port.to_string())));
         let log = dir.join(format!("{name}.log"));
-        let child = ChildServer::spawn(name, EXE.as_ref(), all, Vec::new(), &log).expect("start the coordinator");
-        let mut c = Coordinator { port, child };
+        let (program, argv, addr) = match ns {
+            Some(ns) => {
+                let (p, a) = ns.argv(EXE, &all);
+                (p, a, ns.addr)
+            }
+            None => (EXE.to_string(), all, std::net::Ipv4Addr::LOCALHOST),
+        };
+        let child = ChildServer::spawn(name, program.as_ref(), argv, Vec::new(), &log).expect("start the coordinator");
+        let mut c = Coordinator { port, child, addr };
         c.wait_serving().await;
         c
     }
 
-    /// The URL the test itself uses.
+    /// The URL the test itself uses (and, for one in a namespace, every host).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.addr, self.port)
     }
 
     /// The URL a worker in `ns` dials.
@@ -56,7 +75,10 @@ impl Coordinator {
                 async move { reqwest::get(&health).await.is_ok_and(|r| r.status() == 200) }
             })
             .await
-            .expect("the coordinator serves")
+            .unwrap_or_else(|e| {
+                let log = std::fs::read_to_string(self.child.log()).unwrap_or_default();
+                panic!("the coordinator does not serve: {e}\n{log}")
+            })
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -184,6 +206,8 @@ pub struct Seen {
     pub reason: String,
     /// The worker's services and their states.
     pub services: Vec<(String, ServiceState)>,
+    /// In a cluster: the coordinator holding its session.
+    pub coordinator: String,
 }
 
 impl Seen {
@@ -201,6 +225,7 @@ impl Seen {
             },
             sessions: w.sessions,
             reason: e.reason,
+            coordinator: w.coordinator.clone(),
             services: w
                 .services
                 .iter()

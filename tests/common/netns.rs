@@ -30,6 +30,10 @@ pub struct Netns {
 
 static NEXT: AtomicU8 = AtomicU8::new(1);
 
+fn next() -> u8 {
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Runs a command, panicking with its output when it fails.
 pub fn run(args: &[&str]) -> String {
     let out = Command::new(args[0])
@@ -75,49 +79,64 @@ fn kill_inside(name: &str) {
 impl Netns {
     /// A new namespace linked to the root one, loopback and link up.
     pub fn new() -> Netns {
+        let n = next();
+        let ns = Netns::bare(n, Ipv4Addr::new(10, 211, n, 1), Ipv4Addr::new(10, 211, n, 2));
+        // From here on, Drop cleans up whatever of the rest was made.
+        ns.veth_to(None);
+        run(&["ip", "addr", "add", &format!("{}/24", ns.host), "dev", &ns.host_if]);
+        run(&["ip", "link", "set", &ns.host_if, "up"]);
+        ns.configure();
+        ns
+    }
+
+    /// A namespace made, with its names, and nothing in it yet.
+    fn bare(n: u8, host: Ipv4Addr, addr: Ipv4Addr) -> Netns {
         static CLEAN: std::sync::Once = std::sync::Once::new();
         CLEAN.call_once(remove_stale);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let name = format!("{PREFIX}{pid}-{n}");
         // Interface names: at most 15 bytes.
         let tag = format!("{:x}{n:02x}", pid % 0x10000);
-        let (host_if, ns_if) = (format!("efh{tag}"), format!("efn{tag}"));
-        let host = Ipv4Addr::new(10, 211, n, 1);
-        let addr = Ipv4Addr::new(10, 211, n, 2);
         let ns = Netns {
-            name,
-            host_if,
-            ns_if,
+            name: format!("{PREFIX}{pid}-{n}"),
+            host_if: format!("efh{tag}"),
+            ns_if: format!("efn{tag}"),
             host,
             addr,
         };
         run(&["ip", "netns", "add", &ns.name]);
-        // From here on, Drop cleans up whatever of the rest was made.
+        ns
+    }
+
+    /// The veth pair: `ns_if` inside, `host_if` in `other` (the root
+    /// namespace when `None`).
+    fn veth_to(&self, other: Option<&str>) {
         run(&[
             "ip",
             "link",
             "add",
-            &ns.host_if,
+            &self.host_if,
             "type",
             "veth",
             "peer",
             "name",
-            &ns.ns_if,
+            &self.ns_if,
         ]);
-        run(&["ip", "link", "set", &ns.ns_if, "netns", &ns.name]);
-        run(&["ip", "addr", "add", &format!("{host}/24"), "dev", &ns.host_if]);
-        run(&["ip", "link", "set", &ns.host_if, "up"]);
-        ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", &ns.ns_if]);
-        ns.exec(&["ip", "link", "set", &ns.ns_if, "up"]);
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        // The nft table partitions go into; empty (nothing dropped) until then.
-        ns.nft(
+        run(&["ip", "link", "set", &self.ns_if, "netns", &self.name]);
+        if let Some(o) = other {
+            run(&["ip", "link", "set", &self.host_if, "netns", o]);
+        }
+    }
+
+    /// Address, links up, and the empty nft table faults go into.
+    fn configure(&self) {
+        self.exec(&["ip", "addr", "add", &format!("{}/24", self.addr), "dev", &self.ns_if]);
+        self.exec(&["ip", "link", "set", &self.ns_if, "up"]);
+        self.exec(&["ip", "link", "set", "lo", "up"]);
+        self.nft(
             "add table inet fault\n\
              add chain inet fault in { type filter hook input priority 0; policy accept; }\n\
              add chain inet fault out { type filter hook output priority 0; policy accept; }",
         );
-        ns
     }
 
     /// Runs `args` inside the namespace.
@@ -155,6 +174,19 @@ impl Netns {
         self.nft(&format!("add rule inet fault in iifname \"{}\" drop", self.ns_if));
     }
 
+    /// Drops what crosses between this namespace and `peer` (only its
+    /// `port`, when given): one host cut off from one other, the rest of
+    /// the network untouched.
+    pub fn cut_from(&self, peer: Ipv4Addr, port: Option<u16>) {
+        let (to, from) = match port {
+            Some(p) => (format!("tcp dport {p}"), format!("tcp sport {p}")),
+            None => (String::new(), String::new()),
+        };
+        self.nft(&format!(
+            "add rule inet fault out ip daddr {peer} {to} drop\nadd rule inet fault in ip saddr {peer} {from} drop"
+        ));
+    }
+
     /// Ends a partition or a one-way drop.
     pub fn heal(&self) {
         self.nft("flush chain inet fault in\nflush chain inet fault out");
@@ -174,5 +206,61 @@ impl Drop for Netns {
         // Deleting the namespace deletes the veth pair with it.
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+    }
+}
+
+/// A switched network: a bridge in a namespace of its own (bridged traffic
+/// there meets no firewall: the root namespace's FORWARD policy, Docker's
+/// DROP, never sees it), with the root namespace and any number of host
+/// namespaces attached, on 10.212.n.0/24. The root namespace is `.1`.
+pub struct Lan {
+    switch: Netns,
+    n: u8,
+    next_host: u8,
+    pub root: Ipv4Addr,
+    root_if: String,
+}
+
+impl Lan {
+    pub fn new() -> Lan {
+        let n = next();
+        let switch = Netns::bare(n, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+        switch.exec(&["ip", "link", "add", "br0", "type", "bridge"]);
+        switch.exec(&["ip", "link", "set", "br0", "up"]);
+        // The root namespace's port: `host_if` stays in the root namespace.
+        let root = Ipv4Addr::new(10, 212, n, 1);
+        switch.veth_to(None);
+        switch.exec(&["ip", "link", "set", &switch.ns_if, "master", "br0"]);
+        switch.exec(&["ip", "link", "set", &switch.ns_if, "up"]);
+        run(&["ip", "addr", "add", &format!("{root}/24"), "dev", &switch.host_if]);
+        run(&["ip", "link", "set", &switch.host_if, "up"]);
+        let root_if = switch.host_if.clone();
+        Lan {
+            switch,
+            n,
+            next_host: 10,
+            root,
+            root_if,
+        }
+    }
+
+    /// A new host namespace on the network.
+    pub fn host(&mut self) -> Netns {
+        let k = self.next_host;
+        self.next_host += 1;
+        let addr = Ipv4Addr::new(10, 212, self.n, k);
+        let ns = Netns::bare(next(), self.root, addr);
+        // Its `host_if` goes into the switch, on the bridge.
+        ns.veth_to(Some(&self.switch.name));
+        self.switch.exec(&["ip", "link", "set", &ns.host_if, "master", "br0"]);
+        self.switch.exec(&["ip", "link", "set", &ns.host_if, "up"]);
+        ns.configure();
+        ns
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.root_if]).status();
     }
 }

@@ -130,8 +130,23 @@ async fn a_partition_past_the_heartbeat_timeout_degrades_and_heals_under_the_sam
     load.until_sent(50).await;
     let (sent, failed, failures) = load.stop().await;
     let window_end = back.at + Duration::from_secs(3);
-    let stray: Vec<_> = failures.iter().filter(|(t, _)| *t < cut || *t > window_end).collect();
-    assert!(stray.is_empty(), "requests failed outside the partition: {stray:?}");
+    let stray: Vec<_> = failures
+        .iter()
+        .filter(|(t, _)| *t < cut || *t > window_end)
+        .map(|(t, why)| {
+            (
+                t.checked_duration_since(cut)
+                    .map_or_else(|| format!("-{:?}", cut - *t), |d| format!("+{d:?}")),
+                why,
+            )
+        })
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "requests failed outside the partition (times from the cut; healthy again at +{:?}): {stray:?}; the watch saw {:#?}",
+        back.at - cut,
+        f.watch.all()
+    );
     println!(
         "partition of {:?}: degraded after {after:?}, healthy {:?} after the heal; {failed} of {sent} requests failed",
         healed - cut,

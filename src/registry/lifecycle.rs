@@ -320,6 +320,15 @@ impl State {
             }
             return out;
         }
+        if entry.state == state && state == ServiceState::Ready {
+            // Ready, and still ready in other words ("declared by the
+            // worker", then the probe's first passing check): recorded, but
+            // no change a watcher or a route needs. Sent, every worker start
+            // gave every watcher a "ready -> ready".
+            entry.message = status.message;
+            self.put(rec);
+            return out;
+        }
         let reason = format!(
             "service {} {} -> {}",
             status.service,

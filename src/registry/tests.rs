@@ -413,6 +413,45 @@ fn an_instance_id_changed_on_resume_is_forgotten_with_the_record() {
 }
 
 #[test]
+fn a_ready_service_whose_message_alone_changes_sends_no_event() {
+    let mut st = state();
+    let (w, _) = connect(&mut st, 0, &hello("w", "i-1"));
+    let said = |message: &str, state: ServiceState| ServiceStatus {
+        service: "own-thing".into(),
+        state: state as i32,
+        message: message.into(),
+    };
+    let c = st.service_status(
+        10,
+        &w.worker_id,
+        w.generation,
+        said("declared by the worker", ServiceState::Ready),
+        false,
+    );
+    assert_eq!(c.events.len(), 1, "first ready is news");
+    let c = st.service_status(11, &w.worker_id, w.generation, said("", ServiceState::Ready), false);
+    assert!(c.events.is_empty() && c.routes.is_none(), "ready -> ready is not");
+    // Recorded all the same: a reader of the worker sees the latest words.
+    assert_eq!(st.get(11, &w.worker_id).unwrap().services[0].message, "");
+    // A loading service's progress is still news.
+    st.service_status(
+        12,
+        &w.worker_id,
+        w.generation,
+        said("pulling", ServiceState::Loading),
+        false,
+    );
+    let c = st.service_status(
+        13,
+        &w.worker_id,
+        w.generation,
+        said("starting", ServiceState::Loading),
+        false,
+    );
+    assert_eq!(c.events.len(), 1);
+}
+
+#[test]
 fn a_status_for_a_catalog_service_neither_declared_nor_placed_is_not_recorded() {
     // A worker back from a partition reports the copy it still runs of a
     // service re-placed elsewhere meanwhile: recorded, it would be routed.

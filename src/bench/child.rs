@@ -32,10 +32,33 @@ pub struct SpawnOptions {
     pub stdin_pipe: bool,
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port that was free on every address a moment ago, for a child that
+/// binds it after we let it go.
+///
+/// Chosen below the kernel's ephemeral range, where outgoing connections
+/// take their local ports: a port from that range (what binding port 0
+/// returns) can be taken by any connection some other process opens before
+/// the child binds it, which on a busy machine happened ("address already
+/// in use"). Only another test picking the same port at random can collide
+/// here. Falls back to port 0 when the range leaves no room below it.
 pub fn free_port() -> Result<u16, BenchError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let low = ephemeral_low().unwrap_or(32768);
+    if low > 2048 {
+        for _ in 0..200 {
+            let port = rand::random_range(low / 2..low);
+            if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    let l = std::net::TcpListener::bind("0.0.0.0:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// The first port of the kernel's ephemeral range (Linux).
+fn ephemeral_low() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// Polls `probe` until it succeeds; fails as soon as one of `children` exits

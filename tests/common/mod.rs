@@ -82,11 +82,11 @@ pub async fn notes_routed_to(
     (c, (agent, stop.drop_guard(), dir))
 }
 
-/// A TCP port free on 127.0.0.1 right now: the crate's one helper
+/// A TCP port free right now, below the ephemeral range: the crate's one helper
 /// ([`edgeplane::bench::child::free_port`], which the benches use too),
 /// panicking instead of returning an error.
 pub fn free_port() -> u16 {
-    edgeplane::bench::child::free_port().expect("a free port on 127.0.0.1")
+    edgeplane::bench::child::free_port().expect("a free port")
 }
 
 pub struct TestCoordinator {

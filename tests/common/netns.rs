@@ -203,9 +203,13 @@ fn rand_suffix() -> u64 {
 impl Drop for Netns {
     fn drop(&mut self) {
         kill_inside(&self.name);
-        // Deleting the namespace deletes the veth pair with it.
+        // Deleting the namespace deletes the veth pair with it: the link
+        // is usually gone by the next line, and saying so on stderr is noise.
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -261,6 +265,9 @@ impl Lan {
 
 impl Drop for Lan {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.root_if]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.root_if])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }

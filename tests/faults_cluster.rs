@@ -118,6 +118,12 @@ async fn cluster(name: &str) -> Cluster {
                 .await;
             ids.insert(n, s.worker_id);
         }
+        // Routed once its tunnel to A is up (through B too, which sends via A).
+        watch_a
+            .until(started, Duration::from_secs(30), |s| {
+                s.name == n && s.reason == "tunnel open"
+            })
+            .await;
     }
     Cluster {
         _dir: dir,

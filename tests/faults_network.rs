@@ -57,6 +57,12 @@ async fn one_worker(coordinator_args: &[&str], worker_args: &[&str]) -> OneWorke
         }) => s,
         log = exited(&mut worker) => panic!("the worker exited:\n{log}"),
     };
+    // Its service is routed once its tunnel is up too: until then the
+    // proxy has nowhere to send (a request in that gap is refused, 503).
+    tokio::select! {
+        _ = watch.until(start, Duration::from_secs(20), |s| s.name == "w1" && s.reason == "tunnel open") => {}
+        log = exited(&mut worker) => panic!("the worker exited:\n{log}"),
+    }
     OneWorker {
         _dir: dir,
         coordinator,

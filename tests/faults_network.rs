@@ -194,7 +194,9 @@ async fn a_lossy_slow_link_at_the_default_timeouts_raises_no_false_state() {
             .all(|s| s.status == WorkerStatus::Healthy && s.worker_id == f.id && s.sessions == 1),
         "no false degraded or disconnected on a bad link: {seen:#?}"
     );
-    assert!(sent > 20, "requests crossed the link: {sent}");
+    // Two clients, each round trip several link crossings with
+    // retransmissions: 25-35 in 45 s on a quiet machine.
+    assert!(sent - failed >= 8, "requests crossed the link: {sent} sent, {failed} failed");
     let refused: Vec<_> = failures.iter().filter(|(_, why)| why.starts_with("status")).collect();
     assert!(
         refused.is_empty(),

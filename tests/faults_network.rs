@@ -196,12 +196,23 @@ async fn a_lossy_slow_link_at_the_default_timeouts_raises_no_false_state() {
     );
     // Two clients, each round trip several link crossings with
     // retransmissions: 25-35 in 45 s on a quiet machine.
-    assert!(sent - failed >= 8, "requests crossed the link: {sent} sent, {failed} failed");
-    let refused: Vec<_> = failures.iter().filter(|(_, why)| why.starts_with("status")).collect();
+    assert!(
+        sent - failed >= 8,
+        "requests crossed the link: {sent} sent, {failed} failed"
+    );
+    // The replica never left the routes (503). A request can still fail
+    // on the link itself: a 2 s connect timeout opening a tunnel pipe
+    // across 400-800 ms round trips with retransmissions (502), or a
+    // client timeout; those are counted, not forbidden.
+    let refused: Vec<_> = failures
+        .iter()
+        .filter(|(_, why)| why.starts_with("status 503"))
+        .collect();
     assert!(
         refused.is_empty(),
         "the proxy never refused for want of a replica: {refused:?}"
     );
+    let on_the_link = failures.iter().filter(|(_, why)| why.starts_with("status 502")).count();
     // The keepalive round trip, as the worker measured it and the
     // coordinator reports it: never faster than the link allows, and not
     // wildly slower.
@@ -212,7 +223,7 @@ async fn a_lossy_slow_link_at_the_default_timeouts_raises_no_false_state() {
     let too_fast = metric(&url, &format!("{series}_bucket{{le=\"0.2048\"}}")).await;
     assert!(count >= 5.0, "keepalive round trips reported: {count}");
     let mean = sum / count;
-    println!("lossy link: {sent} requests, {failed} failed (client timeouts); keepalive RTT mean {mean:.3}s over {count} samples");
+    println!("lossy link: {sent} requests, {failed} failed ({on_the_link} of them 502, the rest client timeouts); keepalive RTT mean {mean:.3}s over {count} samples");
     assert_eq!(too_fast, 0.0, "no round trip reported under the link's 400 ms");
     assert!((0.4..3.0).contains(&mean), "mean keepalive round trip {mean}s");
 }

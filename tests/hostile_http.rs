@@ -16,9 +16,14 @@ use tokio::net::TcpStream;
 /// Every way an HTTP/1 `/service/` request is served: data path, fast path.
 const PATHS: [(&str, bool); 4] = [("direct", true), ("direct", false), ("tunnel", true), ("tunnel", false)];
 
+/// Liveness is not under test here: a heartbeat timeout long enough that
+/// a loaded CI machine starving the in-process worker for 400 ms (the
+/// `fast_config` timeout) does not degrade it and turn an answer into a 503.
 fn config(fast_path: bool) -> CoordinatorConfig {
     CoordinatorConfig {
         http1_fast_path: fast_path,
+        heartbeat_timeout: std::time::Duration::from_secs(10),
+        worker_timeout: std::time::Duration::from_secs(30),
         ..fast_config()
     }
 }
@@ -299,7 +304,7 @@ async fn a_malformed_chunked_body_is_the_clients_fault() {
             let m = within(read_message(&mut s, &mut Vec::new(), false))
                 .await
                 .unwrap_or_else(|| panic!("{ctx}: no answer"));
-            assert!(m.head.starts_with("HTTP/1.1 400"), "{ctx}: {}", m.head);
+            assert!(m.head.starts_with("HTTP/1.1 400"), "{ctx}: {}{}", m.head, text(&m.body));
             assert!(
                 text(&m.body).contains("\"bad_request_body\""),
                 "{ctx}: {}",

@@ -81,15 +81,18 @@ impl Catalog {
                 .map_err(|e| err(e.at.unwrap_or(at), e.reason))?;
             let idx = cat.entries.len();
             for key in std::iter::once(&entry.name).chain(&entry.aliases) {
+                // `other` may be this entry, not yet in `entries` (an alias
+                // equal to the name, or given twice): that indexed past
+                // the end and panicked (found by `fuzz/` catalog).
                 if let Some(&other) = cat.by_name.get(key) {
-                    let other = &cat.entries[other].name;
+                    let other = cat.entries.get(other).map_or(&entry.name, |e| &e.name);
                     return Err(err(at, format!("`{key}` is already the name or an alias of `{other}`")));
                 }
                 cat.by_name.insert(key.clone(), idx);
             }
             for g in &entry.grpc_services {
                 if let Some(&other) = cat.grpc.get(g) {
-                    let other = &cat.entries[other].name;
+                    let other = cat.entries.get(other).map_or(&entry.name, |e| &e.name);
                     return Err(err(at, format!("gRPC service `{g}` is already served by `{other}`")));
                 }
                 cat.grpc.insert(g.clone(), idx);
@@ -169,6 +172,25 @@ mod tests {
         let e = Catalog::parse(text, "c").unwrap_err();
         assert_eq!(e.line, 5, "{e}");
         assert!(e.reason.contains("must start with /"), "{e}");
+    }
+
+    /// A name repeated within one entry (an alias equal to the name, an
+    /// alias or a gRPC service listed twice) panicked with an index out of
+    /// bounds instead of being refused.
+    #[test]
+    fn a_name_repeated_within_an_entry_is_refused() {
+        for (text, what) in [
+            ("[[service]]\nname = \"a\"\n\naliases = [\"a\"]\nport = 1\n", "`a`"),
+            ("[[service]]\nname = \"a\"\naliases = [\"b\", \"b\"]\nport = 1\n", "`b`"),
+            (
+                "[[service]]\nname = \"a\"\nport = 1\ngrpc_services = [\"x.v1.X\", \"x.v1.X\"]\n",
+                "`x.v1.X`",
+            ),
+        ] {
+            let e = Catalog::parse(text, "cat.toml").unwrap_err();
+            assert_eq!(e.line, 1, "{e}");
+            assert!(e.reason.contains(what) && e.reason.contains("already"), "{e}");
+        }
     }
 
     #[test]

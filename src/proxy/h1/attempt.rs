@@ -3,9 +3,9 @@
 //! response head read back. The loop around attempts is the proxy's one
 //! ([`crate::proxy::attempts`]); this is the fast path's half of it.
 
-use super::headers::{frames_the_message, has_connection, header, idempotent, is_hop_by_hop, named_in_connection};
+use super::headers::idempotent;
 use super::upstream::{Failed, Upstream};
-use super::{client_gone, response, Exchange, MAX_RESPONSE_HEAD, READ_CHUNK};
+use super::{client_gone, request, response, Exchange, MAX_RESPONSE_HEAD, READ_CHUNK};
 use crate::proxy::attempts::Attempt;
 use crate::proxy::balance::InFlight;
 use crate::proxy::forward::{self, MAX_TARGET};
@@ -170,59 +170,18 @@ impl Exchange<'_> {
         }
     }
 
-    /// The request as the replica gets it: its path under the replica's
-    /// prefix, hop-by-hop headers out, `x-forwarded-*` and the request id in.
+    /// The request as the replica gets it ([`request::write_request`]).
     fn write_request(&self, ep: &Endpoint, up: &Upstream, out: &mut Vec<u8>) {
-        let h = self.head;
-        out.extend_from_slice(h.method.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(up.prefix(ep).as_bytes());
-        out.extend_from_slice(if h.rest.is_empty() { b"/" } else { h.rest.as_bytes() });
-        if let Some(q) = h.query {
-            out.push(b'?');
-            out.extend_from_slice(q.as_bytes());
-        }
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        header(out, b"host", &up.host);
-        let mut host = None;
-        let mut forwarded_for = None;
-        let has_host = h.headers.iter().any(|x| x.name.eq_ignore_ascii_case("host"));
-        let listed = has_connection(h.headers);
-        for hd in h.headers {
-            let n = hd.name;
-            if n.eq_ignore_ascii_case("host") {
-                host = Some(hd.value);
-                continue;
-            }
-            if n.eq_ignore_ascii_case("x-forwarded-for") && self.client.is_some() {
-                forwarded_for.get_or_insert(hd.value);
-                continue;
-            }
-            if is_hop_by_hop(n)
-                || (listed && !frames_the_message(n) && named_in_connection(h.headers, n))
-                || n.eq_ignore_ascii_case("x-forwarded-proto")
-                || n.eq_ignore_ascii_case("x-request-id")
-                || (has_host && n.eq_ignore_ascii_case("x-forwarded-host"))
-            {
-                continue;
-            }
-            header(out, n.as_bytes(), hd.value);
-        }
-        if let Some(client) = self.client {
-            out.extend_from_slice(b"x-forwarded-for: ");
-            if let Some(prev) = forwarded_for {
-                out.extend_from_slice(prev);
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(client.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        if let Some(v) = host {
-            header(out, b"x-forwarded-host", v);
-        }
-        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
-        header(out, b"x-request-id", self.rid);
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(self.body);
+        request::write_request(
+            self.head,
+            &request::Forward {
+                prefix: up.prefix(ep),
+                host: &up.host,
+                client: self.client.map(|c| c.as_bytes()),
+                rid: self.rid,
+            },
+            self.body,
+            out,
+        );
     }
 }

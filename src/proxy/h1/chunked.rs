@@ -30,7 +30,10 @@ enum State {
     Size {
         digits: u8,
     },
-    /// After the size: extensions up to CR.
+    /// Whitespace after the size (RFC 9112 7.1.1's BWS): only more of it,
+    /// `;` or the CR that ends the line may follow.
+    SizeWs,
+    /// After `;`: extensions up to CR.
     Extension,
     /// Expecting LF after the size line's CR.
     SizeLf,
@@ -96,15 +99,32 @@ impl ChunkedEnd {
                         Some(_) => return Err(ChunkedError::BadSize),
                         None if digits == 0 => return Err(ChunkedError::BadSize),
                         None if b == b'\r' => self.state = State::SizeLf,
-                        None if b == b';' || b == b' ' || b == b'\t' => self.state = State::Extension,
+                        None if b == b';' => self.state = State::Extension,
+                        None if b == b' ' || b == b'\t' => self.state = State::SizeWs,
                         None => return Err(ChunkedError::BadSize),
+                    }
+                }
+                // `5 x` was taken for a size of 5 with an extension: a
+                // client or cache that reads the line otherwise (as an
+                // error, or as another size) frames the body differently.
+                State::SizeWs => {
+                    self.count_line()?;
+                    match b {
+                        b' ' | b'\t' => {}
+                        b';' => self.state = State::Extension,
+                        b'\r' => self.state = State::SizeLf,
+                        _ => return Err(ChunkedError::BadSize),
                     }
                 }
                 State::Extension => {
                     self.count_line()?;
                     match b {
                         b'\r' => self.state = State::SizeLf,
-                        b'\n' => return Err(ChunkedError::BadSize),
+                        // Names, values, quoted strings and BWS: no control
+                        // bytes but HTAB (a bare LF could end the line for
+                        // another parser).
+                        b'\t' => {}
+                        0..=0x1f | 0x7f => return Err(ChunkedError::BadSize),
                         _ => {}
                     }
                 }
@@ -199,6 +219,15 @@ mod tests {
         assert_eq!(end_of(b"0\r\n", 100), Ok(None));
         assert_eq!(end_of(b"0\r\n\r\n", 100), Ok(Some(5)));
         assert_eq!(end_of(b"0\r\n\n", 100), Ok(Some(4)), "bare LF ends the trailers too");
+        // Whitespace before the line end or an extension (BWS), and
+        // extensions with tabs, quoted strings and obs-text.
+        for ok in [
+            &b"5 \r\nhello\r\n0\r\n\r\n"[..],
+            b"5\t \t;a=b\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"x y\";b\t=\t\xffc\r\nhello\r\n0 ;x\r\n\r\n",
+        ] {
+            assert_eq!(end_of(ok, 100), Ok(Some(ok.len())), "{ok:?}");
+        }
     }
 
     #[test]
@@ -207,6 +236,18 @@ mod tests {
         assert_eq!(end_of(b"\r\n", 100), Err(ChunkedError::BadSize));
         assert_eq!(end_of(b"3\r\nabcX", 100), Err(ChunkedError::BadDataEnd));
         assert_eq!(end_of(b"11111111111111111\r\n", 100), Err(ChunkedError::BadSize));
+        for bad in [
+            &b"5 x\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\tx\r\nhello\r\n0\r\n\r\n",
+            b"5 0\r\nhello\r\n0\r\n\r\n",
+            b"5 \n",
+            b"5x\r\n",
+            b"5;a\0b\r\nhello\r\n0\r\n\r\n",
+            b"5;a\nb\r\n",
+            b"0;a\x7f\r\n\r\n",
+        ] {
+            assert_eq!(end_of(bad, 100), Err(ChunkedError::BadSize), "{bad:?}");
+        }
         let long = [b"1;".as_slice(), &[b'a'; MAX_LINE]].concat();
         assert_eq!(end_of(&long, 100), Err(ChunkedError::LongLine));
         assert_eq!(end_of(b"0\r\nx-t: a\rb\r\n\r\n", 100), Err(ChunkedError::BareCr));

@@ -19,11 +19,14 @@
 //! chunked uploads, large bodies, HTTP/2 and the API behave exactly as before.
 
 mod attempt;
-mod chunked;
+// Public, with pure functions only, for the fuzz targets (`fuzz/`,
+// docs/fuzzing.md): what a peer's bytes go through, testable without a
+// socket.
+pub mod chunked;
 mod headers;
 mod relay;
-mod request;
-mod response;
+pub mod request;
+pub mod response;
 mod upstream;
 
 use super::attempts::{Attempts, ViaCode};

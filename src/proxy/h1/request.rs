@@ -3,7 +3,7 @@
 //! body, `Expect`, `Upgrade`, HTTP/1.0, absolute-form targets) goes to the
 //! full HTTP/1 server with the bytes untouched.
 
-use super::headers::is_token_in;
+use super::headers::{frames_the_message, has_connection, header, is_hop_by_hop, is_token_in, named_in_connection};
 
 /// Most headers a request may carry on the fast path (more: the full server
 /// decides, and refuses past its own limit).
@@ -118,6 +118,77 @@ pub fn parse<'b>(buf: &'b [u8], headers: &'b mut [httparse::Header<'b>], max_bod
         content_length,
         close,
     })
+}
+
+/// Where a request goes, as [`write_request`] needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Forward<'a> {
+    /// The replica's path prefix (`""` or `/something`, no trailing `/`).
+    pub prefix: &'a str,
+    /// The `Host` the replica expects.
+    pub host: &'a [u8],
+    /// The client's address, for `x-forwarded-for` (`None`: not added).
+    pub client: Option<&'a [u8]>,
+    /// The request id sent as `x-request-id`.
+    pub rid: &'a [u8],
+}
+
+/// The request as the replica gets it, appended to `out`: its path under
+/// the replica's prefix, hop-by-hop headers out, `x-forwarded-*` and the
+/// request id in, then `body` (the `Content-Length` bytes after the head).
+/// The fast path's one writer of upstream requests, and a pure function, so
+/// that `fuzz/` checks the real framing (`h1_differential`).
+pub fn write_request(h: &Head<'_>, to: &Forward<'_>, body: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(h.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(to.prefix.as_bytes());
+    out.extend_from_slice(if h.rest.is_empty() { b"/" } else { h.rest.as_bytes() });
+    if let Some(q) = h.query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    header(out, b"host", to.host);
+    let mut host = None;
+    let mut forwarded_for = None;
+    let has_host = h.headers.iter().any(|x| x.name.eq_ignore_ascii_case("host"));
+    let listed = has_connection(h.headers);
+    for hd in h.headers {
+        let n = hd.name;
+        if n.eq_ignore_ascii_case("host") {
+            host = Some(hd.value);
+            continue;
+        }
+        if n.eq_ignore_ascii_case("x-forwarded-for") && to.client.is_some() {
+            forwarded_for.get_or_insert(hd.value);
+            continue;
+        }
+        if is_hop_by_hop(n)
+            || (listed && !frames_the_message(n) && named_in_connection(h.headers, n))
+            || n.eq_ignore_ascii_case("x-forwarded-proto")
+            || n.eq_ignore_ascii_case("x-request-id")
+            || (has_host && n.eq_ignore_ascii_case("x-forwarded-host"))
+        {
+            continue;
+        }
+        header(out, n.as_bytes(), hd.value);
+    }
+    if let Some(client) = to.client {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prev) = forwarded_for {
+            out.extend_from_slice(prev);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(client);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(v) = host {
+        header(out, b"x-forwarded-host", v);
+    }
+    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    header(out, b"x-request-id", to.rid);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
 }
 
 /// A `Content-Length` value: digits only, no sign, no list.

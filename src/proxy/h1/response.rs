@@ -78,7 +78,6 @@ pub fn rewrite(
     }
     let mut length = None;
     let mut chunked = false;
-    let mut dated = false;
     let mut upstream_close = !http11;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -94,8 +93,6 @@ pub fn rewrite(
                 return Err(HeadError::TransferEncoding);
             }
             chunked = true;
-        } else if h.name.eq_ignore_ascii_case("date") {
-            dated = true;
         } else if h.name.eq_ignore_ascii_case("connection") {
             if is_token_in(h.value, "close") {
                 upstream_close = true;
@@ -124,6 +121,8 @@ pub fn rewrite(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let listed = has_connection(resp.headers);
+    let mut dated = false;
+    let mut length_written = false;
     for h in resp.headers.iter() {
         let keep_framing = h.name.eq_ignore_ascii_case("transfer-encoding") && framing == Framing::Chunked;
         // `Connection` naming `Content-Length` would otherwise send the
@@ -135,8 +134,24 @@ pub fn rewrite(
             continue;
         }
         // A chunked body is forwarded chunked: a length beside it would lie.
-        if chunked && h.name.eq_ignore_ascii_case("content-length") {
-            continue;
+        // Equal lengths given twice go out once (RFC 9110 8.6: a proxy
+        // replaces them with one valid field): a client that refuses the
+        // pair, or adds them up, would frame the body otherwise.
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if chunked || length_written {
+                continue;
+            }
+            length_written = true;
+        }
+        // Exactly one `Date` reaches the client: the upstream's first valid
+        // one (RFC 9110 6.6.1: an invalid one may be replaced), else ours
+        // below. Counted here, among the headers forwarded, so that one
+        // `Connection` named (and so dropped) is replaced, not lost.
+        if h.name.eq_ignore_ascii_case("date") {
+            if dated || !valid_date(h.value) {
+                continue;
+            }
+            dated = true;
         }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
@@ -163,6 +178,11 @@ pub fn rewrite(
         reusable,
         closes_client: close_client,
     }))
+}
+
+/// Whether `v` is an HTTP date (RFC 9110 5.6.7, any of its three forms).
+fn valid_date(v: &[u8]) -> bool {
+    std::str::from_utf8(v).is_ok_and(|s| httpdate::parse_http_date(s).is_ok())
 }
 
 /// The current time as an HTTP date, formatted at most once a second per thread.
@@ -220,6 +240,75 @@ mod tests {
             false,
         );
         assert_eq!(out.matches("ate: ").count(), 1, "the upstream's date is kept: {out}");
+    }
+
+    /// The upstream's `Date` named in `Connection` was dropped (as a
+    /// hop-by-hop header) and none added: the client got no `Date`.
+    /// Duplicates and invalid ones: exactly one valid `Date` goes out.
+    #[test]
+    fn exactly_one_valid_date_reaches_the_client() {
+        let theirs = "Mon, 30 Nov 2026 00:00:00 GMT";
+        let dates = |out: &str| -> Vec<String> {
+            out.split("\r\n")
+                .filter_map(|l| l.split_once(": "))
+                .filter(|(n, _)| n.eq_ignore_ascii_case("date"))
+                .map(|(_, v)| v.to_string())
+                .collect()
+        };
+        let valid = |d: &str| httpdate::parse_http_date(d).is_ok();
+        let (_, out) = run(
+            &format!("HTTP/1.1 200 OK\r\nConnection: date\r\nDate: {theirs}\r\nContent-Length: 0\r\n\r\n"),
+            false,
+        );
+        let d = dates(&out);
+        assert!(
+            d.len() == 1 && d[0] != theirs && valid(&d[0]),
+            "named in Connection: ours replaces it: {out}"
+        );
+        let (_, out) = run(
+            &format!(
+                "HTTP/1.1 200 OK\r\nDate: {theirs}\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Length: 0\r\n\r\n"
+            ),
+            false,
+        );
+        assert_eq!(dates(&out), [theirs], "{out}");
+        let (_, out) = run(
+            &format!("HTTP/1.1 200 OK\r\nDate: yesterday\r\nDate: {theirs}\r\nContent-Length: 0\r\n\r\n"),
+            false,
+        );
+        assert_eq!(dates(&out), [theirs], "{out}");
+        let (_, out) = run("HTTP/1.1 200 OK\r\nDate: yesterday\r\nContent-Length: 0\r\n\r\n", false);
+        let d = dates(&out);
+        assert!(d.len() == 1 && valid(&d[0]), "{out}");
+        // Other hop-by-hop headers named in Connection go, and so does
+        // Connection itself; the framing stays.
+        let (_, out) = run(
+            "HTTP/1.1 200 OK\r\nConnection: x-a, Keep-Alive, content-length\r\nX-A: 1\r\nKeep-Alive: 5\r\nX-B: 2\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        let lower = out.to_ascii_lowercase();
+        assert!(
+            !lower.contains("x-a:") && !lower.contains("keep-alive") && !lower.contains("connection"),
+            "{out}"
+        );
+        assert!(
+            out.contains("X-B: 2\r\n") && out.contains("Content-Length: 0\r\n"),
+            "{out}"
+        );
+    }
+
+    /// Two equal `Content-Length` fields were both forwarded: the client
+    /// got `Content-Length: 2` twice, which RFC 9110 8.6 forbids a proxy to
+    /// send (found writing the checks of `fuzz/` h1_response).
+    #[test]
+    fn equal_lengths_go_out_once() {
+        let (h, out) = run(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\nX: y\r\n\r\nok",
+            false,
+        );
+        assert_eq!(h.framing, Framing::Length(2));
+        assert_eq!(out.to_ascii_lowercase().matches("content-length").count(), 1, "{out}");
+        assert!(out.contains("Content-Length: 2\r\nX: y\r\n"), "{out}");
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub struct SoakArgs {
     /// How long a newcomer stays (each a random time up to twice this).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub newcomer_life: Duration,
-    /// Paced clients of `soak-steady` (and as many again of `soak-flap`, halved).
+    /// Paced clients of `soak-steady`; `soak-flap` gets half as many.
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
     /// Each client's gap between two requests.

@@ -119,6 +119,8 @@ async fn each_event_moves_exactly_its_series_and_promtool_accepts_the_exposition
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(s[r#"edgeplane_worker_sessions_total{kind="new"}"#], 1.0);
+    // The runtime's live tasks: at least the agent's session, the listener and this scrape.
+    assert!((3.0..1e6).contains(&s["edgeplane_tokio_tasks"]), "{s:?}");
     assert_eq!(
         s[&format!(r#"edgeplane_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"))],
         1.0

@@ -16,6 +16,12 @@
 //! - [`procfs`]: CPU and memory from `/proc`; [`histogram`]: latencies;
 //!   [`fdlimit`]: the open-file limit; [`child`]: servers run as children.
 //! - [`report`]: the figures, as a table and as JSON.
+//! - [`overload`]: keepalives while the proxy is saturated and under a
+//!   connection flood ([`http_load`]: the proxy load and its backend,
+//!   [`flood`]: the flood); [`stage`]: the coordinator, backend and fleet
+//!   they share.
+//! - [`soak`]: a bounded run of a churning fleet, sampled for leaks
+//!   ([`flatness`]: the verdict, [`svg`]: the plot).
 
 pub mod args;
 pub mod child;
@@ -25,9 +31,13 @@ pub mod error;
 pub mod etcd;
 pub mod etcd_proto;
 pub mod fdlimit;
+pub mod flatness;
 pub mod fleet;
+pub mod flood;
 pub mod histogram;
+pub mod http_load;
 pub mod load;
+pub mod overload;
 mod phases;
 pub mod pki;
 pub mod procfs;
@@ -35,6 +45,9 @@ pub mod ramp;
 pub mod reach;
 pub mod report;
 pub mod sim_worker;
+pub mod soak;
+pub mod stage;
+pub mod svg;
 pub mod watch;
 
 pub use args::{EtcdArgs, FleetArgs, LoadArgs};
@@ -58,9 +71,18 @@ pub enum BenchCommand {
     /// A fleet over several coordinator processes sharing one etcd: etcd
     /// writes in steady state, cost per coordinator, and a coordinator's kill.
     Cluster(cluster::ClusterArgs),
+    /// Keepalive round trips of a fleet with no load, with the coordinator's
+    /// proxy saturated, and under a connection flood.
+    Overload(overload::OverloadArgs),
+    /// A bounded soak of a churning fleet with proxy load: memory, open
+    /// files, threads, tasks and round trips sampled over time.
+    Soak(soak::SoakArgs),
     /// Part of a simulated fleet, for `bench cluster --load-processes`.
     #[command(hide = true)]
     Load(load::LoadProcessArgs),
+    /// The fast backend, as a process of its own (`--backend-cpus`).
+    #[command(hide = true)]
+    Backend(http_load::BackendArgs),
 }
 
 /// Runs a bench; prints its table to stdout (and JSON where asked).
@@ -77,6 +99,18 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         BenchCommand::Load(a) => {
             load::run(a).await?;
             return Ok(());
+        }
+        BenchCommand::Backend(a) => {
+            http_load::run_backend(a).await?;
+            return Ok(());
+        }
+        BenchCommand::Overload(a) => {
+            let r = overload::run(a).await?;
+            (r.table(), serde_json::to_string_pretty(&r), a.stage.json.clone())
+        }
+        BenchCommand::Soak(a) => {
+            let r = soak::run(a).await?;
+            (r.table(), serde_json::to_string_pretty(&r), a.stage.json.clone())
         }
         BenchCommand::Cluster(a) => {
             let r = cluster::run(a).await?;

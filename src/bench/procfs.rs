@@ -63,14 +63,7 @@ pub fn sample(pid: u32) -> Result<ProcSample, BenchError> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(err)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(err)?;
     let at = Instant::now();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let kib = |key: &str| status_field(&status, key).unwrap_or(0);
     Ok(ProcSample {
         at,
         cpu_ticks: stat_ticks(&stat),
@@ -78,6 +71,27 @@ pub fn sample(pid: u32) -> Result<ProcSample, BenchError> {
         peak_rss_kib: kib("VmHWM:"),
         threads: kib("Threads:"),
     })
+}
+
+/// The number after `key` (`VmRSS:`, `Threads:`) in a `/proc/PID/status` text.
+pub fn status_field(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Open file descriptors of a process: the entries of `/proc/PID/fd`.
+pub fn fd_count(pid: u32) -> Result<u64, BenchError> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|source| BenchError::Proc { pid, source })?;
+    Ok(dir.filter(|e| e.is_ok()).count() as u64)
+}
+
+/// The three load averages of a `/proc/loadavg` line.
+pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
+    let mut f = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some([f.next()??, f.next()??, f.next()??])
 }
 
 /// The fields of a `stat` line after the command name (field 2, which may
@@ -234,6 +248,31 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_status_loadavg_and_stat() {
+        let status = "Name:\tedgeplane\nVmHWM:\t   70312 kB\nVmRSS:\t   66120 kB\nThreads:\t3\n";
+        assert_eq!(status_field(status, "VmRSS:"), Some(66120));
+        assert_eq!(status_field(status, "VmHWM:"), Some(70312));
+        assert_eq!(status_field(status, "Threads:"), Some(3));
+        assert_eq!(status_field(status, "VmSwap:"), None);
+        assert_eq!(parse_loadavg("0.52 1.10 0.97 2/431 12345\n"), Some([0.52, 1.10, 0.97]));
+        assert_eq!(parse_loadavg("0.52 x"), None);
+        // A command name with spaces and parentheses does not shift the fields.
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 10 0 0";
+        assert_eq!(stat_ticks(stat), 300);
+        assert_eq!(stat_fields(stat).get(1), Some(&"1"));
+    }
+
+    #[test]
+    fn counts_open_files() {
+        let me = std::process::id();
+        let before = fd_count(me).unwrap();
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(fd_count(me).unwrap() >= 1 && before >= 1);
+        drop(f);
+        assert!(fd_count(u32::MAX).is_err());
+    }
 
     #[test]
     fn reads_this_process() {

@@ -12,7 +12,7 @@ use super::histogram::Histogram;
 use super::pki::WorkerCert;
 use crate::proto::{
     coordinator_message::Msg as In, worker_control_client::WorkerControlClient, worker_message::Msg as Out,
-    Capabilities, Hello, Keepalive, WorkerMessage,
+    Capabilities, DeclaredService, Hello, Keepalive, ServiceState, ServiceStatus, WorkerMessage,
 };
 use crate::worker::Backoff;
 use rand::Rng;
@@ -35,6 +35,8 @@ pub enum Mode {
     Silent,
     /// Drop the connection abruptly and stay away until set back to `Run`.
     Dead,
+    /// Drop the connection abruptly and end for good (a newcomer leaving).
+    Leave,
 }
 
 /// State every simulated worker shares.
@@ -159,6 +161,11 @@ pub struct SimWorker {
     pub at: std::sync::atomic::AtomicUsize,
     /// With mutual TLS (`bench fleet --tls`): its own certificate.
     pub tls: Option<WorkerCert>,
+    /// Services its Hello declares (name, URL), routed without placement.
+    pub services: Vec<DeclaredService>,
+    /// The readiness it reports for them, sent after each Welcome and
+    /// again whenever the bench changes it (`bench soak`'s flapping).
+    pub readiness: watch::Sender<Vec<(String, ServiceState)>>,
 }
 
 impl SimWorker {
@@ -175,7 +182,34 @@ impl SimWorker {
             id_changes: AtomicU64::new(0),
             at: std::sync::atomic::AtomicUsize::new(0),
             tls: None,
+            services: Vec::new(),
+            readiness: watch::channel(Vec::new()).0,
         }
+    }
+
+    /// The same, declaring `services` (name, URL), each reported `Ready`.
+    pub fn with_services(mut self, services: &[(String, String)]) -> Self {
+        self.services = services
+            .iter()
+            .map(|(name, url)| DeclaredService {
+                name: name.clone(),
+                url: url.clone(),
+            })
+            .collect();
+        self.readiness
+            .send_replace(services.iter().map(|(n, _)| (n.clone(), ServiceState::Ready)).collect());
+        self
+    }
+
+    /// Reports `state` for its service `name` (sent at once when connected).
+    pub fn set_readiness(&self, name: &str, state: ServiceState) {
+        self.readiness.send_modify(|v| {
+            for (n, s) in v.iter_mut() {
+                if n == name {
+                    *s = state;
+                }
+            }
+        });
     }
 
     /// The same, dialing with its own client certificate: the coordinator
@@ -227,11 +261,15 @@ pub async fn run(w: Arc<SimWorker>, shared: Arc<SimShared>, permit: OwnedSemapho
     let mut backoff = Backoff::new(shared.reconnect.0, shared.reconnect.1);
     let mut token = String::new();
     loop {
+        if *mode.borrow_and_update() == Mode::Leave {
+            return;
+        }
         if *mode.borrow_and_update() == Mode::Dead {
             tokio::select! {
                 r = mode.wait_for(|m| *m != Mode::Dead) => if r.is_err() { return },
                 _ = shared.stop.cancelled() => return,
             }
+            continue;
         }
         match session(&w, &shared, &mut mode, &mut token, &mut permit).await {
             Ended::Stop => return,
@@ -300,7 +338,7 @@ async fn session(
         _ = shared.stop.cancelled() => return Ended::Stop,
     };
     let mut client = WorkerControlClient::new(channel);
-    let (tx, rx) = mpsc::channel::<WorkerMessage>(4);
+    let (tx, rx) = mpsc::channel::<WorkerMessage>(8);
     let hello = Hello {
         name: w.name.clone(),
         instance_id: w.instance_id.clone(),
@@ -312,6 +350,7 @@ async fn session(
         resume_token: token.clone(),
         version: "bench".into(),
         previous_worker_id: w.asks_for(),
+        services: w.services.clone(),
         ..Default::default()
     };
     let _ = tx.try_send(wrap(Out::Hello(hello)));
@@ -379,12 +418,14 @@ async fn steady(
     let first = tokio::time::Instant::now() + Duration::from_micros(phase);
     let mut tick = tokio::time::interval_at(first, shared.keepalive);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut readiness = w.readiness.subscribe();
+    readiness.mark_changed();
     loop {
         tokio::select! {
             biased;
             _ = shared.stop.cancelled() => return Ended::Stop,
             changed = mode.changed() => {
-                if changed.is_err() || *mode.borrow_and_update() == Mode::Dead {
+                if changed.is_err() || matches!(*mode.borrow_and_update(), Mode::Dead | Mode::Leave) {
                     // Cut the socket before anything is dropped: dropping the
                     // request stream first would let HTTP/2 end it politely.
                     kill.cancel();
@@ -403,6 +444,18 @@ async fn steady(
                 }
                 _ => return Ended::Lost { welcomed: true },
             },
+            r = readiness.changed() => {
+                if r.is_err() {
+                    continue;
+                }
+                let report: Vec<(String, ServiceState)> = readiness.borrow_and_update().clone();
+                for (service, state) in report {
+                    let status = ServiceStatus { service, state: state as i32, message: String::new() };
+                    if tx.send(wrap(Out::ServiceStatus(status))).await.is_err() {
+                        return Ended::Lost { welcomed: true };
+                    }
+                }
+            }
             _ = tick.tick() => {
                 if !shared.paused.load(Ordering::Relaxed) && *mode.borrow() == Mode::Run {
                     let now = shared.now_us();

@@ -56,7 +56,8 @@ pub struct Restart {
 #[derive(Debug, Clone, Serialize)]
 pub struct FalsePositives {
     /// Reports of a worker as degraded, disconnected or removed that the
-    /// bench did not cause (outside its kill, silence and restart phases).
+    /// bench did not cause: outside the fleet bench's kill, silence and
+    /// restart phases; in the soak, of a never-stopped worker at all.
     pub reports: usize,
     pub workers: usize,
     pub examples: Vec<String>,

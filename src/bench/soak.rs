@@ -23,7 +23,7 @@ use super::flatness::{flatness, Flatness, Verdict};
 use super::histogram::Summary;
 use super::http_load::{self, gauge_value, LoadFigures, LoadSpec, LoadStats};
 use super::procfs::{self, Window};
-use super::report::progress;
+use super::report::{progress, FalsePositives};
 use super::sim_worker::{Mode, SimWorker};
 use super::stage::{loadavg, Stage, StageArgs};
 use super::svg::{self, Line, Panel};
@@ -116,14 +116,6 @@ pub struct Churn {
     pub flips: u64,
     /// Welcomes that gave a returning worker another id than it had.
     pub id_changes: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FalsePositives {
-    /// Reports of a never-stopped worker as anything but healthy.
-    pub reports: usize,
-    pub workers: usize,
-    pub examples: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

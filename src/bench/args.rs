@@ -49,6 +49,44 @@ pub struct LoadArgs {
     pub json: Option<PathBuf>,
 }
 
+/// How a bench starts its coordinator as a child process: which binary,
+/// where its log goes, and what else it is told. One struct, so that every
+/// bench that starts a coordinator spells these flags alike.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ChildCoordinatorArgs {
+    /// The `edgeplane` binary to start as the coordinator (default: this
+    /// one). A wrapper script that ends in `exec edgeplane "$@"` works too
+    /// (a profiler's, say): the pid the bench reads stays the coordinator's.
+    #[arg(long)]
+    pub coordinator_bin: Option<PathBuf>,
+
+    /// Where the child coordinator's log goes (default: a file in the temp dir).
+    #[arg(long)]
+    pub coordinator_log: Option<PathBuf>,
+
+    /// Extra arguments for the child coordinator (repeatable), e.g.
+    /// `--coordinator-arg=--http2-keepalive=60s`.
+    #[arg(long = "coordinator-arg", allow_hyphen_values = true)]
+    pub coordinator_args: Vec<String>,
+}
+
+impl ChildCoordinatorArgs {
+    /// The binary to start: `--coordinator-bin`, else the running one.
+    pub fn bin(&self) -> std::io::Result<PathBuf> {
+        match &self.coordinator_bin {
+            Some(b) => Ok(b.clone()),
+            None => std::env::current_exe(),
+        }
+    }
+
+    /// The log file: `--coordinator-log`, else `default` in the temp dir.
+    pub fn log_or(&self, default: &str) -> PathBuf {
+        self.coordinator_log
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(default))
+    }
+}
+
 /// `edgeplane bench fleet`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FleetArgs {
@@ -61,18 +99,8 @@ pub struct FleetArgs {
     #[arg(long)]
     pub coordinator_pid: Option<u32>,
 
-    /// The `edgeplane` binary to start as the coordinator (default: this one).
-    #[arg(long)]
-    pub coordinator_bin: Option<PathBuf>,
-
-    /// Where the child coordinator's log goes (default: a file in the temp dir).
-    #[arg(long)]
-    pub coordinator_log: Option<PathBuf>,
-
-    /// Extra arguments for the child coordinator (repeatable), e.g.
-    /// `--coordinator-arg=--http2-keepalive=60s`.
-    #[arg(long = "coordinator-arg", allow_hyphen_values = true)]
-    pub coordinator_args: Vec<String>,
+    #[command(flatten)]
+    pub child: ChildCoordinatorArgs,
 
     /// Mutual TLS: the child coordinator serves TLS with a server
     /// certificate and a cluster CA the bench makes, and requires a client

@@ -68,14 +68,8 @@ fn validate(args: &FleetArgs) -> Result<(), BenchError> {
 /// `extra`: flags of the bench's own (the TLS ones of `--tls`), before the
 /// caller's `--coordinator-arg`s.
 fn spawn_coordinator(args: &FleetArgs, port: u16, extra: Vec<String>) -> Result<ChildServer, BenchError> {
-    let bin = match &args.coordinator_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?,
-    };
-    let log = args
-        .coordinator_log
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("edgeplane-bench-coordinator-{port}.log")));
+    let bin = args.child.bin()?;
+    let log = args.child.log_or(&format!("edgeplane-bench-coordinator-{port}.log"));
     let n = args.load.workers;
     let mut a: Vec<String> = [
         "coordinator",
@@ -94,7 +88,7 @@ fn spawn_coordinator(args: &FleetArgs, port: u16, extra: Vec<String>) -> Result<
     .map(|s| s.to_string())
     .collect();
     a.extend(extra);
-    a.extend(args.coordinator_args.iter().cloned());
+    a.extend(args.child.coordinator_args.iter().cloned());
     ChildServer::spawn("the coordinator", &bin, a, Vec::new(), &log)
 }
 

@@ -25,6 +25,7 @@
 
 pub mod args;
 pub mod child;
+pub mod churn;
 pub mod cluster;
 pub mod connector;
 pub mod error;

@@ -18,22 +18,23 @@
 //! leave abruptly after `--newcomer-life`. Steady paced proxy load goes to
 //! `soak-steady` and, apart, to `soak-flap`.
 
+use super::churn::{churner, flapper, newcomers, Churn, ChurnCounters, Newcomers};
 use super::error::BenchError;
 use super::flatness::{flatness, Flatness, Verdict};
 use super::histogram::Summary;
 use super::http_load::{self, gauge_value, LoadFigures, LoadSpec, LoadStats};
 use super::procfs::{self, Window};
 use super::report::{progress, FalsePositives};
-use super::sim_worker::{Mode, SimWorker};
+use super::sim_worker::SimWorker;
 use super::stage::{loadavg, Stage, StageArgs};
 use super::svg::{self, Line, Panel};
 use crate::duration::{format_short, parse_duration};
-use crate::proto::{ServiceState, WorkerStatus};
+use crate::proto::WorkerStatus;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::fmt::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,16 +109,6 @@ pub struct SoakSample {
     pub loadavg: Option<[f64; 3]>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Churn {
-    pub disconnects: u64,
-    pub newcomers_joined: u64,
-    pub newcomers_left: u64,
-    pub flips: u64,
-    /// Welcomes that gave a returning worker another id than it had.
-    pub id_changes: u64,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct SoakReport {
     pub coordinator: String,
@@ -160,11 +151,6 @@ fn validate(a: &SoakArgs) -> Result<(), BenchError> {
         return bad("--stable, --flappers and --clients must be at least 1");
     }
     Ok(())
-}
-
-/// A random pause in `0..limit`.
-fn jitter(limit: Duration) -> Duration {
-    Duration::from_micros(rand::random_range(0..limit.as_micros().max(1) as u64))
 }
 
 pub async fn run(args: &SoakArgs) -> Result<SoakReport, BenchError> {
@@ -217,15 +203,23 @@ pub async fn run(args: &SoakArgs) -> Result<SoakReport, BenchError> {
 
     // Flapping services.
     for w in &workers[args.stable..args.stable + args.flappers] {
-        tokio::spawn(flapper(w.clone(), args.flap_every, churn.clone(), stage.clone()));
+        tokio::spawn(flapper(w.clone(), FLAP, args.flap_every, churn.clone(), stage.clone()));
     }
     // Churners: dropped and back.
     let churners: Arc<Vec<Arc<SimWorker>>> = Arc::new(workers[args.stable + args.flappers..].to_vec());
     if !churners.is_empty() && args.churn_per_min > 0.0 {
-        tokio::spawn(churner(churners, args.clone(), churn.clone(), stage.clone()));
+        let pace = (args.churn_per_min, args.down_for);
+        tokio::spawn(churner(churners, pace, churn.clone(), stage.clone()));
     }
     if args.newcomers_per_min > 0.0 {
-        tokio::spawn(newcomers(args.clone(), churn.clone(), stage.clone()));
+        let newcomer = Newcomers {
+            per_min: args.newcomers_per_min,
+            life: args.newcomer_life,
+            first_index: args.stage.workers,
+            sources: args.stage.sources,
+            service: CHURN,
+        };
+        tokio::spawn(newcomers(newcomer, churn.clone(), stage.clone()));
     }
 
     progress(format_args!(
@@ -355,11 +349,8 @@ pub async fn run(args: &SoakArgs) -> Result<SoakReport, BenchError> {
         .flatten()
         .all(|f| f.verdict == Verdict::Flat);
     let churn_figures = Churn {
-        disconnects: churn.disconnects.load(Ordering::Relaxed),
-        newcomers_joined: churn.joined.load(Ordering::Relaxed),
-        newcomers_left: churn.left.load(Ordering::Relaxed),
-        flips: churn.flips.load(Ordering::Relaxed),
         id_changes: workers.iter().map(|w| w.id_changes.load(Ordering::Relaxed)).sum(),
+        ..churn.figures()
     };
     let hb = stage.shared.welcome_heartbeat_timeout_ms.load(Ordering::Relaxed);
     let url = stage.url.clone();
@@ -409,97 +400,6 @@ pub async fn run(args: &SoakArgs) -> Result<SoakReport, BenchError> {
         })?;
     }
     Ok(report)
-}
-
-#[derive(Default)]
-struct ChurnCounters {
-    disconnects: AtomicU64,
-    joined: AtomicU64,
-    left: AtomicU64,
-    flips: AtomicU64,
-}
-
-async fn flapper(w: Arc<SimWorker>, every: Duration, c: Arc<ChurnCounters>, stage: Arc<Stage>) {
-    let stop = stage.stop.clone();
-    drop(stage);
-    tokio::select! {
-        _ = tokio::time::sleep(jitter(every * 2)) => {}
-        _ = stop.cancelled() => return,
-    }
-    let mut ready = true;
-    loop {
-        ready = !ready;
-        w.set_readiness(
-            FLAP,
-            if ready {
-                ServiceState::Ready
-            } else {
-                ServiceState::Loading
-            },
-        );
-        c.flips.fetch_add(1, Ordering::Relaxed);
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
-}
-
-async fn churner(churners: Arc<Vec<Arc<SimWorker>>>, args: SoakArgs, c: Arc<ChurnCounters>, stage: Arc<Stage>) {
-    let stop = stage.stop.clone();
-    drop(stage);
-    let down: Arc<Vec<AtomicBool>> = Arc::new((0..churners.len()).map(|_| AtomicBool::new(false)).collect());
-    let gap = Duration::from_secs_f64(60.0 / args.churn_per_min);
-    let mut tick = tokio::time::interval(gap);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let i = rand::random_range(0..churners.len());
-        if down[i].swap(true, Ordering::Relaxed) {
-            continue;
-        }
-        let (w, down, stop) = (churners[i].clone(), down.clone(), stop.clone());
-        c.disconnects.fetch_add(1, Ordering::Relaxed);
-        let away = args.down_for;
-        tokio::spawn(async move {
-            w.set_mode(Mode::Dead);
-            tokio::select! {
-                _ = tokio::time::sleep(away) => {}
-                _ = stop.cancelled() => return,
-            }
-            w.set_mode(Mode::Run);
-            down[i].store(false, Ordering::Relaxed);
-        });
-    }
-}
-
-async fn newcomers(args: SoakArgs, c: Arc<ChurnCounters>, stage: Arc<Stage>) {
-    let stop = stage.stop.clone();
-    let gap = Duration::from_secs_f64(60.0 / args.newcomers_per_min);
-    let mut tick = tokio::time::interval(gap);
-    tick.tick().await;
-    let mut index = args.stage.workers;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let w = stage.worker(index, args.stage.sources, &[CHURN]);
-        index += 1;
-        stage.launch(&w);
-        c.joined.fetch_add(1, Ordering::Relaxed);
-        let (c, stop, life) = (c.clone(), stop.clone(), jitter(args.newcomer_life * 2));
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(life) => {}
-                _ = stop.cancelled() => return,
-            }
-            w.set_mode(Mode::Leave);
-            c.left.fetch_add(1, Ordering::Relaxed);
-        });
-    }
 }
 
 fn mib(k: u64) -> f64 {

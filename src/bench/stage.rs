@@ -4,6 +4,7 @@
 //! child of its own), a `WatchWorkers` stream, and a ramped fleet of
 //! simulated workers declaring services.
 
+use super::args::ChildCoordinatorArgs;
 use super::child::{free_port, ChildServer};
 use super::connector::{resolve, source_address};
 use super::error::BenchError;
@@ -43,15 +44,8 @@ pub struct StageArgs {
     /// (`taskset -c LIST`); without it, the bench process serves it.
     #[arg(long)]
     pub backend_cpus: Option<String>,
-    /// The `edgeplane` binary to start (default: this one).
-    #[arg(long)]
-    pub coordinator_bin: Option<PathBuf>,
-    /// Where the child coordinator's log goes (default: a file in the temp dir).
-    #[arg(long)]
-    pub coordinator_log: Option<PathBuf>,
-    /// Extra arguments for the child coordinator (repeatable).
-    #[arg(long = "coordinator-arg", allow_hyphen_values = true)]
-    pub coordinator_args: Vec<String>,
+    #[command(flatten)]
+    pub child: ChildCoordinatorArgs,
     /// Loopback source addresses the workers dial from (127.0.0.2 upwards).
     #[arg(long, default_value_t = 32)]
     pub sources: usize,
@@ -109,10 +103,7 @@ impl Stage {
         }
         let fd_limit = super::fdlimit::raise_to_hard()?;
         let stop = CancellationToken::new();
-        let bin = match &args.coordinator_bin {
-            Some(b) => b.clone(),
-            None => std::env::current_exe()?,
-        };
+        let bin = args.child.bin()?;
         // The backend: every replica's URL points here.
         let (backend, backend_child) = match &args.backend_cpus {
             Some(cpus) => {
@@ -141,9 +132,8 @@ impl Stage {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
         let log = args
-            .coordinator_log
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("edgeplane-bench-{what}-coordinator-{port}.log")));
+            .child
+            .log_or(&format!("edgeplane-bench-{what}-coordinator-{port}.log"));
         let mut a: Vec<String> = [
             "coordinator",
             "--listen",
@@ -160,7 +150,7 @@ impl Stage {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        a.extend(args.coordinator_args.iter().cloned());
+        a.extend(args.child.coordinator_args.iter().cloned());
         let (p, a) = pinned(args.coordinator_cpus.as_deref(), bin, a);
         progress(format_args!(
             "starting a coordinator at {url}{} (log {})",

@@ -69,6 +69,7 @@ async fn a_short_soak_churns_samples_and_sees_no_false_positive() {
     assert!(r.samples.len() >= 4, "a sample every 3s over 12s\n{table}");
     for s in &r.samples {
         assert!(s.rss_kib > 0 && s.fds > 0 && s.threads > 0, "{table}");
+        assert!(s.rss_anon_kib > 0 && s.rss_anon_kib <= s.rss_kib, "{table}");
         assert!(s.tokio_tasks.is_some(), "the tasks gauge was not read\n{table}");
     }
     assert_eq!(r.false_positives.reports, 0, "{table}");

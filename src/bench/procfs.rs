@@ -34,6 +34,10 @@ pub struct ProcSample {
     /// utime + stime, in ticks.
     cpu_ticks: u64,
     pub rss_kib: u64,
+    /// The anonymous part of `rss_kib` (heap and stacks): what a leak grows.
+    /// The rest is mostly the binary's own pages, read in from the file as
+    /// code paths first run, which the kernel may drop and read again.
+    pub rss_anon_kib: u64,
     pub peak_rss_kib: u64,
     pub threads: u64,
 }
@@ -68,6 +72,7 @@ pub fn sample(pid: u32) -> Result<ProcSample, BenchError> {
         at,
         cpu_ticks: stat_ticks(&stat),
         rss_kib: kib("VmRSS:"),
+        rss_anon_kib: kib("RssAnon:"),
         peak_rss_kib: kib("VmHWM:"),
         threads: kib("Threads:"),
     })
@@ -284,6 +289,7 @@ mod tests {
         assert!(x > 0);
         let b = sample(std::process::id()).unwrap();
         assert!(a.rss_kib > 0 && b.peak_rss_kib >= b.rss_kib / 2);
+        assert!(a.rss_anon_kib > 0 && a.rss_anon_kib <= a.rss_kib);
         assert!(usage(&a, &b).cores >= 0.0);
         assert!(sample(u32::MAX).is_err());
     }

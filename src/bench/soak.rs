@@ -93,6 +93,9 @@ pub struct SoakSample {
     /// Seconds since the soak started (after the ramp).
     pub t_s: f64,
     pub rss_kib: u64,
+    /// Anonymous resident memory (`RssAnon`): the heap, without the binary's
+    /// file-backed pages.
+    pub rss_anon_kib: u64,
     pub fds: u64,
     pub threads: u64,
     pub tokio_tasks: Option<u64>,
@@ -125,6 +128,7 @@ pub struct SoakReport {
     pub cpus: usize,
     pub samples: Vec<SoakSample>,
     pub rss_mib: Flatness,
+    pub anon_mib: Flatness,
     pub fds: Flatness,
     pub threads: Flatness,
     pub tokio_tasks: Option<Flatness>,
@@ -258,6 +262,7 @@ pub async fn run(args: &SoakArgs) -> Result<SoakReport, BenchError> {
         let sample = SoakSample {
             t_s: start.elapsed().as_secs_f64(),
             rss_kib: p.map_or(0, |p| p.rss_kib),
+            rss_anon_kib: p.map_or(0, |p| p.rss_anon_kib),
             fds,
             threads: p.map_or(0, |p| p.threads),
             tokio_tasks: tasks,
@@ -274,9 +279,10 @@ pub async fn run(args: &SoakArgs) -> Result<SoakReport, BenchError> {
             worst_steady = worst_steady.max(sample.steady.latency.p99_ms);
         }
         progress(format_args!(
-            "soak t={:.0}s RSS {:.1} MiB, {} fds, {} threads, {} tasks, keepalive p99 {:.2} ms, steady {} req ({} failed) p99 {:.2} ms, flap {} req ({} failed), {} connected",
+            "soak t={:.0}s RSS {:.1} MiB (anon {:.1}), {} fds, {} threads, {} tasks, keepalive p99 {:.2} ms, steady {} req ({} failed) p99 {:.2} ms, flap {} req ({} failed), {} connected",
             sample.t_s,
             sample.rss_kib as f64 / 1024.0,
+            sample.rss_anon_kib as f64 / 1024.0,
             sample.fds,
             sample.threads,
             sample.tokio_tasks.map_or("-".into(), |t| t.to_string()),
@@ -340,6 +346,7 @@ pub async fn run(args: &SoakArgs) -> Result<SoakReport, BenchError> {
     };
     let warm = args.warmup.as_secs_f64();
     let rss_mib = flatness(&series(&|s| Some(s.rss_kib as f64 / 1024.0)), warm, 5.0, 2.0);
+    let anon_mib = flatness(&series(&|s| Some(s.rss_anon_kib as f64 / 1024.0)), warm, 5.0, 2.0);
     let fds = flatness(&series(&|s| Some(s.fds as f64)), warm, 5.0, 16.0);
     let threads = flatness(&series(&|s| Some(s.threads as f64)), warm, 5.0, 2.0);
     let task_points = series(&|s| s.tokio_tasks.map(|t| t as f64));
@@ -381,6 +388,7 @@ pub async fn run(args: &SoakArgs) -> Result<SoakReport, BenchError> {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         samples,
         rss_mib,
+        anon_mib,
         fds,
         threads,
         tokio_tasks,
@@ -423,9 +431,10 @@ impl SoakReport {
         );
         let _ = writeln!(
             o,
-            "  {:>6} {:>8} {:>6} {:>5} {:>6} {:>6} {:>8} {:>9} {:>9} {:>13} {:>13} {:>6} {:>5}",
+            "  {:>6} {:>8} {:>8} {:>6} {:>5} {:>6} {:>6} {:>8} {:>9} {:>9} {:>13} {:>13} {:>6} {:>5}",
             "t (s)",
             "RSS MiB",
+            "anon MiB",
             "fds",
             "thr",
             "tasks",
@@ -441,9 +450,10 @@ impl SoakReport {
         for s in &self.samples {
             let _ = writeln!(
                 o,
-                "  {:>6.0} {:>8.1} {:>6} {:>5} {:>6} {:>6.2} {:>8.2} {:>10.2} {:>9.2} {:>13} {:>13} {:>6} {:>5}",
+                "  {:>6.0} {:>8.1} {:>8.1} {:>6} {:>5} {:>6} {:>6.2} {:>8.2} {:>10.2} {:>9.2} {:>13} {:>13} {:>6} {:>5}",
                 s.t_s,
                 mib(s.rss_kib),
+                mib(s.rss_anon_kib),
                 s.fds,
                 s.threads,
                 s.tokio_tasks.map_or("-".into(), |t| t.to_string()),
@@ -459,6 +469,7 @@ impl SoakReport {
         }
         let _ = writeln!(o, "  warm-up: first {:.0} s", self.warmup_s);
         let _ = writeln!(o, "  RSS           {}", verdict(&self.rss_mib, "MiB"));
+        let _ = writeln!(o, "  anonymous RSS {}", verdict(&self.anon_mib, "MiB"));
         let _ = writeln!(o, "  open files    {}", verdict(&self.fds, ""));
         let _ = writeln!(o, "  threads       {}", verdict(&self.threads, ""));
         if let Some(t) = &self.tokio_tasks {
@@ -510,11 +521,18 @@ impl SoakReport {
             Panel {
                 title: "coordinator resident memory".into(),
                 unit: "MiB".into(),
-                lines: vec![Line {
-                    label: "RSS".into(),
-                    color: "#1f77b4",
-                    points: at(&|s| Some(mib(s.rss_kib))),
-                }],
+                lines: vec![
+                    Line {
+                        label: "RSS".into(),
+                        color: "#1f77b4",
+                        points: at(&|s| Some(mib(s.rss_kib))),
+                    },
+                    Line {
+                        label: "anonymous".into(),
+                        color: "#9467bd",
+                        points: at(&|s| Some(mib(s.rss_anon_kib))),
+                    },
+                ],
             },
             Panel {
                 title: "p99 round trips, per sample".into(),

@@ -113,6 +113,10 @@ pub enum Unavailable {
     AllFailed,
     /// Replicas are ready but their workers are degraded, draining or disconnected.
     AllWorkersUnhealthy,
+    /// Replicas are ready on healthy workers but the proxy has no way to
+    /// them yet: a tunnel worker whose tunnel is not open (it opens right
+    /// after the session starts), or a URL the proxy cannot use.
+    Unreachable,
 }
 
 impl Unavailable {
@@ -122,6 +126,7 @@ impl Unavailable {
             Unavailable::AllLoading => "all_loading",
             Unavailable::AllFailed => "all_failed",
             Unavailable::AllWorkersUnhealthy => "all_workers_unhealthy",
+            Unavailable::Unreachable => "unreachable",
         }
     }
 
@@ -133,6 +138,9 @@ impl Unavailable {
             Unavailable::AllWorkersUnhealthy => {
                 format!("the workers running `{service}` are degraded, draining or disconnected")
             }
+            Unavailable::Unreachable => format!(
+                "the ready replicas of `{service}` cannot be reached yet (their tunnels are not open, or their URLs are unusable)"
+            ),
         }
     }
 }
@@ -148,6 +156,9 @@ pub struct ServiceRoutes {
     pub failed: usize,
     /// Ready replicas whose worker may not take traffic.
     pub unhealthy: usize,
+    /// Ready replicas on healthy workers with nowhere to send to (see
+    /// [`Unavailable::Unreachable`]): not failed, and not to be called so.
+    pub unreachable: usize,
 }
 
 impl ServiceRoutes {
@@ -160,6 +171,8 @@ impl ServiceRoutes {
             Unavailable::NonePlaced
         } else if self.unhealthy > 0 {
             Unavailable::AllWorkersUnhealthy
+        } else if self.unreachable > 0 {
+            Unavailable::Unreachable
         } else if self.loading > 0 {
             Unavailable::AllLoading
         } else if self.failed > 0 {
@@ -229,6 +242,12 @@ mod tests {
         r.loading = 0;
         r.failed = 2;
         assert_eq!(r.unavailable(), Some(Unavailable::AllFailed));
+        r.unreachable = 1;
+        assert_eq!(
+            r.unavailable(),
+            Some(Unavailable::Unreachable),
+            "a replica that is ready but not reachable yet is not called failed"
+        );
         r.unhealthy = 1;
         assert_eq!(r.unavailable(), Some(Unavailable::AllWorkersUnhealthy));
     }

@@ -338,6 +338,7 @@ impl Proxy {
                     loading: routes.loading,
                     failed: routes.failed,
                     unhealthy: routes.unhealthy,
+                    unreachable: routes.unreachable,
                 })
             }
         };

@@ -141,8 +141,8 @@ fn build_routes(replicas: &BTreeMap<String, RouteEntry>) -> ServiceRoutes {
             ServiceState::Ready => match (&e.endpoint, e.worker_ok) {
                 (Some(ep), true) => r.ready.push(ep.clone()),
                 (_, false) => r.unhealthy += 1,
-                // Ready but nowhere to send to: as good as not there.
-                (None, true) => r.failed += 1,
+                // Ready but nowhere to send to (yet): not a failed check.
+                (None, true) => r.unreachable += 1,
             },
             ServiceState::Failed => r.failed += 1,
             ServiceState::Loading | ServiceState::Unspecified => r.loading += 1,

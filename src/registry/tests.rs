@@ -383,6 +383,22 @@ fn routes_follow_readiness_and_health_and_keep_their_load() {
 }
 
 #[test]
+fn a_ready_tunnel_replica_before_its_tunnel_opens_is_unreachable_not_failed() {
+    let mut st = state();
+    let mut h = hello("nat-box", "i-1");
+    h.tunnel = true;
+    h.services = vec![DeclaredService {
+        name: "notes-coa".into(),
+        url: "http://127.0.0.1:8100".into(),
+    }];
+    let (w, _link) = connect(&mut st, 0, &h);
+    let c = st.service_status(1, &w.worker_id, w.generation, ready("notes-coa"), true);
+    let routes = c.routes.expect("a new table").services["notes-coa"].clone();
+    assert_eq!((routes.ready.len(), routes.unreachable, routes.failed), (0, 1, 0));
+    assert_eq!(routes.unavailable(), Some(crate::routes::Unavailable::Unreachable));
+}
+
+#[test]
 fn a_full_registry_refuses_new_workers_but_not_resumptions() {
     let mut st = state();
     let ws: Vec<Registered> = (0..3)

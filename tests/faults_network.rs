@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::faults::{exited, metric, notes_catalog, sample_in, worker_in, Coordinator, Load, Recorder};
+use common::faults::{exited, metric, notes_catalog, sample_in, worker_in, Coordinator, Load, Recorder, Seen};
 use common::impair::{DelayLine, Impairment};
 use common::netns::Netns;
 use edgeplane::proto::{EventKind, WorkerStatus};
@@ -204,17 +204,31 @@ async fn a_lossy_slow_link_at_the_default_timeouts_raises_no_false_state() {
         sent - failed >= 8,
         "requests crossed the link: {sent} sent, {failed} failed"
     );
-    // The replica never left the routes (503). A request can still fail
-    // on the link itself: a 2 s connect timeout opening a tunnel pipe
-    // across 400-800 ms round trips with retransmissions (502), or a
-    // client timeout; those are counted, not forbidden.
+    // The replica never left the routes (503) while its tunnel was open. A
+    // request can still fail on the link itself: a 2 s connect timeout
+    // opening a tunnel pipe across 400-800 ms round trips with
+    // retransmissions (502), or a client timeout; those are counted, not
+    // forbidden. And the tunnel is a TCP connection of its own with its own
+    // HTTP/2 pings (20 s, 10 s to answer): when retransmission backoff
+    // stalls it past that, the worker reopens it, and requests between the
+    // coordinator's "tunnel closed" and "tunnel open" are 503 (unreachable)
+    // while the worker itself stays healthy. Only those are excused.
+    let tunnel_down = tunnel_closed_windows(&seen);
+    let margin = Duration::from_secs(1);
     let refused: Vec<_> = failures
         .iter()
-        .filter(|(_, why)| why.starts_with("status 503"))
+        .filter(|(at, why)| {
+            why.starts_with("status 503")
+                && !tunnel_down
+                    .iter()
+                    .any(|&(closed, open)| *at + margin >= closed && open.is_none_or(|o| *at <= o + margin))
+        })
         .collect();
     assert!(
         refused.is_empty(),
-        "the proxy never refused for want of a replica: {refused:?}"
+        "the proxy refused for want of a replica outside a tunnel reopening ({tunnel_down:?}): {} of them, first {:?}",
+        refused.len(),
+        refused.iter().take(5).collect::<Vec<_>>()
     );
     let on_the_link = failures.iter().filter(|(_, why)| why.starts_with("status 502")).count();
     // The keepalive round trip, as the worker measured it and the
@@ -417,4 +431,24 @@ readiness = { http = "/health" }
         moved.at - cut,
         back.at - healed
     );
+}
+
+/// Each time the watch saw the worker's tunnel close: when, and when it
+/// was seen open again (`None`: not before the end).
+fn tunnel_closed_windows(seen: &[Seen]) -> Vec<(Instant, Option<Instant>)> {
+    let mut out = Vec::new();
+    let mut closed: Option<Instant> = None;
+    for s in seen {
+        match s.reason.as_str() {
+            "tunnel closed" if closed.is_none() => closed = Some(s.at),
+            "tunnel open" => {
+                if let Some(c) = closed.take() {
+                    out.push((c, Some(s.at)));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.extend(closed.map(|c| (c, None)));
+    out
 }

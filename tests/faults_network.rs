@@ -245,7 +245,10 @@ async fn a_lossy_slow_link_at_the_default_timeouts_raises_no_false_state() {
     let mean = sum / count;
     println!("lossy link: {sent} requests, {failed} failed ({on_the_link} of them 502, the rest client timeouts); keepalive RTT mean {mean:.3}s over {count} samples");
     assert_eq!(too_fast, 0.0, "no round trip reported under the link's 400 ms");
-    assert!((0.4..3.0).contains(&mean), "mean keepalive round trip {mean}s");
+    // Retransmission backoff on this link makes some round trips take
+    // seconds (CI has seen a mean of 3.6 s); what would be dishonest is a
+    // figure under the link's floor (above) or off by a unit (thousands).
+    assert!((0.4..10.0).contains(&mean), "mean keepalive round trip {mean}s");
 }
 
 #[tokio::test]

@@ -73,10 +73,7 @@ pub struct ChildCoordinatorArgs {
 impl ChildCoordinatorArgs {
     /// The binary to start: `--coordinator-bin`, else the running one.
     pub fn bin(&self) -> std::io::Result<PathBuf> {
-        match &self.coordinator_bin {
-            Some(b) => Ok(b.clone()),
-            None => std::env::current_exe(),
-        }
+        given_or_this_binary(self.coordinator_bin.as_ref())
     }
 
     /// The log file: `--coordinator-log`, else `default` in the temp dir.
@@ -84,6 +81,15 @@ impl ChildCoordinatorArgs {
         self.coordinator_log
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join(default))
+    }
+}
+
+/// `given`, else the binary running now: what a bench starts as a child
+/// coordinator (or as a `bench load` process) when not told otherwise.
+pub fn given_or_this_binary(given: Option<&PathBuf>) -> std::io::Result<PathBuf> {
+    match given {
+        Some(b) => Ok(b.clone()),
+        None => std::env::current_exe(),
     }
 }
 

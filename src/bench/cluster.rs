@@ -12,7 +12,7 @@
 //!    session (false positives); the survivors must list the fleet once
 //!    (duplicates).
 
-use super::args::LoadArgs;
+use super::args::{given_or_this_binary, LoadArgs};
 use super::child::{free_port, ChildServer};
 use super::connector::source_address;
 use super::error::BenchError;
@@ -178,10 +178,7 @@ fn spawn_coordinator(
     port: u16,
     dir: &std::path::Path,
 ) -> Result<ChildServer, BenchError> {
-    let bin = match &args.coordinator_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?,
-    };
+    let bin = given_or_this_binary(args.coordinator_bin.as_ref())?;
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let a: Vec<String> = [
         "coordinator",
@@ -340,10 +337,7 @@ pub async fn run(args: &ClusterArgs) -> Result<ClusterReport, BenchError> {
     let (all, connected) = if multi {
         let p = args.load_processes;
         let targets: Vec<String> = shared.targets.iter().map(|t| t.to_string()).collect();
-        let bin = match &args.coordinator_bin {
-            Some(b) => b.clone(),
-            None => std::env::current_exe()?,
-        };
+        let bin = given_or_this_binary(args.coordinator_bin.as_ref())?;
         for j in 0..p {
             let (from, to) = (n * j / p, n * (j + 1) / p);
             let a: Vec<String> = vec![

@@ -47,6 +47,7 @@ pub mod reach;
 pub mod report;
 pub mod sim_worker;
 pub mod soak;
+mod soak_report;
 pub mod stage;
 pub mod svg;
 pub mod watch;
